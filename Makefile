@@ -1,0 +1,41 @@
+# dpaudit — the two README commands (`make demo`, `make test`) do all the set-up.
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+PY      := $(VENV)/bin/python
+DPAUDIT := $(VENV)/bin/dpaudit
+STAMP   := $(VENV)/.dpaudit-installed
+
+.PHONY: install demo test test-fast lint format bench clean
+
+# Torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(DPAUDIT) demo --resume
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check dpaudit tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format dpaudit tests benchmarks
+
+bench: install
+	$(PY) benchmarks/dp_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

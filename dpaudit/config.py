@@ -1,0 +1,480 @@
+"""Typed run configuration.
+
+One frozen dataclass per subsystem (:class:`DataConfig`, :class:`TrainConfig`,
+:class:`AttackConfig`, :class:`AuditConfig`, :class:`ReportConfig`) inside
+:class:`RunConfig`. Every field carries a help string and, where it has one,
+a validated range or a set of choices, declared with :func:`option`.
+
+Precedence, highest first: explicit CLI option > ``--set section.key=value``
+> TOML file > defaults (:func:`load_config`). Unknown sections or keys are
+errors with a did-you-mean suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpaudit.errors import ConfigError, InputError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """Declare a config field with its help text and validated range."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Mixin: validate every field against its declared range after init."""
+
+    def __post_init__(self) -> None:
+        section = getattr(self, "SECTION", type(self).__name__)
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            _check_field(section, f, getattr(self, f.name))
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks; overridden by sections that need them."""
+
+
+def _check_field(section: str, f: dataclasses.Field, value: Any) -> None:
+    name = f"{section}.{f.name}"
+    meta = f.metadata
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            allowed = ", ".join(map(str, meta["choices"]))
+            raise ConfigError(f"{name} = {v!r} is not one of: {allowed}{did_you_mean(str(v), map(str, meta['choices']))}", key=name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, float) and math.isnan(v):
+                raise ConfigError(f"{name} must be a number, got nan", key=name)
+            for key, ok, word in (
+                ("ge", lambda a, b: a >= b, ">="),
+                ("gt", lambda a, b: a > b, ">"),
+                ("le", lambda a, b: a <= b, "<="),
+                ("lt", lambda a, b: a < b, "<"),
+            ):
+                bound = meta.get(key)
+                if bound is not None and not ok(v, bound):
+                    raise ConfigError(f"{name} = {v!r} must be {word} {bound}", key=name)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Where the training text comes from, how it is split, and what is planted in it."""
+
+    SECTION = "data"
+    path: str | None = option(None, "Dataset file (jsonl, csv, parquet, txt) or HF dataset directory; empty = synthesize one")
+    format: str = option("auto", "File format; 'auto' infers it from the extension", choices=("auto", "jsonl", "csv", "parquet", "text", "hf"))
+    text_field: str = option("text", "Column holding the text")
+    label_field: str | None = option(None, "Column holding the class label (classifiers)")
+    id_field: str | None = option(None, "Column holding a unique record id; empty = row number")
+    user_field: str | None = option(None, "Column holding the user id (for user-level units)")
+    synth_domain: str = option("clinical", "Synthetic corpus domain when no path is given", choices=("clinical", "support", "banking"))
+    synth_n: int = option(2000, "Number of synthetic records when no path is given", ge=10)
+    member_fraction: float = option(0.4, "Fraction of records trained on by the target (members)", gt=0, lt=1)
+    nonmember_fraction: float = option(0.2, "Fraction held out as non-members for attack evaluation", gt=0, lt=1)
+    canary_prefix: str = option("my secret code is ", "Context that precedes each canary secret")
+    secret_space: str = option("digits:6", "Canary secret space: digits:N, alnum:N or words:N")
+    canary_repetitions: list[int] = option([1, 2, 4, 8, 16], "Repetition counts of Secret-Sharer canaries", ge=1)
+    canaries_per_repetition: int = option(2, "Secret-Sharer canaries per repetition count", ge=0)
+    one_run_canaries: int = option(200, "Canaries for the one-run audit, each included with probability 1/2", ge=0)
+    max_length: int = option(64, "Maximum tokens per training example", ge=8)
+    tokenizer: str = option("train", "'train' = train a BPE tokenizer on the training text; else a HF tokenizer path/id")
+    vocab_size: int = option(2000, "Vocabulary size of a trained tokenizer", ge=100)
+
+    def validate(self) -> None:
+        if self.member_fraction + self.nonmember_fraction >= 1:
+            raise ConfigError(
+                "data.member_fraction + data.nonmember_fraction must be < 1 "
+                "(the rest is the population pool for reference models)",
+                key="data.nonmember_fraction",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """How the target, baseline and reference models are fine-tuned."""
+
+    SECTION = "train"
+    model: str = option("embedded:gpt2-tiny", "Hub id, local directory, or embedded:gpt2-tiny / embedded:bert-tiny")
+    task: str = option("causal_lm", "What the model learns", choices=("causal_lm", "classification"))
+    num_labels: int = option(2, "Classes, for classification", ge=2)
+    mode: str = option("full", "Parameters trained: all, LoRA adapters, or the head/last layers", choices=("full", "lora", "head"))
+    lora_rank: int = option(8, "LoRA rank", ge=1)
+    lora_alpha: float = option(16.0, "LoRA scaling alpha", gt=0)
+    lora_targets: list[str] = option([], "Module names to adapt with LoRA; empty = PEFT's default for the architecture")
+    dp: bool = option(True, "Train with DP-SGD (False = non-private)")
+    target_epsilon: float = option(8.0, "Target epsilon; the noise multiplier is calibrated to reach it", gt=0)
+    noise_multiplier: float | None = option(None, "Noise multiplier sigma; overrides target_epsilon when set", ge=0)
+    max_grad_norm: float = option(1.0, "Per-example clipping norm C", gt=0)
+    delta: float | None = option(None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1)
+    accountant: str = option("pld", "Accountant used to calibrate noise and report epsilon", choices=("rdp", "prv", "pld", "gdp", "edgeworth"))
+    allow_approximate_accountant: bool = option(False, "Allow calibrating noise with an approximate accountant (gdp, edgeworth)")
+    poisson_sampling: bool = option(True, "Poisson sampling of batches (what the accountants assume)")
+    batch_size: int = option(64, "Expected logical batch size (sampling rate = batch_size / n)", ge=1)
+    physical_batch_size: int = option(32, "Examples per forward/backward pass (memory bound)", ge=1)
+    epochs: float = option(3.0, "Passes over the training set", gt=0)
+    learning_rate: float = option(5e-3, "Learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    device: str = option("auto", "Device: auto (CUDA when present), cpu, cuda, cuda:N")
+    precision: str = option("fp32", "Autocast precision on GPU", choices=("fp32", "bf16", "fp16"))
+    grad_sample_mode: str = option("hooks", "Opacus per-sample gradient mode", choices=("hooks", "ghost", "functorch", "ew"))
+    baseline: bool = option(True, "Also train a non-private baseline with the same recipe")
+    num_references: int = option(4, "Reference (shadow) models for calibrated attacks", ge=0)
+    checkpoint_every: int = option(50, "Save a resumable checkpoint every N steps", ge=1)
+
+    def validate(self) -> None:
+        if self.physical_batch_size > self.batch_size:
+            raise ConfigError("train.physical_batch_size must be <= train.batch_size", key="train.physical_batch_size")
+
+
+@dataclass(frozen=True)
+class AttackConfig(_Section):
+    """Which attacks run and with what parameters."""
+
+    SECTION = "attack"
+    attacks: list[str] = option(["loss", "zlib", "mink", "minkpp", "reference", "lira", "rmia"], "Membership inference attacks to run")
+    mink_k: float = option(0.2, "Fraction k of lowest-probability tokens for min-k% and min-k%++", gt=0, le=1)
+    fprs: list[float] = option([0.001, 0.01, 0.1], "False-positive rates at which TPR is reported", gt=0, lt=1)
+    bootstrap: int = option(200, "Bootstrap resamples for confidence intervals", ge=0)
+    rmia_gamma: float = option(1.0, "RMIA dominance factor gamma", gt=0)
+    exposure_enumeration_limit: int = option(1_000_000, "Enumerate the secret space exactly up to this size; extrapolate above", ge=1)
+    extraction_samples: int = option(16, "Samples per canary/PII prompt for extraction", ge=1)
+    memorization_prefix_tokens: int = option(16, "Prompt length k for verbatim memorization", ge=1)
+    memorization_suffix_tokens: int = option(16, "Continuation length n checked for verbatim memorization", ge=1)
+    batch_size: int = option(32, "Examples per scoring batch", ge=1)
+
+
+@dataclass(frozen=True)
+class AuditConfig(_Section):
+    """How empirical epsilon lower bounds are computed."""
+
+    SECTION = "audit"
+    method: str = option("one-run", "Audit method", choices=("one-run", "threshold"))
+    confidence: float = option(0.95, "Confidence 1-beta of the lower bound", gt=0, lt=1)
+    delta: float | None = option(None, "Delta for the lower bound; empty = the ledger's delta", gt=0, lt=1)
+    guesses: list[int] = option([], "Numbers of guesses k+ = k- tried (union bound over the grid); empty = a default grid", ge=1)
+    heldout_fraction: float = option(0.5, "Threshold audit: fraction of canaries used only to choose the threshold", gt=0, lt=1)
+
+
+@dataclass(frozen=True)
+class ReportConfig(_Section):
+    """Report formats and the release policy the verdict is judged against."""
+
+    SECTION = "report"
+    formats: list[str] = option(["html", "md", "json"], "Report formats", choices=("html", "md", "json"))
+    reveal: bool = option(False, "Print recovered secrets and PII in reports (off: masked)")
+    max_epsilon: float | None = option(None, "Policy: maximum claimed epsilon", gt=0)
+    max_auc: float | None = option(None, "Policy: maximum membership-inference AUC", ge=0, le=1)
+    max_tpr_at_low_fpr: float | None = option(None, "Policy: maximum TPR at 0.1% FPR", ge=0, le=1)
+    max_exposure: float | None = option(None, "Policy: maximum canary exposure in bits", ge=0)
+    max_pii_extraction_rate: float | None = option(None, "Policy: maximum PII extraction rate", ge=0, le=1)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "attack": AttackConfig,
+    "audit": AuditConfig,
+    "report": ReportConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """The whole configuration of one run."""
+
+    SECTION = "run"
+    name: str = option("run", "Run name; the run directory is <runs_dir>/<name>")
+    runs_dir: str = option("runs", "Directory under which run directories are created")
+    seed: int = option(0, "Master seed; every stage derives its seed from it", ge=0)
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data section"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "train section"})
+    attack: AttackConfig = field(default_factory=AttackConfig, metadata={"help": "attack section"})
+    audit: AuditConfig = field(default_factory=AuditConfig, metadata={"help": "audit section"})
+    report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "report section"})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+_TOP_KEYS = ("name", "runs_dir", "seed")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Coerce a TOML or command-line value to the declared field type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner[0])
+    if origin is list:
+        (item,) = args
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}", key=where)
+        return [_coerce(where, v, item) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {value!r}", key=where)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}", key=where)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be an integer, got {value!r}", key=where)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}", key=where)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}", key=where) from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}", key=where)
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build_section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in types_:
+            raise ConfigError(f"unknown key {name}.{key}{did_you_mean(key, types_)}", key=f"{name}.{key}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, types_[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from nested mappings."""
+    top: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[{key}] must be a table of settings")
+            sections[key] = _build_section(SECTIONS[key], key, value)
+        elif key in _TOP_KEYS:
+            top[key] = value
+        else:
+            raise ConfigError(f"unknown key {key!r}{did_you_mean(key, [*SECTIONS, *_TOP_KEYS])}")
+    top_types = _field_types(RunConfig)
+    top = {k: _coerce(k, v, top_types[k]) for k, v in top.items()}
+    return RunConfig(**top, **sections)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; malformed files raise an :class:`InputError` with the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not valid UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        # Python < 3.14 only puts the position into the message text.
+        found = re.search(r"\s*\(at line (\d+), column \d+\)", str(exc))
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
+        msg = getattr(exc, "msg", None) or (str(exc)[: found.start()] if found else str(exc))
+        raise InputError(path, f"invalid TOML: {msg}", line=line) from None
+
+
+def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
+    """Parse ``section.key=value`` strings into nested overrides (values stay strings)."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, value = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) == 1 and parts[0] in _TOP_KEYS:
+            out[parts[0]] = value
+            continue
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` onto ``base`` (override wins)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    sets: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a config: defaults < TOML file < ``--set`` < explicit CLI options.
+
+    Args:
+        path: TOML file, or ``None`` for defaults only.
+        sets: ``section.key=value`` strings from ``--set``.
+        overrides: nested mapping of explicit CLI options; ``None`` values are
+            "not given" and do not override (so an explicit ``False`` does).
+
+    Raises:
+        ConfigError: naming the file and line for a bad file value, or
+            ``--set``/the option for a bad override.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(path)
+        try:
+            config_from_dict(data)
+        except ConfigError as exc:
+            line = _key_line(Path(path), getattr(exc, "key", None))
+            where = f"{path}:{line}" if line else str(path)
+            raise ConfigError(f"{where}: {exc}") from None
+    try:
+        set_values = parse_set(sets)
+        data = merge(data, set_values)
+        if set_values:
+            config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+    if overrides:
+        try:
+            return config_from_dict(merge(data, _drop_none(overrides)))
+        except ConfigError as exc:
+            raise ConfigError(f"option: {exc}") from None
+    return config_from_dict(data)
+
+
+def _key_line(path: Path, dotted: str | None) -> int | None:
+    """1-based line of ``section.key`` in a TOML file, for error messages."""
+    if not dotted:
+        return None
+    section, _, key = dotted.rpartition(".")
+    current = ""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        header = re.match(r"^\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            inner = _drop_none(value)
+            if inner:
+                out[key] = inner
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def to_toml(config: RunConfig) -> str:
+    """Render a config as TOML (``None`` values are written as comments)."""
+    lines: list[str] = []
+    data = config.to_dict()
+    for key in _TOP_KEYS:
+        lines.append(f"{key} = {_toml_value(data[key])}")
+    for section in SECTIONS:
+        lines.append("")
+        lines.append(f"[{section}]")
+        for key, value in data[section].items():
+            if value is None:
+                lines.append(f"# {key} = (unset)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int,)):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")  # pragma: no cover
+
+
+def describe_fields() -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) for every setting — used by ``config show --help``."""
+    rows: list[tuple[str, str, Any]] = []
+    defaults = RunConfig()
+    for key in _TOP_KEYS:
+        f = next(f for f in dataclasses.fields(RunConfig) if f.name == key)
+        rows.append((key, f.metadata["help"], getattr(defaults, key)))
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{section}.{f.name}", f.metadata["help"], getattr(getattr(defaults, section), f.name)))
+    return rows

@@ -1,0 +1,241 @@
+"""Load records from JSONL, CSV, Parquet, plain text or a Hugging Face dataset.
+
+Every loader returns a list of :class:`~dpaudit.datasets.records.Record` and
+fails on bad input with an :class:`~dpaudit.errors.InputError` naming the file
+and, where it applies, the line: malformed JSON, a missing text field, bytes
+that are not UTF-8, an empty file, duplicate ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpaudit.datasets.records import PiiSpan, Record
+from dpaudit.errors import InputError
+
+FORMATS = ("jsonl", "csv", "parquet", "text", "hf")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+}
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Which columns hold the text, label, id and user."""
+
+    text: str = "text"
+    label: str | None = None
+    id: str | None = None
+    user: str | None = None
+
+
+def infer_format(path: str | Path) -> str:
+    """Guess the format from the extension (a directory is a HF dataset)."""
+    path = Path(path)
+    if path.is_dir():
+        return "hf"
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(path, f"cannot infer the format from {path.suffix!r}; pass --format ({', '.join(FORMATS)})")
+    return fmt
+
+
+def load_records(path: str | Path, *, format: str = "auto", fields: Fields | None = None) -> list[Record]:
+    """Load ``path`` as records.
+
+    Args:
+        path: a file, or a directory saved with ``datasets.Dataset.save_to_disk``;
+            for ``format="hf"`` also a hub dataset name (needs network).
+        format: one of ``auto``, ``jsonl``, ``csv``, ``parquet``, ``text``, ``hf``.
+        fields: column names; the default reads ``text`` (and a dpaudit JSONL's
+            ``id``, ``label``, ``pii`` and ``meta`` when present).
+    """
+    fields = fields or Fields()
+    fmt = infer_format(path) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise InputError(path, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt != "hf" or Path(path).exists():
+        _check_file(path, allow_dir=fmt == "hf")
+    loader = {"jsonl": _load_jsonl, "csv": _load_csv, "parquet": _load_parquet, "text": _load_text, "hf": _load_hf}[fmt]
+    records = loader(Path(path), fields)
+    if not records:
+        raise InputError(path, "no records found (empty file)")
+    _check_unique_ids(path, records)
+    return records
+
+
+def _check_file(path: str | Path, *, allow_dir: bool = False) -> None:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir() and not allow_dir:
+        raise InputError(path, "is a directory, expected a file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "empty file")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(path, f"not valid UTF-8 (byte {exc.start})", line=line) from None
+
+
+def _label(path: Path, value: Any, line: int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"label {value!r} is not an integer", line=line) from None
+    if not as_float.is_integer():
+        raise InputError(path, f"label {value!r} is not an integer", line=line)
+    return int(as_float)
+
+
+def _make_record(path: Path, row: dict[str, Any], index: int, line: int | None, fields: Fields) -> Record:
+    if fields.text not in row:
+        raise InputError(path, f"missing text field {fields.text!r}", line=line)
+    text = row[fields.text]
+    if not isinstance(text, str):
+        raise InputError(path, f"text field {fields.text!r} is not a string", line=line)
+    id_key = fields.id or "id"
+    raw_id = row.get(id_key)
+    if fields.id is not None and raw_id in (None, ""):
+        raise InputError(path, f"missing id field {fields.id!r}", line=line)
+    rec_id = str(raw_id) if raw_id not in (None, "") else f"row-{index:07d}"
+    label = _label(path, row.get(fields.label or "label"), line)
+    meta = dict(row.get("meta") or {}) if isinstance(row.get("meta"), dict) else {}
+    if fields.user is not None:
+        if row.get(fields.user) in (None, ""):
+            raise InputError(path, f"missing user field {fields.user!r}", line=line)
+        meta["user"] = str(row[fields.user])
+    spans: tuple[PiiSpan, ...] = ()
+    if row.get("pii"):
+        try:
+            spans = tuple(PiiSpan(int(s["start"]), int(s["end"]), str(s["kind"]), str(s["value"])) for s in row["pii"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, "malformed 'pii' spans (need start, end, kind, value)", line=line) from None
+        for span in spans:
+            if text[span.start : span.end] != span.value:
+                raise InputError(path, f"PII span {span.start}:{span.end} does not match its value", line=line)
+    return Record(id=rec_id, text=text, label=label, pii=spans, meta=meta)
+
+
+def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
+    text = _read_text(path)
+    if text.lstrip().startswith("[") and path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+        return [_make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)]
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"malformed JSON: {exc.msg}", line=lineno) from None
+        records.append(_make_record(path, _as_row(path, row, lineno), len(records), lineno, fields))
+    return records
+
+
+def _as_row(path: Path, row: Any, line: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise InputError(path, f"expected a JSON object, got {type(row).__name__}", line=line)
+    return row
+
+
+def _load_csv(path: Path, fields: Fields) -> list[Record]:
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    if reader.fieldnames is None:
+        raise InputError(path, "empty file")
+    if fields.text not in reader.fieldnames:
+        raise InputError(path, f"missing text column {fields.text!r} (columns: {', '.join(reader.fieldnames)})", line=1)
+    records = []
+    try:
+        for row in reader:
+            if None in row:
+                raise InputError(path, "row has more fields than the header", line=reader.line_num)
+            records.append(_make_record(path, row, len(records), reader.line_num, fields))
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV: {exc}", line=reader.line_num) from None
+    return records
+
+
+def _load_parquet(path: Path, fields: Fields) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(path, f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
+    return _from_rows(path, table.to_pylist(), fields)
+
+
+def _from_rows(path: Path, rows: Iterable[dict[str, Any]], fields: Fields) -> list[Record]:
+    # Row numbers are 1-based data rows, reported as "line" for consistency.
+    return [_make_record(path, row, i, i + 1, fields) for i, row in enumerate(rows)]
+
+
+def _load_text(path: Path, fields: Fields) -> list[Record]:
+    records = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.strip():
+            records.append(Record(id=f"line-{lineno:07d}", text=line))
+    return records
+
+
+def _load_hf(path: Path, fields: Fields) -> list[Record]:
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise InputError(path, "Hugging Face datasets is not installed (pip install 'dpaudit[hf]')") from None
+    try:
+        if path.exists():
+            data = hf_datasets.load_from_disk(str(path))
+        else:
+            data = hf_datasets.load_dataset(str(path), split="train")
+    except Exception as exc:
+        raise InputError(path, f"cannot load Hugging Face dataset: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, hf_datasets.DatasetDict):
+        if "train" not in data:
+            raise InputError(path, f"dataset has no 'train' split (splits: {', '.join(data)})")
+        data = data["train"]
+    return _from_rows(path, data, fields)
+
+
+def _check_unique_ids(path: str | Path, records: list[Record]) -> None:
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        if rec.id in seen:
+            raise InputError(path, f"duplicate id {rec.id!r} (records {seen[rec.id] + 1} and {i + 1})")
+        if rec.id.startswith("canary-"):
+            raise InputError(path, f"record id {rec.id!r} uses the reserved 'canary-' prefix")
+        seen[rec.id] = i
+
+
+def write_records(path: str | Path, records: Iterable[Record]) -> Path:
+    """Write records as dpaudit JSONL (atomically)."""
+    from dpaudit.atomic import atomic_open
+
+    with atomic_open(path, "w") as handle:
+        for rec in records:
+            handle.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+    return Path(path)

@@ -1,0 +1,139 @@
+"""Configuration: ranges, unknown keys, precedence, round trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dpaudit.config import (
+    RunConfig,
+    config_from_dict,
+    describe_fields,
+    load_config,
+    parse_set,
+    to_toml,
+    tomllib,
+)
+from dpaudit.errors import ConfigError, InputError
+
+BAD_VALUES = [
+    ("train", "delta", 0.0),
+    ("train", "delta", 1.0),
+    ("train", "target_epsilon", 0.0),
+    ("train", "target_epsilon", -1.0),
+    ("train", "batch_size", 0),
+    ("train", "physical_batch_size", 0),
+    ("train", "max_grad_norm", 0.0),
+    ("train", "noise_multiplier", -0.1),
+    ("train", "epochs", 0.0),
+    ("train", "learning_rate", 0.0),
+    ("train", "mode", "everything"),
+    ("train", "accountant", "moments"),
+    ("data", "member_fraction", 0.0),
+    ("data", "member_fraction", 1.0),
+    ("data", "nonmember_fraction", 1.5),
+    ("data", "synth_n", 1),
+    ("data", "canary_repetitions", [1, 0]),
+    ("attack", "mink_k", 0.0),
+    ("attack", "mink_k", 1.5),
+    ("attack", "fprs", [0.01, 1.0]),
+    ("audit", "confidence", 1.0),
+    ("audit", "confidence", 0.0),
+    ("audit", "delta", 1.0),
+    ("report", "max_auc", 1.2),
+    ("report", "formats", ["pdf"]),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), BAD_VALUES)
+def test_out_of_range_values_are_rejected_with_their_name(section, key, value):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({section: {key: value}})
+    assert f"{section}.{key}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("train", "delta", 1e-5), ("train", "target_epsilon", math.inf), ("data", "member_fraction", 0.5),
+     ("attack", "mink_k", 1.0), ("audit", "confidence", 0.99), ("train", "noise_multiplier", 0.0)],
+)
+def test_in_range_values_are_accepted(section, key, value):
+    cfg = config_from_dict({section: {key: value}})
+    assert getattr(getattr(cfg, section), key) == value
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="physical_batch_size"):
+        config_from_dict({"train": {"batch_size": 8, "physical_batch_size": 16}})
+    with pytest.raises(ConfigError, match="population"):
+        config_from_dict({"data": {"member_fraction": 0.6, "nonmember_fraction": 0.4}})
+
+
+def test_unknown_keys_suggest_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key train.epoch .*did you mean 'epochs'"):
+        config_from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        config_from_dict({"trian": {}})
+
+
+def test_types_are_checked():
+    with pytest.raises(ConfigError, match="train.dp must be true or false"):
+        config_from_dict({"train": {"dp": "maybe"}})
+    with pytest.raises(ConfigError, match="train.batch_size must be an integer"):
+        config_from_dict({"train": {"batch_size": 3.5}})
+    with pytest.raises(ConfigError, match="train.batch_size must be an integer"):
+        config_from_dict({"train": {"batch_size": True}})
+
+
+def test_precedence_cli_over_set_over_file_over_default(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 3\n[train]\nepochs = 2.0\nlearning_rate = 0.1\ndp = true\n')
+    # file beats default
+    assert load_config(path).train.epochs == 2.0
+    assert load_config(path).train.batch_size == RunConfig().train.batch_size
+    # --set beats file
+    cfg = load_config(path, sets=["train.epochs=5", "seed=4"])
+    assert cfg.train.epochs == 5.0 and cfg.seed == 4 and cfg.train.learning_rate == 0.1
+    # explicit option beats --set; an explicit False overrides a True, None does not override
+    cfg = load_config(path, sets=["train.epochs=5"], overrides={"train": {"epochs": 7.0, "dp": False}, "seed": None})
+    assert cfg.train.epochs == 7.0 and cfg.train.dp is False and cfg.seed == 3
+
+
+def test_set_parsing_and_errors():
+    assert parse_set(["train.epochs=3", "data.canary_repetitions=1,2"]) == {
+        "train": {"epochs": "3"},
+        "data": {"canary_repetitions": "1,2"},
+    }
+    cfg = load_config(sets=["data.canary_repetitions=1,2", "train.delta=none", "train.dp=off"])
+    assert cfg.data.canary_repetitions == [1, 2] and cfg.train.delta is None and cfg.train.dp is False
+    for bad in ["train.epochs", "a.b.c=1", ".x=1"]:
+        with pytest.raises(ConfigError):
+            parse_set([bad])
+    with pytest.raises(ConfigError, match=r"^--set: unknown key train.dpx"):
+        load_config(sets=["train.dpx=1"])
+
+
+def test_file_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n\n[train]\nepochs = 2\nbatch_size = -4\n')
+    with pytest.raises(ConfigError, match=r"bad.toml:5: train.batch_size = -4 must be >= 1"):
+        load_config(path)
+    path.write_text("[train\n")
+    with pytest.raises(InputError, match=r"bad.toml:1: invalid TOML"):
+        load_config(path)
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_toml_round_trip_and_quickstart():
+    cfg = load_config(sets=["train.target_epsilon=inf", "report.max_auc=0.6"])
+    assert config_from_dict(tomllib.loads(to_toml(cfg))) == cfg
+    quick = load_config("configs/quickstart.toml")
+    assert quick.name == "demo" and quick.train.model == "embedded:gpt2-tiny"
+
+
+def test_every_field_has_help():
+    rows = describe_fields()
+    assert len(rows) > 40
+    assert all(help_text for _, help_text, _ in rows)

@@ -1,0 +1,106 @@
+"""Loaders: each format, each malformed case, one-line errors with file and line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from dpaudit.datasets.loaders import Fields, load_records, write_records
+from dpaudit.datasets.records import PiiSpan, Record
+from dpaudit.errors import InputError
+
+ROWS = [
+    {"id": "a", "text": "hello there", "label": 1},
+    {"id": "b", "text": "second record", "label": 0},
+    {"id": "c", "text": "third, with comma", "label": 1},
+]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_jsonl_csv_parquet_text_agree(tmp_path):
+    jsonl = _write_jsonl(tmp_path / "d.jsonl", ROWS)
+    csv = tmp_path / "d.csv"
+    pd.DataFrame(ROWS).to_csv(csv, index=False)
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame(ROWS).to_parquet(parquet)
+    fields = Fields(text="text", label="label", id="id")
+    expected = [(r["id"], r["text"], r["label"]) for r in ROWS]
+    for path in (jsonl, csv, parquet):
+        got = [(r.id, r.text, r.label) for r in load_records(path, fields=fields)]
+        assert got == expected, path.suffix
+    txt = tmp_path / "d.txt"
+    txt.write_text("one\n\ntwo\n", encoding="utf-8")
+    assert [r.text for r in load_records(txt)] == ["one", "two"]
+    assert [r.id for r in load_records(txt)] == ["line-0000001", "line-0000003"]
+
+
+def test_hf_dataset_directory(tmp_path):
+    hf = pytest.importorskip("datasets")
+    hf.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "hf"))
+    records = load_records(tmp_path / "hf", fields=Fields(id="id", label="label"))
+    assert [r.id for r in records] == ["a", "b", "c"]
+
+
+def test_custom_fields_and_user(tmp_path):
+    rows = [{"body": "x y", "uid": "u1", "key": 7}, {"body": "z", "uid": "u2", "key": 8}]
+    path = _write_jsonl(tmp_path / "d.jsonl", rows)
+    records = load_records(path, fields=Fields(text="body", id="key", user="uid"))
+    assert [(r.id, r.text, r.meta["user"]) for r in records] == [("7", "x y", "u1"), ("8", "z", "u2")]
+
+
+def test_round_trip_keeps_pii_spans(tmp_path):
+    text = "call Ann at 555-1234"
+    rec = Record("r1", text, label=0, pii=(PiiSpan(5, 8, "PERSON", "Ann"), PiiSpan(12, 20, "PHONE", "555-1234")),
+                 meta={"domain": "x"})
+    path = write_records(tmp_path / "out.jsonl", [rec])
+    (back,) = load_records(path)
+    assert back == rec and back.meta == rec.meta
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "pattern"),
+    [
+        ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', r"bad.jsonl:2: malformed JSON"),
+        ("missing.jsonl", '{"text": "ok"}\n{"body": "x"}\n', r"missing.jsonl:2: missing text field 'text'"),
+        ("notobj.jsonl", '{"text": "ok"}\n[1, 2]\n', r"notobj.jsonl:2: expected a JSON object"),
+        ("empty.jsonl", "", r"empty.jsonl: empty file"),
+        ("blank.jsonl", "\n\n", r"blank.jsonl: no records found"),
+        ("dup.jsonl", '{"id": "1", "text": "a"}\n{"id": "1", "text": "b"}\n', r"duplicate id '1'"),
+        ("reserved.jsonl", '{"id": "canary-1", "text": "a"}\n', r"reserved 'canary-' prefix"),
+        ("badlabel.jsonl", '{"text": "a", "label": "cat"}\n', r"badlabel.jsonl:1: label 'cat' is not an integer"),
+        ("badspan.jsonl", '{"text": "abc", "pii": [{"start": 0, "end": 2, "kind": "X", "value": "zz"}]}\n',
+         r"badspan.jsonl:1: PII span 0:2 does not match"),
+        ("nocol.csv", "body,label\nx,1\n", r"nocol.csv:1: missing text column 'text'"),
+        ("ragged.csv", "text,label\nx,1\ny,1,extra\n", r"ragged.csv:3: row has more fields"),
+        ("data.xyz", "text\n", r"cannot infer the format"),
+    ],
+)
+def test_malformed_files_fail_with_file_and_line(tmp_path, name, content, pattern):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=pattern):
+        load_records(path)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(InputError, match=r"latin.jsonl:2: not valid UTF-8"):
+        load_records(path)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_records(tmp_path / "nope.jsonl")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="cannot read Parquet"):
+        load_records(bad)
+    with pytest.raises(InputError, match="is a directory"):
+        load_records(tmp_path, format="jsonl")
