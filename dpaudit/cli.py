@@ -1,0 +1,319 @@
+"""The ``dpaudit`` command line.
+
+Thin by design: each command parses options, builds a config and calls one
+library function. Heavy imports (torch, transformers) happen inside commands
+so that ``dpaudit --help`` returns at once. Bad input is reported on one line
+with exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from dpaudit import __version__
+from dpaudit.errors import DpauditError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`DpauditError` into one line and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DpauditError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug, not bad input: say so, keep it to one line
+            if _debug(ctx):
+                traceback.print_exc()
+            else:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                click.echo(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.obj and root.obj.get("debug"))
+
+
+def _echo_json(obj: Any) -> None:
+    from dpaudit.atomic import dumps
+
+    click.echo(dumps(obj), nl=False)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="dpaudit")
+@click.option("-v", "--verbose", count=True, help="More output (repeat for more).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """dpaudit: privacy auditing and attack evaluation for fine-tuned language models.
+
+    \b
+    Typical flow:
+      dpaudit datasets synth --domain clinical --n 2000 --out corpus.jsonl
+      dpaudit datasets check corpus.jsonl
+      dpaudit config show configs/quickstart.toml
+      dpaudit demo
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(verbose=verbose, debug=debug)
+
+
+# ----------------------------------------------------------------------------- config
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def config() -> None:
+    """Inspect and validate run configurations (TOML)."""
+
+
+_set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one setting (repeatable); beats the file, loses to explicit options.",
+)
+
+
+@config.command("show", context_settings=CONTEXT)
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@_set_option
+def config_show(file: str | None, sets: tuple[str, ...]) -> None:
+    """Print the resolved configuration of FILE (defaults when FILE is omitted)."""
+    from dpaudit.config import load_config, to_toml
+
+    click.echo(to_toml(load_config(file, sets=sets)), nl=False)
+
+
+@config.command("check", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@_set_option
+def config_check(file: str, sets: tuple[str, ...]) -> None:
+    """Validate FILE; exit 2 with the offending key on error."""
+    from dpaudit.config import load_config
+
+    load_config(file, sets=sets)
+    click.echo(f"{file}: ok")
+
+
+@config.command("fields", context_settings=CONTEXT)
+def config_fields() -> None:
+    """List every setting with its default and help text."""
+    from dpaudit.config import describe_fields
+
+    for name, help_text, default in describe_fields():
+        click.echo(f"{name:34s} {default!r:>22}  {help_text}")
+
+
+# ----------------------------------------------------------------------------- datasets
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def datasets() -> None:
+    """Create and check datasets."""
+
+
+@datasets.command("synth", context_settings=CONTEXT)
+@click.option("--domain", type=click.Choice(["clinical", "support", "banking"]), default="clinical", show_default=True,
+              help="Kind of sensitive text to generate.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of records.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("--num-labels", type=click.IntRange(min=2), default=2, show_default=True, help="Classes for the label field.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output JSONL file (written atomically).")
+def datasets_synth(domain: str, n: int, seed: int, num_labels: int, out: str) -> None:
+    """Generate a synthetic corpus with typed PII and ground-truth spans.
+
+    Each record carries PII (PERSON, EMAIL, PHONE, ADDRESS, SSN, CREDIT_CARD,
+    DATE_OF_BIRTH, ...) with character spans, some values repeated across
+    records at controlled frequencies, so that PII leakage can be measured
+    against duplication.
+    """
+    from dpaudit.datasets.synth import synthesize, write_jsonl
+
+    records = synthesize(domain, n, seed, num_labels=num_labels)
+    write_jsonl(records, out)
+    click.echo(f"wrote {len(records)} {domain} records to {out}")
+
+
+@datasets.command("check", context_settings=CONTEXT)
+@click.argument("file", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "parquet", "text", "hf"]), default="auto",
+              show_default=True, help="File format.")
+@click.option("--text-field", default="text", show_default=True, help="Column holding the text.")
+@click.option("--label-field", default=None, help="Column holding the label.")
+@click.option("--id-field", default=None, help="Column holding a unique id.")
+@click.option("--user-field", default=None, help="Column holding the user id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def datasets_check(file: str, fmt: str, text_field: str, label_field: str | None, id_field: str | None,
+                   user_field: str | None, as_json: bool) -> None:
+    """Summarise FILE (records, fields, lengths, labels, PII by kind); exit 2 on bad input."""
+    from dpaudit.datasets.loaders import Fields, load_records
+    from dpaudit.datasets.summary import summarize
+
+    records = load_records(file, format=fmt, fields=Fields(text_field, label_field, id_field, user_field))
+    summary = summarize(records)
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(f"{file}: ok")
+        for line in summary.lines():
+            click.echo("  " + line)
+
+
+# ----------------------------------------------------------------------------- runs
+def _run_options(fn: Any) -> Any:
+    fn = _set_option(fn)
+    fn = click.option("--name", default=None, help="Run name (directory under runs_dir).")(fn)
+    fn = click.option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where run directories go.")(fn)
+    fn = click.option("--seed", type=click.IntRange(min=0), default=None, help="Master seed.")(fn)
+    fn = click.option("--resume", is_flag=True, help="Continue a run; stages with unchanged inputs are skipped.")(fn)
+    return fn
+
+
+def _load_run_config(file: str | None, sets: tuple[str, ...], name: str | None, runs_dir: str | None,
+                     seed: int | None) -> Any:
+    from dpaudit.config import load_config
+
+    return load_config(file, sets=sets, overrides={"name": name, "runs_dir": runs_dir, "seed": seed})
+
+
+@cli.command("prepare", context_settings=CONTEXT)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@_run_options
+def prepare(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
+            resume: bool) -> None:
+    """Run the data stage of CONFIG: load or synthesize data, split it, plant canaries."""
+    from dpaudit.pipeline import run_prepare
+
+    cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
+    summary = run_prepare(cfg, resume=resume, argv=sys.argv)
+    click.echo("\n".join(summary))
+
+
+@cli.command("demo", context_settings=CONTEXT)
+@_run_options
+def demo(sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool) -> None:
+    """Run the main job on the embedded default (configs/quickstart.toml settings)."""
+    from dpaudit.pipeline import demo_config_path, run_prepare
+
+    cfg = _load_run_config(str(demo_config_path()), sets, name, runs_dir, seed)
+    summary = run_prepare(cfg, resume=resume, argv=sys.argv)
+    click.echo("\n".join(summary))
+
+
+# ----------------------------------------------------------------------------- accounting
+@cli.command("accountant", context_settings=CONTEXT)
+@click.option("--sampling-rate", "-q", type=click.FloatRange(0, 1, min_open=True), required=True,
+              help="Poisson sampling rate q = expected batch size / dataset size.")
+@click.option("--noise-multiplier", "-s", type=click.FloatRange(min=0), default=None,
+              help="Noise multiplier sigma (noise std / clipping norm).")
+@click.option("--epsilon", "-e", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Target epsilon: print the noise multiplier each accountant needs instead.")
+@click.option("--steps", "-t", type=click.IntRange(min=1), required=True, help="Number of DP-SGD steps.")
+@click.option("--delta", "-d", type=click.FloatRange(0, 1, min_open=True, max_open=True), required=True,
+              help="Target delta.")
+@click.option("--accountant", "accountants", multiple=True, metavar="NAME",
+              help="Accountant to use (repeatable): rdp, prv, gdp, pld, edgeworth. Default: all.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def accountant(sampling_rate: float, noise_multiplier: float | None, epsilon: float | None, steps: int,
+               delta: float, accountants: tuple[str, ...], as_json: bool) -> None:
+    """Epsilon of Poisson-subsampled Gaussian DP-SGD under every accountant (add/remove adjacency).
+
+    \b
+    Forward:  dpaudit accountant -q 0.01 -s 1.0 -t 1000 -d 1e-5
+    Inverse:  dpaudit accountant -q 0.01 -e 3 -t 1000 -d 1e-5   (noise multiplier needed)
+
+    pld (dp_accounting) is the tightest rigorous bound; prv is rigorous up to its
+    stated epsilon error; rdp is rigorous but loose; gdp and edgeworth are
+    approximations that can fall below the true epsilon.
+    """
+    from dpaudit.accounting import ACCOUNTANTS, accountant_report
+
+    if (noise_multiplier is None) == (epsilon is None):
+        raise DpauditError("give exactly one of --noise-multiplier and --epsilon")
+    names = accountants or tuple(ACCOUNTANTS)
+    report = accountant_report(sampling_rate=sampling_rate, steps=steps, delta=delta,
+                               noise_multiplier=noise_multiplier, epsilon=epsilon, accountants=names)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"q = {sampling_rate:g}, steps = {steps}, delta = {delta:g}, add/remove adjacency")
+    if epsilon is None:
+        click.echo(f"noise multiplier = {noise_multiplier:g}")
+        values, label = report["epsilon"], "epsilon"
+    else:
+        click.echo(f"target epsilon = {epsilon:g}")
+        values, label = report["noise_multiplier"], "noise multiplier"
+    for name in names:
+        kind = "rigorous" if ACCOUNTANTS[name].rigorous else "approximate"
+        if name in values:
+            click.echo(f"  {name:10s} {label} = {values[name]:.4f}   ({kind})")
+        else:
+            click.echo(f"  {name:10s} failed: {report['errors'].get(name, 'unknown error')}")
+
+
+# ----------------------------------------------------------------------------- training
+@cli.command("train", context_settings=CONTEXT)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--no-dp", is_flag=True, default=None, help="Train the target without DP (same as --set train.dp=false).")
+@click.option("--target-epsilon", type=float, default=None, help="Target epsilon for noise calibration.")
+@click.option("--epochs", type=float, default=None, help="Training epochs.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
+def train(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
+          resume: bool, no_dp: bool | None, target_epsilon: float | None, epochs: float | None,
+          device: str | None) -> None:
+    """Fine-tune the target model of CONFIG with DP-SGD (and the non-private baseline).
+
+    Writes target/ and baseline/ in the run directory: safetensors weights,
+    tokenizer, privacy.json (the ledger), train_log.jsonl and metrics.json.
+    With --resume an interrupted run continues from its last checkpoint and
+    the ledger keeps counting every step ever taken.
+    """
+    from dpaudit.config import load_config
+    from dpaudit.pipeline import run_train
+
+    train_over = {"dp": False if no_dp else None, "target_epsilon": target_epsilon, "epochs": epochs, "device": device}
+    cfg = load_config(config_file, sets=sets,
+                      overrides={"name": name, "runs_dir": runs_dir, "seed": seed, "train": train_over})
+    click.echo("\n".join(run_train(cfg, resume=resume, argv=sys.argv)))
+
+
+@cli.command("train-references", context_settings=CONTEXT)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--num", type=click.IntRange(min=1), default=None, help="Number of reference models K.")
+def train_references(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None,
+                     seed: int | None, resume: bool, num: int | None) -> None:
+    """Train K reference (shadow) models on random halves of the data pool.
+
+    Each example lands in about half the models; the membership matrix
+    (examples x models) goes to references/membership.npy so that online and
+    offline LiRA and RMIA can use it. Finished models are kept on a rerun.
+    """
+    from dpaudit.pipeline import run_train_references
+
+    cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
+    click.echo("\n".join(run_train_references(cfg, num=num, argv=sys.argv)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="dpaudit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

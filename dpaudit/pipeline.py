@@ -1,0 +1,161 @@
+"""Orchestration of whole runs: the one place that calls every subpackage in order.
+
+The subpackages form a one-way flow (datasets → trainers → attacks → audit →
+reports); this module sits above them and is what the CLI's run-level
+commands call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from dpaudit.config import RunConfig
+from dpaudit.rundir import RunDir
+
+DEMO_NAME = "demo"
+
+
+def demo_config_path() -> Path:
+    """``configs/quickstart.toml`` in a source checkout; the demo's config."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "quickstart.toml"
+    if not path.is_file():
+        from dpaudit.errors import DpauditError
+
+        raise DpauditError(f"{path}: quickstart config not found (run the demo from a source checkout)")
+    return path
+
+
+def run_prepare(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None) -> list[str]:
+    """Create the run directory and run the data stage; return summary lines."""
+    from dpaudit.datasets.prepare import prepare_data
+    from dpaudit.datasets.summary import summarize
+
+    run = RunDir.create(config, argv=argv, resume=resume)
+    prepared = prepare_data(config, run, resume=resume)
+    summary = summarize(prepared.records)
+    reps = Counter(c.repetitions for c in prepared.secret_sharer)
+    included = sum(c.included for c in prepared.one_run)
+    lines = [f"run directory: {run.path}", "", "data"]
+    lines += ["  " + line for line in summary.lines()]
+    lines += [
+        "",
+        "split",
+        f"  members            {len(prepared.split.members)}",
+        f"  non-members        {len(prepared.split.nonmembers)}",
+        f"  population         {len(prepared.split.population)}",
+        f"  training examples  {len(prepared.train)} (members + canary copies)",
+        "",
+        "canaries",
+        f"  secret space       {config.data.secret_space}",
+        "  secret-sharer      "
+        + (", ".join(f"{n} x {r} reps" for r, n in sorted(reps.items())) or "none"),
+        f"  one-run audit      {len(prepared.one_run)} ({included} included; bits in data/inclusion.json)",
+    ]
+    return lines
+
+
+# Seeds of each stage, derived from the master seed so one number reproduces a run.
+SEED_OFFSETS = {"target": 1, "baseline": 2, "references": 3, "attacks": 4, "audit": 5}
+
+
+def stage_seeds(config: RunConfig) -> dict[str, int]:
+    """The seed of every stage, as recorded in the manifest."""
+    return {"master": config.seed, **{k: config.seed + v for k, v in SEED_OFFSETS.items()}}
+
+
+def _tokenizer(config: RunConfig, data_dir: Path):
+    from dpaudit.datasets.tokenizer import load_tokenizer
+
+    if config.data.tokenizer == "train":
+        return load_tokenizer(data_dir / "tokenizer")
+    return load_tokenizer(config.data.tokenizer)
+
+
+def _train_inputs(config: RunConfig, run: RunDir, extra: dict | None = None) -> dict[str, str]:
+    """Input hashes of a training stage: the data stage's outputs and the training recipe."""
+    import dataclasses
+
+    from dpaudit.rundir import sha256_text
+
+    data_record = run.stage_record("data")
+    inputs = dict(data_record.outputs if data_record else {})
+    inputs["train_config"] = sha256_text(repr((dataclasses.asdict(config.train), config.data.max_length, config.seed)))
+    if extra:
+        inputs.update(extra)
+    return inputs
+
+
+def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None,
+              progress: bool = True) -> list[str]:
+    """Data stage, then the target model (DP unless disabled) and the non-private baseline."""
+    import dataclasses
+
+    from dpaudit.datasets.prepare import prepare_data
+    from dpaudit.trainers import train_model
+
+    run = RunDir.create(config, argv=argv, resume=resume)
+    seeds = stage_seeds(config)
+    run.update(seeds=seeds)
+    prepared = prepare_data(config, run, resume=resume)
+    tokenizer = _tokenizer(config, prepared.data_dir)
+    eval_records = prepared.part("nonmembers")
+    lines = [f"run directory: {run.path}"]
+    jobs = [("target", config.train.dp)]
+    if config.train.baseline and config.train.dp:
+        jobs.append(("baseline", False))
+    for name, dp in jobs:
+        inputs = _train_inputs(config, run, {"dp": str(dp)})
+        out_dir = run.path / name
+        if resume and run.can_skip(name, inputs):
+            lines.append(f"{name}: unchanged, skipped (--resume)")
+            continue
+        with run.stage(name, inputs) as record:
+            result = train_model(
+                prepared.train,
+                config=dataclasses.replace(config.train, dp=dp),
+                tokenizer=tokenizer,
+                out_dir=out_dir,
+                eval_records=eval_records,
+                seed=seeds[name],
+                max_length=config.data.max_length,
+                dp=dp,
+                resume=resume,
+                progress=progress,
+            )
+            from dpaudit.rundir import sha256_tree
+
+            record.outputs.update({k: v for k, v in sha256_tree(out_dir).items() if not k.startswith("checkpoint")})
+        run.update(device=str(getattr(result, "device", None)))
+        lines.append(f"{name}: {result.summary() if hasattr(result, 'summary') else out_dir}")
+    return lines
+
+
+def run_train_references(config: RunConfig, *, num: int | None = None, resume: bool = False,
+                         argv: list[str] | None = None, progress: bool = True) -> list[str]:
+    """Train reference models on random halves of every non-canary record."""
+    from dpaudit.datasets.prepare import prepare_data
+    from dpaudit.trainers import train_references
+
+    run = RunDir.create(config, argv=argv, resume=True)
+    k = config.train.num_references if num is None else num
+    prepared = prepare_data(config, run, resume=True)
+    tokenizer = _tokenizer(config, prepared.data_dir)
+    pool = [r for r in prepared.records]
+    inputs = _train_inputs(config, run, {"num": str(k)})
+    with run.stage("references", inputs):
+        membership = train_references(
+            pool,
+            k=k,
+            config=config.train,
+            tokenizer=tokenizer,
+            out_dir=run.path / "references",
+            seed=stage_seeds(config)["references"],
+            max_length=config.data.max_length,
+            progress=progress,
+        )
+    return [
+        f"run directory: {run.path}",
+        f"references: {k} models over {len(pool)} examples; membership matrix {membership.shape} "
+        f"(each example in {membership.sum(axis=1).min()}–{membership.sum(axis=1).max()} models)",
+    ]
