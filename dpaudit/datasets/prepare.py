@@ -1,0 +1,162 @@
+"""The data stage of a run: load or synthesize records, split, plant canaries.
+
+Writes into ``<run>/data/``:
+
+- ``corpus.jsonl``   the synthesized corpus (only when no input file is given);
+- ``splits.json``    member / non-member / population ids;
+- ``canaries.jsonl`` every canary (Secret-Sharer and one-run), without inclusion bits;
+- ``inclusion.json`` the inclusion bits — the auditor's secret;
+- ``train_ids.json`` ids of the exact training list (members + canary copies);
+- ``tokenizer/``     the BPE tokenizer trained on the training text, when
+  ``data.tokenizer = "train"``.
+
+Loading the result back (:func:`load_prepared`) needs only the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpaudit.atomic import read_json, write_json
+from dpaudit.config import RunConfig
+from dpaudit.datasets.canaries import (
+    insert_canaries,
+    make_canaries,
+    make_one_run_canaries,
+    read_canaries,
+    write_canaries,
+    write_inclusion,
+)
+from dpaudit.datasets.loaders import Fields, load_records, write_records
+from dpaudit.datasets.records import Canary, Record
+from dpaudit.datasets.splits import Split, split_records
+from dpaudit.datasets.synth import synthesize
+from dpaudit.rundir import RunDir, sha256_file, sha256_text
+
+STAGE = "data"
+ONE_RUN_PREFIX_SUFFIX = " (audit) "
+
+
+@dataclass
+class PreparedData:
+    """Everything later stages need from the data stage."""
+
+    records: list[Record]
+    split: Split
+    canaries: list[Canary]
+    train: list[Record]
+    data_dir: Path
+
+    def part(self, name: str) -> list[Record]:
+        """Records of one split part: members, nonmembers or population."""
+        return self.split.select(self.records, name)
+
+    @property
+    def secret_sharer(self) -> list[Canary]:
+        return [c for c in self.canaries if c.id.startswith("canary-ss-")]
+
+    @property
+    def one_run(self) -> list[Canary]:
+        return [c for c in self.canaries if c.id.startswith("canary-or-")]
+
+
+def _fields(config: RunConfig) -> Fields:
+    d = config.data
+    return Fields(text=d.text_field, label=d.label_field, id=d.id_field, user=d.user_field)
+
+
+def _rename(canaries: list[Canary], tag: str) -> list[Canary]:
+    return [dataclasses.replace(c, id=c.id.replace("canary-", f"canary-{tag}-", 1)) for c in canaries]
+
+
+def build_canaries(config: RunConfig) -> list[Canary]:
+    """Secret-Sharer canaries (ids ``canary-ss-*``) and one-run audit canaries (``canary-or-*``)."""
+    d = config.data
+    canaries: list[Canary] = []
+    if d.canaries_per_repetition and d.canary_repetitions:
+        canaries += _rename(
+            make_canaries(
+                prefix=d.canary_prefix,
+                secret_space=d.secret_space,
+                repetitions=d.canary_repetitions,
+                per_repetition=d.canaries_per_repetition,
+                seed=config.seed + 101,
+            ),
+            "ss",
+        )
+    if d.one_run_canaries:
+        canaries += _rename(
+            make_one_run_canaries(
+                m=d.one_run_canaries,
+                secret_space=d.secret_space,
+                prefix=d.canary_prefix.rstrip() + ONE_RUN_PREFIX_SUFFIX,
+                seed=config.seed + 202,
+            ),
+            "or",
+        )
+    secrets = [c.secret for c in canaries]
+    if len(set(secrets)) != len(secrets):
+        # Two canary sets drew the same secret; exposure would count it twice.
+        seen: set[str] = set()
+        canaries = [c for c in canaries if not (c.secret in seen or seen.add(c.secret))]
+    return canaries
+
+
+def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> PreparedData:
+    """Run the data stage (skipped on ``resume`` when its inputs are unchanged)."""
+    d = config.data
+    data_dir = run.subdir("data")
+    inputs: dict[str, Any] = {"config": sha256_text(repr((dataclasses.asdict(d), config.seed)))}
+    if d.path:
+        inputs["dataset"] = run.record_inputs({"dataset": d.path})["dataset"]
+    if resume and run.can_skip(STAGE, inputs):
+        return load_prepared(run.path)
+    with run.stage(STAGE, inputs) as record:
+        if d.path:
+            records = load_records(d.path, format=d.format, fields=_fields(config))
+        else:
+            records = synthesize(d.synth_domain, d.synth_n, config.seed, num_labels=config.train.num_labels)
+            write_records(data_dir / "corpus.jsonl", records)
+        split = split_records(
+            records, member_fraction=d.member_fraction, nonmember_fraction=d.nonmember_fraction, seed=config.seed
+        )
+        canaries = build_canaries(config)
+        train = insert_canaries(split.select(records, "members"), canaries, seed=config.seed + 303)
+        split.save(data_dir / "splits.json")
+        write_canaries(data_dir / "canaries.jsonl", canaries)
+        write_inclusion(data_dir / "inclusion.json", canaries)
+        write_json(data_dir / "train_ids.json", {"ids": [r.id for r in train]})
+        if d.tokenizer == "train":
+            from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+
+            tok = train_bpe_tokenizer([r.text for r in records], vocab_size=d.vocab_size)
+            tok.save_pretrained(str(data_dir / "tokenizer"))
+        record.outputs.update(
+            {p.name: sha256_file(p) for p in sorted(data_dir.glob("*.json*"))}
+        )
+    return PreparedData(records=records, split=split, canaries=canaries, train=train, data_dir=data_dir)
+
+
+def load_prepared(run_path: str | Path) -> PreparedData:
+    """Rebuild :class:`PreparedData` from a run directory alone."""
+    run = RunDir(run_path)
+    manifest = run.manifest()
+    data_dir = run.path / "data"
+    cfg = manifest["config"]["data"]
+    if cfg.get("path"):
+        fields = Fields(text=cfg["text_field"], label=cfg["label_field"], id=cfg["id_field"], user=cfg["user_field"])
+        records = load_records(cfg["path"], format=cfg["format"], fields=fields)
+    else:
+        records = load_records(data_dir / "corpus.jsonl", format="jsonl")
+    split = Split.load(data_dir / "splits.json")
+    canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
+    train = insert_canaries(split.select(records, "members"), canaries, seed=manifest["config"]["seed"] + 303)
+    expected = read_json(data_dir / "train_ids.json")["ids"]
+    if [r.id for r in train] != expected:
+        from dpaudit.errors import DpauditError
+
+        raise DpauditError(f"{data_dir}: training list does not match train_ids.json (data changed since the run)")
+    return PreparedData(records=records, split=split, canaries=canaries, train=train, data_dir=data_dir)
