@@ -1,0 +1,149 @@
+"""Tests for the model-free split validity check (dpaudit.attacks.blind)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from dpaudit.attacks.blind import (
+    BlindBaselineResult,
+    auc_from_scores,
+    blind_baseline,
+    bootstrap_auc_ci,
+)
+from dpaudit.datasets.synth import synthesize
+from dpaudit.errors import DpauditError
+
+
+@pytest.fixture(scope="module")
+def clinical() -> list[str]:
+    return [r.text for r in synthesize("clinical", 600, 0)]
+
+
+@pytest.fixture(scope="module")
+def random_split(clinical) -> tuple[list[str], list[str]]:
+    order = np.random.default_rng(0).permutation(len(clinical))
+    return [clinical[i] for i in order[:300]], [clinical[i] for i in order[300:]]
+
+
+def test_auc_matches_sklearn_reference_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        pos = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
+        neg = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
+        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+        expected = roc_auc_score(labels, np.r_[pos, neg])
+        assert auc_from_scores(pos, neg) == pytest.approx(expected)
+
+
+def test_auc_vectorised_over_leading_axes():
+    rng = np.random.default_rng(2)
+    pos, neg = rng.normal(size=(4, 15)), rng.normal(size=(4, 9))
+    batched = auc_from_scores(pos, neg)
+    assert batched.shape == (4,)
+    for i in range(4):
+        assert batched[i] == pytest.approx(float(auc_from_scores(pos[i], neg[i])))
+
+
+def test_bootstrap_ci_brackets_auc_and_is_seeded():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(0.5, 1, 200), rng.normal(0, 1, 200)
+    low, high = bootstrap_auc_ci(pos, neg, n_boot=300, seed=4)
+    assert low < float(auc_from_scores(pos, neg)) < high
+    assert bootstrap_auc_ci(pos, neg, n_boot=300, seed=4) == (low, high)
+
+
+def test_same_distribution_split_is_not_flagged(random_split):
+    members, nonmembers = random_split
+    result = blind_baseline(members, nonmembers, seed=0)
+    assert result.auc_ci[0] <= 0.5 <= result.auc_ci[1]
+    assert result.warning is None and not result.flagged
+    assert (result.n_member, result.n_nonmember, result.folds) == (300, 300, 5)
+    assert result.scores.shape == (600,)
+
+
+def test_domain_shift_is_flagged(clinical):
+    support = [r.text for r in synthesize("support", 300, 0)]
+    result = blind_baseline(clinical[:300], support, seed=0)
+    assert result.auc > 0.9
+    assert result.flagged
+    assert "distribution shift" in result.warning
+    assert "Duan et al. 2024" in result.warning and "Das, Zhang & Tramèr 2024" in result.warning
+
+
+def test_temporal_shift_is_flagged(clinical):
+    # Same texts, only a year stamp differs: the blind classifier still finds it
+    # (measured AUC about 0.85).
+    members = [f"{t} 2024" for t in clinical[:300]]
+    nonmembers = [f"{t} 2019" for t in clinical[300:]]
+    result = blind_baseline(members, nonmembers, seed=0)
+    assert result.auc > 0.75
+    assert result.auc_ci[0] > 0.55 and result.flagged
+
+
+def test_warn_above_is_a_parameter(clinical):
+    support = [r.text for r in synthesize("support", 100, 1)]
+    assert blind_baseline(clinical[:100], support, warn_above=1.0).warning is None
+
+
+def test_deterministic_under_seed(random_split):
+    members, nonmembers = random_split[0][:120], random_split[1][:120]
+    a = blind_baseline(members, nonmembers, seed=7)
+    b = blind_baseline(members, nonmembers, seed=7)
+    c = blind_baseline(members, nonmembers, seed=8)
+    assert a == b
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert not np.array_equal(a.scores, c.scores)
+
+
+def test_cv_correction_widens_the_plain_bootstrap(random_split):
+    members, nonmembers = random_split[0][:150], random_split[1][:150]
+    wide = blind_baseline(members, nonmembers, seed=1)
+    plain = blind_baseline(members, nonmembers, seed=1, cv_correction=False)
+    assert wide.auc == plain.auc
+    assert wide.auc_ci[0] < plain.auc_ci[0] <= plain.auc <= plain.auc_ci[1] < wide.auc_ci[1]
+    assert "Nadeau-Bengio" in wide.method and "Nadeau-Bengio" not in plain.method
+
+
+def test_tiny_inputs_reduce_folds():
+    members = ["the cat sat on the mat", "a cat on a hat", "cats like mats"]
+    nonmembers = ["dogs run in parks", "a dog in the fog", "the dog barked", "dog days"]
+    result = blind_baseline(members, nonmembers, folds=5)
+    assert result.folds == 3
+    assert 0.0 <= result.auc_ci[0] <= result.auc <= result.auc_ci[1] <= 1.0
+    assert "3-fold" in result.method
+
+
+@pytest.mark.parametrize(
+    ("members", "nonmembers", "kwargs", "message"),
+    [
+        (["only one"], ["a", "b"], {}, "at least 2 member"),
+        (["a b", "c d"], ["e f", "g h"], {"folds": 1}, "folds must be >= 2"),
+        (["a b", "c d"], ["e f", "g h"], {"bootstrap": 5}, "bootstrap must be >= 10"),
+        (["a b", "c d"], ["e f", "g h"], {"confidence": 1.0}, "confidence"),
+        (["", ""], ["", ""], {}, "could not featurise"),
+    ],
+)
+def test_bad_input_raises_user_error(members, nonmembers, kwargs, message):
+    with pytest.raises(DpauditError, match=message):
+        blind_baseline(members, nonmembers, **kwargs)
+
+
+def test_result_serialises_to_json(random_split):
+    result = blind_baseline(random_split[0][:50], random_split[1][:50], bootstrap=50)
+    assert isinstance(result, BlindBaselineResult)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["auc"] == result.auc and data["auc_ci"] == list(result.auc_ci)
+    assert set(data) == {
+        "auc",
+        "auc_ci",
+        "n_member",
+        "n_nonmember",
+        "folds",
+        "confidence",
+        "warning",
+        "method",
+    }
