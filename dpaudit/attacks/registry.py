@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from dpaudit.attacks.lira import ClassifierLiraAttack, LiraAttack
 from dpaudit.attacks.mia import (
     Attack,
     ClassifierConfidenceAttack,
@@ -22,6 +23,7 @@ from dpaudit.attacks.mia import (
     ReferenceAttack,
     ZlibAttack,
 )
+from dpaudit.attacks.rmia import ClassifierRmiaAttack, RmiaAttack
 from dpaudit.errors import DpauditError, did_you_mean, unknown_name
 
 _BUILTIN: tuple[type, ...] = (
@@ -33,6 +35,10 @@ _BUILTIN: tuple[type, ...] = (
     ReferenceAttack,
     ClassifierLossAttack,
     ClassifierConfidenceAttack,
+    LiraAttack,
+    ClassifierLiraAttack,
+    RmiaAttack,
+    ClassifierRmiaAttack,
 )
 
 ATTACKS: dict[str, type] = {cls.name: cls for cls in _BUILTIN}
@@ -41,14 +47,26 @@ ATTACKS: dict[str, type] = {cls.name: cls for cls in _BUILTIN}
 NEEDS_REFERENCES: frozenset[str] = frozenset(
     {
         ReferenceAttack.name,
+        LiraAttack.name,
+        ClassifierLiraAttack.name,
+        RmiaAttack.name,
+        ClassifierRmiaAttack.name,
     }
 )
 """Attacks that require reference models."""
+
+NEEDS_REF_MEMBERSHIP: frozenset[str] = frozenset({LiraAttack.name, ClassifierLiraAttack.name})
+"""Attacks whose ``score`` requires ``ref_membership`` (examples × references, bool)."""
+
+NEEDS_POPULATION: frozenset[str] = frozenset({RmiaAttack.name, ClassifierRmiaAttack.name})
+"""Attacks whose ``score`` requires ``population`` (records no reference trained on)."""
 
 CLASSIFIER_ATTACKS: frozenset[str] = frozenset(
     {
         ClassifierLossAttack.name,
         ClassifierConfidenceAttack.name,
+        ClassifierLiraAttack.name,
+        ClassifierRmiaAttack.name,
     }
 )
 """Attacks on sequence classifiers (they use ``ScoringModel.classify``); the others need a causal LM."""
