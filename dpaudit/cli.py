@@ -310,6 +310,66 @@ def train_references(config_file: str, sets: tuple[str, ...], name: str | None, 
     click.echo("\n".join(run_train_references(cfg, num=num, argv=sys.argv)))
 
 
+# ----------------------------------------------------------------------------- bound calculators
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def bound() -> None:
+    """Empirical epsilon lower bounds from attack counts (calculators)."""
+
+
+_confidence_option = click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                                  default=0.95, show_default=True, help="Confidence 1 - beta of the bound.")
+_delta_option = click.option("--delta", type=click.FloatRange(0, 1, max_open=True), required=True,
+                             help="Delta of the DP claim being tested.")
+
+
+def _print_bound(result: Any, as_json: bool) -> None:
+    payload = {"epsilon_lower_bound": result.epsilon, **result.to_dict()}
+    if as_json:
+        _echo_json(payload)
+        return
+    click.echo(f"epsilon lower bound = {result.epsilon:.4f}  ({result.method}, delta = {result.delta:g}, "
+               f"confidence = {result.confidence:g}; {result.n_correct}/{result.n_guesses} correct guesses)")
+
+
+@bound.command("threshold", context_settings=CONTEXT)
+@click.option("--tp", type=click.IntRange(min=0), required=True, help="Members guessed 'in'.")
+@click.option("--fp", type=click.IntRange(min=0), required=True, help="Non-members guessed 'in'.")
+@click.option("--tn", type=click.IntRange(min=0), required=True, help="Non-members guessed 'out'.")
+@click.option("--fn", type=click.IntRange(min=0), required=True, help="Members guessed 'out'.")
+@_delta_option
+@_confidence_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def bound_threshold_cmd(tp: int, fp: int, tn: int, fn: int, delta: float, confidence: float, as_json: bool) -> None:
+    """Clopper-Pearson counts audit (Jagielski et al. 2020; Nasr et al. 2021).
+
+    The counts must come from a threshold fixed before seeing these scores.
+    Each of FPR and FNR gets a one-sided Clopper-Pearson upper bound at
+    beta/2, and eps_lb = max(log((1-delta-FNR)/FPR), log((1-delta-FPR)/FNR)),
+    floored at 0.
+    """
+    from dpaudit.audit.lower_bound import bound_threshold
+
+    _print_bound(bound_threshold(tp, fp, tn, fn, delta=delta, confidence=confidence), as_json)
+
+
+@bound.command("one-run", context_settings=CONTEXT)
+@click.option("--canaries", "m", type=click.IntRange(min=1), required=True, help="Canaries m (each included by a coin flip).")
+@click.option("--guesses", "r", type=click.IntRange(min=0), required=True, help="Guesses made r (abstentions excluded).")
+@click.option("--correct", "v", type=click.IntRange(min=0), required=True, help="Correct guesses v.")
+@_delta_option
+@_confidence_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def bound_one_run_cmd(m: int, r: int, v: int, delta: float, confidence: float, as_json: bool) -> None:
+    """One-run audit (Steinke, Nasr, Jagielski 2023).
+
+    The largest epsilon whose p-value P[Binomial(r, e^eps/(1+e^eps)) >= v]
+    (plus the 2·m·delta term for delta > 0) is still below beta.
+    """
+    from dpaudit.audit.lower_bound import bound_one_run
+
+    _print_bound(bound_one_run(canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence), as_json)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dpaudit")
