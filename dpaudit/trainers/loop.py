@@ -1,0 +1,281 @@
+"""One DP-SGD step, and the same step without privacy.
+
+DP-SGD (Abadi et al. 2016, Algorithm 1) through Opacus (Yousefpour et al.
+2021): for a Poisson lot L of expected size B = q·n,
+
+    g = (Σ_{i∈L} clip_C(∇ℓ_i) + N(0, σ²C²·I)) / B,    clip_C(v) = v · min(1, C/‖v‖),
+
+then an AdamW update with g. The per-example loss ℓ_i is the mean token
+cross-entropy of sequence i (shifted causal-LM targets, padding ignored) or
+its class cross-entropy, so the privacy unit is one example. Lots larger than
+``physical_batch_size`` are split exactly as Opacus' ``BatchMemoryManager``
+splits them (``optimizer.signal_skip_step``); clipped gradients accumulate
+across the chunks and noise is added once per lot.
+
+The non-private step uses the same lots, the same loss and the same
+normalisation (Σ∇ℓ_i / B) without clipping or noise, so a baseline differs
+from its private target only in the mechanism.
+
+Noise is drawn from a generator reseeded per step from the run seed, which
+makes a resumed run bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dpaudit.config import TrainConfig
+from dpaudit.errors import DpauditError
+from dpaudit.trainers.data import (
+    STREAM_NOISE,
+    EncodedExamples,
+    PoissonSampler,
+    ShuffleSampler,
+    collate,
+    derive_seed,
+    physical_batches,
+)
+from dpaudit.trainers.hooks import Mechanism, TrainHooks
+from dpaudit.trainers.models import BuiltModel, autocast
+from dpaudit.trainers.privacy import PrivacyPlan
+
+SUPPORTED_GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+
+
+def example_losses(logits: Any, targets: Any, task: str) -> Any:
+    """Per-example loss: mean shifted-token cross-entropy (pad ignored), or class cross-entropy."""
+    import torch.nn.functional as F
+
+    if task != "causal_lm":
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+    shifted = logits[:, :-1].float()
+    tgt = targets[:, 1:]
+    tok = F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), tgt.reshape(-1), reduction="none",
+                          ignore_index=-100).view(tgt.shape)
+    count = (tgt != -100).sum(dim=1).clamp(min=1)
+    return tok.sum(dim=1) / count
+
+
+def _make_criterion(task: str) -> Any:
+    import torch.nn as nn
+
+    class ExampleLoss(nn.Module):
+        """Criterion with Opacus' ``reduction`` protocol (``none`` → per-example vector)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reduction = "mean"
+
+        def forward(self, logits: Any, targets: Any) -> Any:
+            per = example_losses(logits, targets, task)
+            if self.reduction == "none":
+                return per
+            return per.sum() if self.reduction == "sum" else per.mean()
+
+    return ExampleLoss()
+
+
+class LiveEpsilon:
+    """ε after t steps by Opacus' RDP analysis (Mironov et al. 2019), for the progress bar only."""
+
+    def __init__(self, plan: PrivacyPlan):
+        self.plan = plan
+        self.per_step = None
+        if plan.dp and plan.noise_multiplier > 0:
+            from opacus.accountants import RDPAccountant
+            from opacus.accountants.analysis.rdp import compute_rdp
+
+            self.orders = RDPAccountant.DEFAULT_ALPHAS
+            self.per_step = np.asarray(compute_rdp(q=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+                                                   steps=1, orders=self.orders))
+
+    def __call__(self, steps: int) -> float:
+        if not self.plan.dp or self.per_step is None:
+            return math.inf if steps > 0 or not self.plan.dp else 0.0
+        if steps == 0:
+            return 0.0
+        from opacus.accountants.analysis.rdp import get_privacy_spent
+
+        eps, _ = get_privacy_spent(orders=self.orders, rdp=self.per_step * steps, delta=self.plan.delta)
+        return float(eps)
+
+
+class StepRunner:
+    """Holds the (possibly Opacus-wrapped) model and optimizer; runs logical steps.
+
+    Args:
+        built: the model to train.
+        examples: the tokenized training set.
+        plan: the claimed privacy plan (what the ledger states).
+        config: the training recipe.
+        device: where to train.
+        seed: run seed (lots and noise are derived from it per step).
+        pad_id: padding token id.
+        hooks: extension points (:class:`TrainHooks`).
+    """
+
+    def __init__(self, *, built: BuiltModel, examples: EncodedExamples, plan: PrivacyPlan, config: TrainConfig,
+                 device: Any, seed: int, pad_id: int, hooks: TrainHooks | None = None):
+        import torch
+
+        self.built, self.examples, self.plan, self.config = built, examples, plan, config
+        self.device, self.seed, self.pad_id = device, seed, pad_id
+        self.hooks = hooks or TrainHooks()
+        clip = plan.max_grad_norm if plan.max_grad_norm is not None else math.inf
+        claimed = Mechanism(plan.sample_rate, plan.noise_multiplier, clip)
+        self.mechanism = self.hooks.mechanism(claimed) if plan.dp else claimed
+        n = len(examples)
+        if plan.poisson:
+            self.sampler: Any = PoissonSampler(n, self.mechanism.sample_rate, seed)
+        else:
+            self.sampler = ShuffleSampler(n, max(1, round(self.mechanism.sample_rate * n)), seed)
+        self.model = built.model.to(device)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.expected_batch = self.mechanism.sample_rate * n
+        self.train_module: Any = self.model
+        self.criterion = _make_criterion(built.task)
+        self.noise_gen = None
+        self.ghost = False
+        if plan.dp:
+            self._make_private()
+
+    # ------------------------------------------------------------------ setup
+    def _make_private(self) -> None:
+        import torch
+        from torch.utils.data import DataLoader
+
+        mode = self.config.grad_sample_mode
+        if mode not in SUPPORTED_GRAD_SAMPLE_MODES:
+            raise DpauditError(
+                f"train.grad_sample_mode = {mode!r} cannot wrap Hugging Face models (they take keyword inputs); "
+                f"use one of: {', '.join(SUPPORTED_GRAD_SAMPLE_MODES)}"
+            )
+        self.ghost = mode == "ghost"
+        if self.ghost:
+            if self.hooks.wants_per_sample_grads:
+                raise DpauditError("ghost clipping never materialises per-example gradients; use grad_sample_mode = hooks")
+            _refuse_tied_trainable_embeddings(self.model)
+        self.noise_gen = torch.Generator(device=self.device)
+        from opacus import PrivacyEngine
+
+        with warnings.catch_warnings():
+            # secure_mode=False is deliberate: noise is seeded per step for reproducible audits.
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(secure_mode=False)
+            # The loader is a placeholder: lots come from our own sampler, whose rate is q exactly.
+            loader = DataLoader(range(len(self.examples)), batch_size=self.plan.batch_size)
+            try:
+                out = engine.make_private(
+                    module=self.model, optimizer=self.optimizer, criterion=self.criterion, data_loader=loader,
+                    noise_multiplier=self.mechanism.noise_multiplier, max_grad_norm=self.mechanism.max_grad_norm,
+                    poisson_sampling=False, grad_sample_mode=mode, noise_generator=self.noise_gen,
+                    loss_reduction="mean",
+                )
+            except (NotImplementedError, ValueError) as exc:
+                raise DpauditError(f"Opacus cannot make this model private: {str(exc).splitlines()[0]}") from None
+        if self.ghost:
+            self.train_module, self.optimizer, self.criterion, _ = out
+        else:
+            self.train_module, self.optimizer, _ = out
+            self.train_module.forbid_grad_accumulation()
+        self.optimizer.step_hook = None  # accounting is ours, with the exact q (see privacy.py)
+        self.optimizer.expected_batch_size = self.expected_batch
+
+    # ------------------------------------------------------------------ steps
+    def lot(self, step: int) -> list[int]:
+        """Example indices of the lot of ``step``."""
+        return self.sampler.lot(step)
+
+    def run_step(self, step: int) -> tuple[float | None, int]:
+        """Run logical step ``step`` (0-based); return (mean example loss or None, lot size)."""
+        lot = self.lot(step)
+        chunks = physical_batches(lot, self.config.physical_batch_size)
+        if not chunks:
+            self._empty_step(step)
+            return None, 0
+        loss_sum = 0.0
+        for j, chunk in enumerate(chunks):
+            last = j == len(chunks) - 1
+            inputs, targets = collate(self.examples, chunk, pad_id=self.pad_id, task=self.built.task,
+                                      input_names=self.built.input_names, device=self.device)
+            with autocast(self.device, self.config.precision):
+                logits = self.train_module(**inputs).logits
+            if self.plan.dp:
+                loss = self.criterion(logits, targets)
+                with warnings.catch_warnings():
+                    # Opacus' full backward hooks fire on outputs when no input needs a gradient (expected).
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
+                loss_sum += float(loss.item()) * len(chunk)
+                if self.hooks.wants_per_sample_grads:
+                    ids = [self.examples.ids[i] for i in chunk]
+                    self.hooks.on_per_sample_grads(step=step, params=self.optimizer.params, example_ids=ids)
+                self.optimizer.signal_skip_step(do_skip=not last)
+                if last:
+                    self.noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                per = example_losses(logits, targets, self.built.task)
+                (per.sum() / self.expected_batch).backward()
+                loss_sum += float(per.detach().sum().item())
+                if last:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / len(lot), len(lot)
+
+    def _empty_step(self, step: int) -> None:
+        """An empty Poisson lot: the update is noise alone (private) or a zero gradient."""
+        import torch
+
+        params = list(self.optimizer.params) if self.plan.dp else [
+            p for g in self.optimizer.param_groups for p in g["params"]]
+        for p in params:
+            if self.plan.dp and not self.ghost:
+                p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            else:
+                p.grad = torch.zeros_like(p)
+        if self.plan.dp:
+            self.optimizer.signal_skip_step(do_skip=False)
+            self.noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def unwrap(self) -> Any:
+        """Remove Opacus hooks and return the plain (possibly PEFT) model, in eval mode."""
+        if self.train_module is not self.model and hasattr(self.train_module, "_close"):
+            self.train_module._close()
+        self.model.eval()
+        return self.model
+
+
+def _refuse_tied_trainable_embeddings(model: Any) -> None:
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if get_in is None or get_out is None:
+        return
+    emb_in, emb_out = get_in(), get_out()
+    if emb_in is not None and emb_out is not None and emb_in.weight is emb_out.weight and emb_in.weight.requires_grad:
+        raise DpauditError("Opacus ghost clipping refuses tied input/output embeddings; use grad_sample_mode = hooks")
+
+
+def timed_steps(runner: StepRunner, steps: Sequence[int]) -> list[float]:
+    """Seconds per logical step for ``steps`` (used by benchmarks and cost estimates)."""
+    out = []
+    for s in steps:
+        t = time.perf_counter()
+        runner.run_step(s)
+        out.append(time.perf_counter() - t)
+    return out

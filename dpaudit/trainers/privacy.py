@@ -1,0 +1,187 @@
+"""The privacy plan of a training run and the ledger it writes.
+
+DP-SGD (Abadi et al. 2016) with Poisson sampling rate q = batch_size / n,
+T = round(epochs / q) steps (half up), clipping norm C and noise multiplier σ. σ is
+calibrated with :func:`dpaudit.accounting.calibrate_noise` and
+``train.accountant`` (never an approximate accountant unless allowed) unless
+``train.noise_multiplier`` is set. δ defaults to 1/n^1.1 rounded down to one
+significant digit. The ledger (``privacy.json``) reports ε under every
+accountant (:func:`dpaudit.accounting.compute_epsilons`) for the steps
+actually taken, which a resume never resets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpaudit.atomic import read_json, write_json
+from dpaudit.config import TrainConfig
+from dpaudit.errors import DpauditError
+
+PRIVACY_FILE = "privacy.json"
+MECHANISM_POISSON = "poisson-subsampled-gaussian"
+MECHANISM_SHUFFLE = "shuffled-gaussian"
+MECHANISM_NONE = "none"
+ALL_ACCOUNTANTS = ("rdp", "prv", "gdp", "pld", "edgeworth")
+
+
+def default_delta(n: int) -> float:
+    """1/n^1.1 rounded *down* to one significant digit (n = 800 → 6e-4).
+
+    Rounding down keeps δ < 1/n (a mechanism that leaks one random record
+    outright is (0, 1/n)-DP, so δ must be well below 1/n to mean anything).
+    """
+    if n < 2:
+        raise DpauditError(f"need at least 2 training examples to set a default delta, got {n}")
+    x = float(n) ** -1.1
+    exponent = math.floor(math.log10(x))
+    digit = math.floor(x / 10.0**exponent + 1e-9)
+    return float(f"{digit}e{exponent}")
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """Everything the ledger states about a run, fixed before training starts.
+
+    Attributes:
+        dp: whether DP-SGD is used.
+        n: training examples (the dataset size of the sampling rate).
+        batch_size: expected logical batch size.
+        sample_rate: q = batch_size / n.
+        steps: T = round(epochs / q) logical steps.
+        epochs: requested epochs.
+        noise_multiplier: σ (0 when not private).
+        max_grad_norm: C (``None`` when not private: nothing is clipped).
+        delta: δ of the reported ε.
+        delta_source: ``"config"`` or ``"default 1/n^1.1"``.
+        accountant: the primary accountant (calibration, headline ε).
+        noise_source: ``"config"`` or ``"calibrated"``.
+        target_epsilon: the ε the noise was calibrated to (``None`` otherwise).
+        poisson: Poisson sampling (else shuffled fixed-size lots).
+    """
+
+    dp: bool
+    n: int
+    batch_size: int
+    sample_rate: float
+    steps: int
+    epochs: float
+    noise_multiplier: float
+    max_grad_norm: float | None
+    delta: float
+    delta_source: str
+    accountant: str
+    noise_source: str
+    target_epsilon: float | None
+    poisson: bool
+
+    @property
+    def mechanism(self) -> str:
+        if not self.dp:
+            return MECHANISM_NONE
+        return MECHANISM_POISSON if self.poisson else MECHANISM_SHUFFLE
+
+
+def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
+    """Fix q, T, δ and σ for ``n`` training examples.
+
+    Raises:
+        DpauditError: when the batch is larger than the dataset or calibration fails.
+    """
+    if n < 1:
+        raise DpauditError("no training examples")
+    if config.batch_size > n:
+        raise DpauditError(f"train.batch_size = {config.batch_size} exceeds the {n} training examples")
+    q = config.batch_size / n
+    steps = max(1, math.floor(config.epochs * n / config.batch_size + 0.5))  # epochs / q, rounded half up
+    if config.delta is not None:
+        delta, delta_source = float(config.delta), "config"
+    else:
+        delta, delta_source = default_delta(n), "default 1/n^1.1"
+    if not dp:
+        return PrivacyPlan(False, n, config.batch_size, q, steps, config.epochs, 0.0, None, delta,
+                           delta_source, config.accountant, "none", None, config.poisson_sampling)
+    if config.noise_multiplier is not None:
+        sigma, source, target = float(config.noise_multiplier), "config", None
+    else:
+        from dpaudit.accounting import calibrate_noise
+
+        try:
+            sigma = float(calibrate_noise(
+                target_epsilon=config.target_epsilon, delta=delta, sampling_rate=q, steps=steps,
+                accountant=config.accountant, allow_approximate=config.allow_approximate_accountant,
+            ))
+        except DpauditError:
+            raise
+        except (ValueError, RuntimeError) as exc:
+            raise DpauditError(f"cannot calibrate noise for ε = {config.target_epsilon}: {exc}") from None
+        source, target = "calibrated", float(config.target_epsilon)
+    return PrivacyPlan(True, n, config.batch_size, q, steps, config.epochs, sigma, float(config.max_grad_norm),
+                       delta, delta_source, config.accountant, source, target, config.poisson_sampling)
+
+
+def make_ledger(plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, ...] = ALL_ACCOUNTANTS) -> Any:
+    """The :class:`~dpaudit.accounting.PrivacyLedger` of ``steps_done`` steps of ``plan``.
+
+    ε comes from :func:`~dpaudit.accounting.compute_epsilons` for exactly
+    (q, σ, steps_done, δ), with every accountant by default (the partial
+    ledgers written at checkpoints use the primary one only, for speed); a
+    non-private run spends ε = ∞.
+    """
+    from dpaudit.accounting import PrivacyLedger, compute_epsilons
+
+    if not plan.dp:
+        eps = {name: math.inf for name in accountants}
+        errors: dict[str, str] = {}
+    elif steps_done == 0:
+        eps, errors = {name: 0.0 for name in accountants}, {}
+    else:
+        eps, errors = compute_epsilons(sampling_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+                                       steps=steps_done, delta=plan.delta, accountants=accountants)
+    return PrivacyLedger(
+        mechanism=plan.mechanism, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm, steps=steps_done, delta=plan.delta, epsilons=dict(eps),
+        errors=dict(errors),
+    )
+
+
+def write_privacy(path: str | Path, plan: PrivacyPlan, ledger: Any, *, complete: bool) -> Path:
+    """Write ``privacy.json``: the ledger's fields plus how the plan was made.
+
+    Top-level keys are the :class:`PrivacyLedger` fields, then ``epsilon``
+    (the primary accountant's), ``primary_accountant``, ``epochs`` (taken:
+    steps × q), ``planned_steps``, ``complete``, ``delta_source``,
+    ``noise_source``, ``target_epsilon``, ``batch_size``, ``n_examples`` and
+    ``poisson_sampling``. :func:`read_privacy` recovers the ledger.
+    """
+    payload = dict(ledger.to_dict())
+    payload.update(
+        epsilon=ledger.epsilons.get(plan.accountant, math.inf),
+        primary_accountant=plan.accountant,
+        epochs=ledger.steps * plan.sample_rate,
+        planned_epochs=plan.epochs,
+        planned_steps=plan.steps,
+        complete=complete,
+        delta_source=plan.delta_source,
+        noise_source=plan.noise_source,
+        target_epsilon=plan.target_epsilon,
+        batch_size=plan.batch_size,
+        n_examples=plan.n,
+        poisson_sampling=plan.poisson,
+    )
+    payload.pop("schema_version", None)
+    return write_json(path, payload)
+
+
+def read_privacy(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Read ``privacy.json``; return (PrivacyLedger, the whole mapping)."""
+    import dataclasses
+
+    from dpaudit.accounting import PrivacyLedger
+
+    data = read_json(path)
+    names = {f.name for f in dataclasses.fields(PrivacyLedger)}
+    return PrivacyLedger.from_dict({k: v for k, v in data.items() if k in names}), data

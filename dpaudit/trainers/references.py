@@ -1,0 +1,211 @@
+"""Reference (shadow) models for calibrated membership attacks.
+
+Following LiRA's reference code (Carlini et al. 2022, "Membership Inference
+Attacks From First Principles"), every population example is placed in
+exactly half of the k reference models: for each example an independent
+random permutation of the models picks the ⌊k/2⌋ that train on it (for odd k
+a fair coin adds one more), so each example has IN and OUT models in equal
+numbers and each model trains on about half of the population. Model j trains
+with the same recipe as the target (DP-SGD per Abadi et al. 2016 through
+Opacus, Yousefpour et al. 2021, when ``train.dp``) into ``out_dir/ref-<j>/``.
+
+Outputs: ``membership.npy`` (examples × models, bool; ``np.save`` without
+pickle), ``population_ids.json`` (row order), and one training directory per
+model with its ``train_ids.json``. A model whose directory is complete with
+the same recipe is skipped, an interrupted one resumes from its checkpoint.
+With several visible GPUs one worker process per GPU trains its share.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpaudit.atomic import atomic_path, read_json, write_json
+from dpaudit.config import TrainConfig
+from dpaudit.datasets.records import Record
+from dpaudit.errors import DpauditError
+from dpaudit.trainers.hooks import TrainHooks
+
+MEMBERSHIP_FILE = "membership.npy"
+POPULATION_FILE = "population_ids.json"
+
+
+def assign_membership(n: int, k: int, seed: int) -> np.ndarray:
+    """An (n × k) bool matrix: example i trains model j.
+
+    Each row has exactly ⌊k/2⌋ True entries at positions given by a random
+    permutation of the models (plus one more with probability 1/2 when k is
+    odd), as in LiRA's ``keep = order < k/2`` construction.
+    """
+    if k < 1:
+        raise DpauditError(f"need at least one reference model, got k = {k}")
+    rng = np.random.default_rng(seed)
+    ranks = rng.random((n, k)).argsort(axis=1).argsort(axis=1)
+    count = np.full(n, k // 2)
+    if k % 2:
+        count = count + rng.integers(0, 2, size=n)
+    return ranks < count[:, None]
+
+
+def reference_seed(seed: int, j: int) -> int:
+    """Seed of reference model j."""
+    return int(np.random.SeedSequence([int(seed), 7919, int(j)]).generate_state(1, np.uint32)[0])
+
+
+def train_references(
+    population: Sequence[Record],
+    *,
+    k: int,
+    config: TrainConfig,
+    tokenizer: Any,
+    out_dir: str | Path,
+    seed: int,
+    max_length: int,
+    progress: bool = True,
+    devices: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Train k reference models on random halves of ``population``; return the membership matrix.
+
+    Args:
+        population: candidate examples (unique ids); row i of the matrix is ``population[i]``.
+        k: number of reference models.
+        config: the training recipe (the target's).
+        tokenizer: the tokenizer shared with the target.
+        out_dir: directory receiving ``ref-<j>/``, ``membership.npy``, ``population_ids.json``.
+        seed: seeds the membership assignment and each model.
+        max_length: tokens per example.
+        progress: progress bars and the cost estimate on stderr.
+        devices: devices to fan out over, one worker process each; ``None`` =
+            every visible GPU when there are several (and ``train.device`` is
+            ``auto``/``cuda``), else in-process on ``train.device``.
+
+    Raises:
+        DpauditError: on duplicate ids, or a reference directory trained with
+            a different recipe (remove it to retrain).
+    """
+    from dpaudit.trainers.dp_sgd import COMPLETE_FILE, training_recipe
+    from dpaudit.trainers.models import resolve_device
+
+    population = list(population)
+    ids = [r.id for r in population]
+    if len(set(ids)) != len(ids):
+        raise DpauditError("reference population has duplicate record ids")
+    if len(population) < 2:
+        raise DpauditError("reference population needs at least 2 examples")
+    out_dir = Path(out_dir)
+    membership = assign_membership(len(population), k, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / MEMBERSHIP_FILE) as tmp:
+        np.save(tmp, membership, allow_pickle=False)
+    write_json(out_dir / POPULATION_FILE, {"ids": ids, "k": k, "seed": seed})
+
+    device_type = resolve_device(config.device).type
+    jobs = []
+    for j in range(k):
+        members = [population[i] for i in np.flatnonzero(membership[:, j])]
+        ref_dir, ref_seed = out_dir / f"ref-{j}", reference_seed(seed, j)
+        if (ref_dir / COMPLETE_FILE).is_file():
+            saved = read_json(ref_dir / COMPLETE_FILE).get("recipe")
+            recipe = training_recipe(members, config=config, tokenizer=tokenizer, seed=ref_seed,
+                                     max_length=max_length, device_type=saved.get("device_type", device_type)
+                                     if isinstance(saved, dict) else device_type)
+            if saved != recipe:
+                raise DpauditError(f"{ref_dir}: trained with a different recipe; remove it to retrain")
+            continue
+        jobs.append((j, members, ref_dir, ref_seed))
+
+    steps = [max(1, int(config.epochs * len(m) / config.batch_size + 0.5)) for _, m, _, _ in jobs]
+    if progress:
+        print(f"references: {k} models, {k - len(jobs)} already trained, {len(jobs)} to train "
+              f"({sum(steps)} steps in all)", file=sys.stderr)
+    fan = list(devices) if devices is not None else _visible_gpus(config)
+    if len(fan) > 1 and jobs:
+        _fan_out(jobs, fan, config, tokenizer, max_length)
+    else:
+        from dpaudit.trainers.dp_sgd import train_model
+
+        for n, (_j, members, ref_dir, ref_seed) in enumerate(jobs):
+            probe = _CostProbe(sum(steps)) if progress and n == 0 else None
+            t = time.perf_counter()
+            train_model(members, config=config, tokenizer=tokenizer, out_dir=ref_dir, seed=ref_seed,
+                        max_length=max_length, resume=True, progress=progress, hooks=probe)
+            if progress and n == 0 and len(jobs) > 1:
+                rest = (time.perf_counter() - t) * sum(steps[1:]) / steps[0]
+                print(f"references: first model took {time.perf_counter() - t:.0f} s; "
+                      f"~{rest / 60:.1f} min for the other {len(jobs) - 1}", file=sys.stderr)
+    _check_members(out_dir, population, membership)
+    return membership
+
+
+def _visible_gpus(config: TrainConfig) -> list[str]:
+    if config.device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] if count > 1 else []
+
+
+def _fan_out(jobs: list, devices: list[str], config: TrainConfig, tokenizer: Any, max_length: int) -> None:
+    """One spawned worker process per device, each training its round-robin share in turn."""
+    import dataclasses
+    import multiprocessing
+
+    shares = [jobs[i:: len(devices)] for i in range(len(devices))]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_worker, share, dataclasses.replace(config, device=dev), tokenizer, max_length)
+            for share, dev in zip(shares, devices, strict=True) if share
+        ]
+        for future in futures:
+            future.result()
+
+
+def _worker(share: list, config: TrainConfig, tokenizer: Any, max_length: int) -> None:
+    from dpaudit.trainers.dp_sgd import train_model
+
+    for j, members, ref_dir, ref_seed in share:
+        t = time.perf_counter()
+        train_model(members, config=config, tokenizer=tokenizer, out_dir=ref_dir, seed=ref_seed,
+                    max_length=max_length, resume=True, progress=False)
+        print(f"ref-{j} done on {config.device} in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+
+
+def _check_members(out_dir: Path, population: list[Record], membership: np.ndarray) -> None:
+    """Each model's recorded training ids must be exactly its column of the matrix."""
+    for j in range(membership.shape[1]):
+        trained = read_json(out_dir / f"ref-{j}" / "train_ids.json")["ids"]
+        expected = [population[i].id for i in np.flatnonzero(membership[:, j])]
+        if trained != expected:
+            raise DpauditError(f"{out_dir / f'ref-{j}'}: trained ids do not match column {j} of membership.npy")
+
+
+class _CostProbe(TrainHooks):
+    """Prints an estimate of the total reference-training time after a few steps."""
+
+    def __init__(self, total_steps: int, after: int = 3):
+        self.total_steps, self.after = total_steps, after
+        self.t0: float | None = None
+
+    def on_step_end(self, *, step: int, loss: float | None, model: Any) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            self.first = step
+        elif step - self.first == self.after:
+            per = (time.perf_counter() - self.t0) / self.after
+            print(f"\nreferences: ~{per:.2f} s/step measured, ~{per * self.total_steps / 60:.1f} min in all",
+                  file=sys.stderr)
+
+
+def load_membership(out_dir: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read ``membership.npy`` and the population ids (row order)."""
+    out_dir = Path(out_dir)
+    return np.load(out_dir / MEMBERSHIP_FILE, allow_pickle=False), read_json(out_dir / POPULATION_FILE)["ids"]

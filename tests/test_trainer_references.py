@@ -1,0 +1,101 @@
+"""Trainers: reference models and their membership matrix."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from dpaudit.config import TrainConfig
+from dpaudit.datasets.records import Record
+from dpaudit.errors import DpauditError
+
+WORDS = "alpha beta gamma delta patient doctor visit code number account".split()
+
+
+@pytest.fixture(scope="module")
+def population() -> list[Record]:
+    rng = random.Random(1)
+    return [Record(f"p{i:02d}", " ".join(rng.choice(WORDS) for _ in range(6))) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(population):
+    from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+
+    return train_bpe_tokenizer([r.text for r in population], vocab_size=300)
+
+
+CFG = TrainConfig(dp=False, batch_size=10, physical_batch_size=10, epochs=1.0, learning_rate=1e-2)
+
+
+def _refs(population, tokenizer, out, config=CFG, k=4, **kw):
+    from dpaudit.trainers import train_references
+
+    return train_references(population, k=k, config=config, tokenizer=tokenizer, out_dir=out, seed=3,
+                            max_length=32, progress=False, **kw)
+
+
+def _check_layout(out, population, membership, k):
+    from dpaudit.trainers import load_membership
+
+    assert membership.shape == (len(population), k) and membership.dtype == bool
+    assert (membership.sum(axis=1) == k // 2).all()
+    saved, ids = load_membership(out)
+    assert (saved == membership).all() and ids == [r.id for r in population]
+    for j in range(k):
+        trained = json.loads((out / f"ref-{j}" / "train_ids.json").read_text())["ids"]
+        assert trained == [population[i].id for i in np.flatnonzero(membership[:, j])]
+        assert (out / f"ref-{j}" / "model.safetensors").is_file()
+
+
+def test_references_membership_and_resume(population, tokenizer, tmp_path, capsys):
+    out = tmp_path / "refs"
+    membership = _refs(population, tokenizer, out)
+    _check_layout(out, population, membership, 4)
+    # Each model trained on its own half: different weights.
+    from safetensors.torch import load_file
+
+    w0, w1 = (load_file(str(out / f"ref-{j}" / "model.safetensors")) for j in (0, 1))
+    assert any(not (w0[k] == w1[k]).all() for k in w0)
+
+    # Rerun: complete models are skipped; a removed one is retrained identically.
+    stamps = {j: (out / f"ref-{j}" / "complete.json").stat().st_mtime_ns for j in range(4)}
+    before = load_file(str(out / "ref-2" / "model.safetensors"))
+    shutil.rmtree(out / "ref-2")
+    again = _refs(population, tokenizer, out)
+    assert (again == membership).all()
+    assert all((out / f"ref-{j}" / "complete.json").stat().st_mtime_ns == stamps[j] for j in (0, 1, 3))
+    after = load_file(str(out / "ref-2" / "model.safetensors"))
+    assert all((before[k] == after[k]).all() for k in before)
+    with pytest.raises(DpauditError, match="different recipe"):
+        _refs(population, tokenizer, out, config=dataclasses.replace(CFG, learning_rate=0.1))
+
+
+def test_reference_input_errors(population, tokenizer, tmp_path):
+    with pytest.raises(DpauditError, match="duplicate"):
+        _refs(population + population[:1], tokenizer, tmp_path / "dup")
+    with pytest.raises(DpauditError, match="at least one"):
+        _refs(population, tokenizer, tmp_path / "zero", k=0)
+
+
+@pytest.mark.slow
+def test_dp_references_fan_out_over_worker_processes(population, tokenizer, tmp_path):
+    """The multi-GPU path (one spawned worker per device), exercised with two CPU workers."""
+    cfg = dataclasses.replace(CFG, dp=True, noise_multiplier=1.0)
+    out = tmp_path / "fan"
+    membership = _refs(population, tokenizer, out, config=cfg, k=4, devices=["cpu", "cpu"])
+    _check_layout(out, population, membership, 4)
+    privacy = json.loads((out / "ref-0" / "privacy.json").read_text())
+    assert privacy["mechanism"] == "poisson-subsampled-gaussian" and privacy["sample_rate"] == 10 / membership[:, 0].sum()
+    # Same seeds in-process give the same models.
+    seq = tmp_path / "seq"
+    _refs(population, tokenizer, seq, config=cfg, k=4)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(d / "ref-1" / "model.safetensors")) for d in (out, seq))
+    assert all((a[k] == b[k]).all() for k in a)
