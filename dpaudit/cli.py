@@ -370,6 +370,104 @@ def bound_one_run_cmd(m: int, r: int, v: int, delta: float, confidence: float, a
     _print_bound(bound_one_run(canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence), as_json)
 
 
+# ----------------------------------------------------------------------------- attacks and audit
+_run_dir_option = click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+                               help="Run directory (runs/<name>) with trained models.")
+_model_option = click.option("--model", "models", multiple=True, type=click.Choice(["target", "baseline"]),
+                             help="Model(s) to attack (repeatable). Default: every trained one.")
+
+
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def attack() -> None:
+    """Run attacks against the trained models of a run (results in <run>/attacks/)."""
+
+
+def _attack(run_dir: str, parts: tuple[str, ...], models: tuple[str, ...], sets: tuple[str, ...],
+            resume: bool) -> None:
+    from dpaudit.pipeline import run_attacks
+
+    click.echo("\n".join(run_attacks(run_dir, parts=parts, models=models or None, sets=sets, resume=resume)))
+
+
+@attack.command("mia", context_settings=CONTEXT)
+@_run_dir_option
+@_model_option
+@click.option("--attacks", default=None, metavar="A,B,...",
+              help="Attacks to run, e.g. loss,zlib,mink,minkpp,reference,lira,rmia (default: the config's).")
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def attack_mia(run_dir: str, models: tuple[str, ...], attacks: str | None, sets: tuple[str, ...], resume: bool) -> None:
+    """Membership inference: per-example scores, ROC AUC and TPR at low FPR with CIs.
+
+    Members and non-members are balanced; the blind (text-only) baseline is
+    computed once per run and warns when the split itself is separable.
+    Reference-based attacks (reference, lira, rmia) need `dpaudit train-references`.
+    """
+    sets = sets + ((f"attack.attacks={attacks}",) if attacks else ())
+    _attack(run_dir, ("mia",), models, sets, resume)
+
+
+@attack.command("canary", context_settings=CONTEXT)
+@_run_dir_option
+@_model_option
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def attack_canary(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+    """Canary exposure (exact or extrapolated) and extraction success by repetition count."""
+    _attack(run_dir, ("canary",), models, sets, resume)
+
+
+@attack.command("memorization", context_settings=CONTEXT)
+@_run_dir_option
+@_model_option
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def attack_memorization(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+    """Verbatim memorization: greedy continuation of k-token prompts, by duplication count."""
+    _attack(run_dir, ("memorization",), models, sets, resume)
+
+
+@attack.command("pii", context_settings=CONTEXT)
+@_run_dir_option
+@_model_option
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def attack_pii(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+    """PII extraction (precision/recall by kind and duplication) and inference vs chance."""
+    _attack(run_dir, ("pii",), models, sets, resume)
+
+
+@attack.command("all", context_settings=CONTEXT)
+@_run_dir_option
+@_model_option
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def attack_all(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+    """Every attack: membership inference, canaries, memorization and PII."""
+    from dpaudit.attacks.stage import PARTS
+
+    _attack(run_dir, PARTS, models, sets, resume)
+
+
+@cli.command("audit", context_settings=CONTEXT)
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@_model_option
+@_set_option
+@click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
+def audit(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+    """Empirical epsilon lower bound on the audit canaries vs the accountants' upper bounds.
+
+    Each audit canary was included in training by a fair coin; the one-run
+    audit (Steinke, Nasr, Jagielski 2023) or a held-out threshold audit turns
+    their scores into eps_lb at the configured confidence. Verdict:
+    'violation' when eps_lb exceeds the claimed epsilon (DP or its accounting
+    is broken), else 'consistent'. Written to <run>/audit/bounds.json.
+    """
+    from dpaudit.pipeline import run_audit
+
+    click.echo("\n".join(run_audit(run_dir, models=models or None, sets=sets, resume=resume)))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dpaudit")

@@ -7,6 +7,7 @@ commands call.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -74,8 +75,6 @@ def _tokenizer(config: RunConfig, data_dir: Path):
 
 def _train_inputs(config: RunConfig, run: RunDir, extra: dict | None = None) -> dict[str, str]:
     """Input hashes of a training stage: the data stage's outputs and the training recipe."""
-    import dataclasses
-
     from dpaudit.rundir import sha256_text
 
     data_record = run.stage_record("data")
@@ -89,8 +88,6 @@ def _train_inputs(config: RunConfig, run: RunDir, extra: dict | None = None) -> 
 def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None,
               progress: bool = True) -> list[str]:
     """Data stage, then the target model (DP unless disabled) and the non-private baseline."""
-    import dataclasses
-
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_model
 
@@ -133,7 +130,7 @@ def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None
 
 def run_train_references(config: RunConfig, *, num: int | None = None, resume: bool = False,
                          argv: list[str] | None = None, progress: bool = True) -> list[str]:
-    """Train reference models on random halves of every non-canary record."""
+    """Train reference models on random halves of the members and non-members."""
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_references
 
@@ -141,7 +138,9 @@ def run_train_references(config: RunConfig, *, num: int | None = None, resume: b
     k = config.train.num_references if num is None else num
     prepared = prepare_data(config, run, resume=True)
     tokenizer = _tokenizer(config, prepared.data_dir)
-    pool = [r for r in prepared.records]
+    # The audited examples: each lands in about half the references, so online LiRA has IN and OUT
+    # models for every one; the population part stays out of all of them, for RMIA's z samples.
+    pool = prepared.part("members") + prepared.part("nonmembers")
     inputs = _train_inputs(config, run, {"num": str(k)})
     with run.stage("references", inputs):
         membership = train_references(
@@ -159,3 +158,62 @@ def run_train_references(config: RunConfig, *, num: int | None = None, resume: b
         f"references: {k} models over {len(pool)} examples; membership matrix {membership.shape} "
         f"(each example in {membership.sum(axis=1).min()}–{membership.sum(axis=1).max()} models)",
     ]
+
+
+def config_of_run(run_dir: str | Path, sets: tuple[str, ...] = ()) -> RunConfig:
+    """The resolved config recorded in a run's manifest (``--set`` may change attack/audit/report settings)."""
+    from dpaudit.config import config_from_dict, merge, parse_set
+
+    run = RunDir(run_dir)
+    data = run.manifest()["config"]
+    config = config_from_dict(merge(data, parse_set(sets)) if sets else data)
+    return dataclasses.replace(config, runs_dir=str(run.path.parent), name=run.path.name)
+
+
+def trained_models(run: RunDir, models: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The trained model directories of a run (target, baseline), or check the ones asked for."""
+    from dpaudit.errors import DpauditError
+
+    found = tuple(m for m in ("target", "baseline") if (run.path / m / "privacy.json").is_file())
+    if models:
+        missing = [m for m in models if m not in found]
+        if missing:
+            raise DpauditError(f"{run.path}: no trained model {missing[0]!r} (found: {', '.join(found) or 'none'})")
+        return tuple(models)
+    if not found:
+        raise DpauditError(f"{run.path}: no trained model; run `dpaudit train` first")
+    return found
+
+
+def run_attacks(run_dir: str | Path, *, parts: tuple[str, ...], models: tuple[str, ...] | None = None,
+                sets: tuple[str, ...] = (), resume: bool = False, progress: bool = True) -> list[str]:
+    """Attack the trained models of an existing run."""
+    from dpaudit.attacks.stage import run_attack_stage
+    from dpaudit.datasets.prepare import load_prepared
+
+    config = config_of_run(run_dir, sets)
+    run = RunDir(run_dir)
+    prepared = load_prepared(run.path)
+    seed = stage_seeds(config)["attacks"]
+    lines: list[str] = []
+    for name in trained_models(run, models):
+        lines += run_attack_stage(run, config, prepared, name, seed=seed, resume=resume, progress=progress,
+                                  parts=parts)
+    return lines
+
+
+def run_audit(run_dir: str | Path, *, models: tuple[str, ...] | None = None, sets: tuple[str, ...] = (),
+              resume: bool = False, progress: bool = True) -> list[str]:
+    """Empirical ε lower bounds against the ledgers of an existing run (``audit/bounds.json``)."""
+    from dpaudit.audit.stage import run_audit_stage, verdict_line
+    from dpaudit.datasets.prepare import load_prepared
+
+    config = config_of_run(run_dir, sets)
+    run = RunDir(run_dir)
+    prepared = load_prepared(run.path)
+    lines = []
+    for name in trained_models(run, models):
+        verdict = run_audit_stage(run, config, prepared, name, seed=stage_seeds(config)["audit"], resume=resume,
+                                  progress=progress)
+        lines.append(verdict_line(name, verdict) if verdict else f"audit/{name}: unchanged, skipped (--resume)")
+    return lines

@@ -1,0 +1,108 @@
+"""The audit stage: one-run (or threshold) ε lower bound on the audit canaries, vs the ledger.
+
+The audit canaries (``canary-or-*``) were each included in training by a fair
+coin (bits in ``data/inclusion.json``). Each one's membership score is minus
+its log-perplexity −log Pr(secret | prefix) under the trained model; the
+auditor turns scores and bits into an :class:`EpsilonLowerBound` and
+:func:`~dpaudit.audit.verdict.judge` compares it with the ledger's ε at the
+same δ. Written to ``audit/bounds.json`` under ``models.<model>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpaudit.atomic import read_json, write_json
+from dpaudit.audit.lower_bound import EpsilonLowerBound, audit_one_run, audit_threshold
+from dpaudit.audit.verdict import AuditVerdict, judge
+from dpaudit.config import RunConfig
+from dpaudit.datasets.prepare import PreparedData
+from dpaudit.errors import DpauditError
+from dpaudit.rundir import RunDir, sha256_text
+
+BOUNDS_FILE = "bounds.json"
+
+
+def lower_bound_from_scores(scores: np.ndarray, included: np.ndarray, config: RunConfig, *, delta: float,
+                            seed: int) -> EpsilonLowerBound:
+    """The configured audit (one-run with a union-bounded guess grid, or held-out threshold)."""
+    a = config.audit
+    if a.method == "one-run":
+        return audit_one_run(scores, included, delta=delta, confidence=a.confidence, grid=list(a.guesses) or None)
+    return audit_threshold(scores, included, delta=delta, confidence=a.confidence,
+                           heldout_fraction=a.heldout_fraction, seed=seed)
+
+
+def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], str]:
+    """ε by accountant at ``delta`` from a ledger (recomputed when δ differs), and the primary accountant."""
+    from dpaudit.accounting import compute_epsilons
+    from dpaudit.trainers.privacy import read_privacy
+
+    ledger, payload = read_privacy(privacy_path)
+    primary = str(payload.get("primary_accountant", "pld"))
+    if ledger.mechanism == "none":
+        return {name: float("inf") for name in ledger.epsilons}, primary
+    if delta == ledger.delta:
+        return dict(ledger.epsilons), primary
+    eps, _ = compute_epsilons(sampling_rate=ledger.sample_rate, noise_multiplier=ledger.noise_multiplier,
+                              steps=ledger.steps, delta=delta, accountants=tuple(ledger.epsilons))
+    return eps, primary
+
+
+def audit_model(model: Any, prepared: PreparedData, config: RunConfig, privacy_path: Path, *,
+                seed: int) -> AuditVerdict:
+    """Score the audit canaries with ``model`` and judge the bound against the ledger."""
+    from dpaudit.attacks.canary import canary_logppl
+    from dpaudit.trainers.privacy import read_privacy
+
+    canaries = prepared.one_run
+    if not canaries:
+        raise DpauditError("no audit canaries in this run (data.one_run_canaries = 0)")
+    prefixes = {c.prefix for c in canaries}
+    if len(prefixes) != 1:
+        raise DpauditError("audit canaries must share one prefix")
+    logppl, _ = canary_logppl(model, prefixes.pop(), [c.secret for c in canaries])
+    included = np.array([c.included for c in canaries], dtype=bool)
+    ledger, _ = read_privacy(privacy_path)
+    delta = config.audit.delta if config.audit.delta is not None else ledger.delta
+    lower = lower_bound_from_scores(-np.asarray(logppl), included, config, delta=delta, seed=seed)
+    upper, primary = upper_bounds(privacy_path, delta)
+    return judge(lower, upper, primary)
+
+
+def run_audit_stage(run: RunDir, config: RunConfig, prepared: PreparedData, model_name: str, *, seed: int,
+                    resume: bool = False, progress: bool = True) -> AuditVerdict | None:
+    """Audit ``<run>/<model_name>``; merge the result into ``audit/bounds.json``."""
+    from dpaudit.attacks.stage import load_scoring_model
+
+    model_dir = run.path / model_name
+    if not model_dir.is_dir():
+        raise DpauditError(f"{model_dir}: no trained model; run `dpaudit train` first")
+    stage = f"audit/{model_name}"
+    record = run.stage_record(model_name)
+    inputs = {f"{model_name}/{k}": v for k, v in (record.outputs if record else {}).items()}
+    inputs["audit_config"] = sha256_text(repr(dataclasses.asdict(config.audit)))
+    path = run.subdir("audit") / BOUNDS_FILE
+    if resume and run.can_skip(stage, inputs) and path.is_file():
+        return None
+    with run.stage(stage, inputs):
+        model = load_scoring_model(model_dir, config, progress=progress)
+        verdict = audit_model(model, prepared, config, model_dir / "privacy.json", seed=seed)
+        existing = read_json(path) if path.is_file() else {}
+        models = dict(existing.get("models", {}))
+        models[model_name] = verdict.to_dict()
+        write_json(path, {"models": models})
+    return verdict
+
+
+def verdict_line(model_name: str, verdict: AuditVerdict) -> str:
+    """One line for the CLI."""
+    lb = verdict.lower
+    claim = verdict.upper.get(verdict.primary_accountant, float("inf"))
+    return (f"audit/{model_name}: ε_lb = {lb.epsilon:.3f} ({lb.method}, {lb.confidence:.0%} confidence, "
+            f"{lb.n_correct}/{lb.n_guesses} correct) vs ε_ub = {claim:.3f} ({verdict.primary_accountant}) "
+            f"→ {verdict.verdict}")
