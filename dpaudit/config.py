@@ -101,7 +101,7 @@ class DataConfig(_Section):
     member_fraction: float = option(0.4, "Fraction of records trained on by the target (members)", gt=0, lt=1)
     nonmember_fraction: float = option(0.2, "Fraction held out as non-members for attack evaluation", gt=0, lt=1)
     canary_prefix: str = option("my secret code is ", "Context that precedes each canary secret")
-    secret_space: str = option("digits:6", "Canary secret space: digits:N, alnum:N or words:N")
+    secret_space: str = option("digits:4", "Canary secret space: digits:N, alnum:N or words:N")
     canary_repetitions: list[int] = option([1, 2, 4, 8, 16], "Repetition counts of Secret-Sharer canaries", ge=1)
     canaries_per_repetition: int = option(2, "Secret-Sharer canaries per repetition count", ge=0)
     one_run_canaries: int = option(200, "Canaries for the one-run audit, each included with probability 1/2", ge=0)

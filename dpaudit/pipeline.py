@@ -142,7 +142,9 @@ def run_train_references(config: RunConfig, *, num: int | None = None, resume: b
     # models for every one; the population part stays out of all of them, for RMIA's z samples.
     pool = prepared.part("members") + prepared.part("nonmembers")
     inputs = _train_inputs(config, run, {"num": str(k)})
-    with run.stage("references", inputs):
+    if resume and run.can_skip("references", inputs):
+        return [f"run directory: {run.path}", "references: unchanged, skipped (--resume)"]
+    with run.stage("references", inputs) as record:
         membership = train_references(
             pool,
             k=k,
@@ -153,6 +155,9 @@ def run_train_references(config: RunConfig, *, num: int | None = None, resume: b
             max_length=config.data.max_length,
             progress=progress,
         )
+        from dpaudit.rundir import sha256_file
+
+        record.outputs.update({"membership.npy": sha256_file(run.path / "references" / "membership.npy")})
     return [
         f"run directory: {run.path}",
         f"references: {k} models over {len(pool)} examples; membership matrix {membership.shape} "
@@ -217,3 +222,30 @@ def run_audit(run_dir: str | Path, *, models: tuple[str, ...] | None = None, set
                                   progress=progress)
         lines.append(verdict_line(name, verdict) if verdict else f"audit/{name}: unchanged, skipped (--resume)")
     return lines
+
+
+def run_all(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None,
+            progress: bool = True) -> list[str]:
+    """The main job: data → target and baseline → references → attacks → audit → report.
+
+    Each stage is recorded in the manifest and skipped on ``resume`` when its
+    inputs are unchanged.
+    """
+    lines = run_train(config, resume=resume, argv=argv, progress=progress)
+    run = RunDir(config.run_dir)
+    if config.train.num_references:
+        lines += run_train_references(config, resume=resume, argv=argv, progress=progress)[1:]
+    lines += run_attacks(run.path, parts=("mia", "canary", "memorization", "pii"), resume=resume, progress=progress)
+    if config.data.one_run_canaries:
+        lines += run_audit(run.path, resume=resume, progress=progress)
+    lines += run_report(run.path, reveal=config.report.reveal, formats=tuple(config.report.formats))
+    return lines
+
+
+def run_report(run_dir: str | Path, *, reveal: bool = False, formats: tuple[str, ...] = ("html", "md", "json"),
+               out_dir: str | Path | None = None) -> list[str]:
+    """Render the report of a run from its directory alone."""
+    from dpaudit.reports import write_report
+
+    paths = write_report(run_dir, reveal=reveal, formats=formats, out_dir=out_dir)
+    return ["report: " + ", ".join(str(p) for p in paths)]
