@@ -131,7 +131,7 @@ class TrainConfig(_Section):
     lora_alpha: float = option(16.0, "LoRA scaling alpha", gt=0)
     lora_targets: list[str] = option([], "Module names to adapt with LoRA; empty = PEFT's default for the architecture")
     dp: bool = option(True, "Train with DP-SGD (False = non-private)")
-    target_epsilon: float = option(8.0, "Target epsilon; the noise multiplier is calibrated to reach it", gt=0)
+    target_epsilon: float = option(8.0, "Target epsilon; the noise multiplier is calibrated to reach it (inf = non-private)", gt=0)
     noise_multiplier: float | None = option(None, "Noise multiplier sigma; overrides target_epsilon when set", ge=0)
     max_grad_norm: float = option(1.0, "Per-example clipping norm C", gt=0)
     delta: float | None = option(None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1)
@@ -149,6 +149,11 @@ class TrainConfig(_Section):
     baseline: bool = option(True, "Also train a non-private baseline with the same recipe")
     num_references: int = option(4, "Reference (shadow) models for calibrated attacks", ge=0)
     checkpoint_every: int = option(50, "Save a resumable checkpoint every N steps", ge=1)
+
+    @property
+    def private(self) -> bool:
+        """Whether the target trains with DP-SGD (``dp`` and a finite target or a given sigma)."""
+        return self.dp and (self.noise_multiplier is not None or math.isfinite(self.target_epsilon))
 
     def validate(self) -> None:
         if self.physical_batch_size > self.batch_size:
@@ -205,6 +210,10 @@ SECTIONS: dict[str, type] = {
     "audit": AuditConfig,
     "report": ReportConfig,
 }
+
+
+SECTION_ALIASES = {"trainer": "train", "attacks": "attack", "data_config": "data"}
+"""Accepted alternative section names (``--set trainer.target_epsilon=3``)."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +314,11 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Build and validate a :class:`RunConfig` from nested mappings."""
     top: dict[str, Any] = {}
     sections: dict[str, Any] = {}
+    for alias, name in SECTION_ALIASES.items():
+        if alias in data and name in data:
+            raise ConfigError(f"both [{alias}] and [{name}] given; they are the same section", key=alias)
     for key, value in data.items():
+        key = SECTION_ALIASES.get(key, key)
         if key in SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[{key}] must be a table of settings")
@@ -349,7 +362,7 @@ def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
             continue
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"--set {item!r}: expected section.key=value")
-        out.setdefault(parts[0], {})[parts[1]] = value
+        out.setdefault(SECTION_ALIASES.get(parts[0], parts[0]), {})[parts[1]] = value
     return out
 
 

@@ -98,8 +98,8 @@ def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None
     tokenizer = _tokenizer(config, prepared.data_dir)
     eval_records = prepared.part("nonmembers")
     lines = [f"run directory: {run.path}"]
-    jobs = [("target", config.train.dp)]
-    if config.train.baseline and config.train.dp:
+    jobs = [("target", config.train.private)]
+    if config.train.baseline and config.train.private:
         jobs.append(("baseline", False))
     for name, dp in jobs:
         inputs = _train_inputs(config, run, {"dp": str(dp)})

@@ -137,3 +137,13 @@ def test_every_field_has_help():
     rows = describe_fields()
     assert len(rows) > 40
     assert all(help_text for _, help_text, _ in rows)
+
+
+def test_section_alias_and_infinite_epsilon_mean_non_private():
+    cfg = load_config("configs/quickstart.toml", sets=["trainer.target_epsilon=inf"])
+    assert cfg.train.target_epsilon == math.inf and not cfg.train.private
+    assert cfg.train.epochs == 3.0  # the file's [train] section is kept
+    assert load_config(sets=["train.target_epsilon=3"]).train.private
+    assert load_config(sets=["train.target_epsilon=inf", "train.noise_multiplier=1.0"]).train.private
+    with pytest.raises(ConfigError, match="same section"):
+        config_from_dict({"train": {}, "trainer": {}})
