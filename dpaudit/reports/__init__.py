@@ -1,0 +1,171 @@
+"""Reports: HTML, Markdown and JSON from a run directory; the release gate; run comparison.
+
+Reports read the run directory only (docs/run-directory.md), never live
+objects, so any report can be rebuilt later from disk alone, and rebuilding
+gives a byte-identical ``report.json`` (the time of rendering appears only in
+the HTML and Markdown footers). The schema of ``report.json`` is in
+docs/report-schema.md.
+
+- :func:`build_report`: read a run, write ``<run>/report/report.{html,md,json}``,
+  return the ``report.json`` mapping; :func:`write_report` does the same and
+  returns the paths written.
+- :func:`collect_report`: the ``report.json`` mapping, without writing anything.
+- :func:`write_report_files`: write an already collected report.
+- :func:`~dpaudit.reports.gate.gate`: pass/fail a ``report.json`` against thresholds.
+- :func:`~dpaudit.reports.compare.compare_runs`: one table over several runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dpaudit.atomic import atomic_write_text, write_json
+from dpaudit.errors import unknown_name
+from dpaudit.reports.collect import RunData, collect, collect_report
+from dpaudit.reports.schema import REPORT_SCHEMA_VERSION, report_problems, validate_report
+
+__all__ = [
+    "FORMATS",
+    "REPORT_FILES",
+    "REPORT_SCHEMA_VERSION",
+    "RunData",
+    "build_report",
+    "collect",
+    "collect_report",
+    "report_problems",
+    "validate_report",
+    "write_report",
+    "write_report_files",
+]
+
+FORMATS = ("html", "md", "json")
+REPORT_FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
+REPORT_DIR = "report"
+
+
+def _formats(formats: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(formats))
+    for f in out:
+        if f not in FORMATS:
+            raise unknown_name("report format", f, FORMATS)
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_report_files(
+    report: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    formats: Iterable[str] = FORMATS,
+    curves: Mapping[str, Any] | None = None,
+    generated: str | None = None,
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and/or ``report.html`` atomically into ``out_dir``.
+
+    Args:
+        report: a mapping from :func:`collect_report` (validated again here).
+        out_dir: destination directory (created if needed).
+        formats: any of ``html``, ``md``, ``json``.
+        curves: ROC curves for the HTML figure (:attr:`RunData.curves`).
+        generated: footer time of the HTML and Markdown; default: now (UTC).
+            ``report.json`` never holds it.
+
+    Returns:
+        ``{format: path written}``.
+
+    Raises:
+        DpauditError: an unknown format or an invalid report.
+    """
+    formats = _formats(formats)
+    validate_report(report)
+    out_dir = Path(out_dir)
+    generated = generated if generated is not None else _now()
+    written: dict[str, Path] = {}
+    if "json" in formats:
+        payload = {k: v for k, v in report.items() if k != "schema_version"}
+        written["json"] = write_json(
+            out_dir / REPORT_FILES["json"], payload, schema_version=REPORT_SCHEMA_VERSION
+        )
+    if "md" in formats:
+        from dpaudit.reports.render_md import render_markdown
+
+        written["md"] = atomic_write_text(
+            out_dir / REPORT_FILES["md"], render_markdown(report, generated=generated)
+        )
+    if "html" in formats:
+        from dpaudit.reports.render_html import render_html
+
+        html = render_html(report, curves, generated=generated)
+        written["html"] = atomic_write_text(out_dir / REPORT_FILES["html"], html)
+    return {f: written[f] for f in formats}
+
+
+def _build(
+    run_dir: str | Path,
+    *,
+    reveal: bool | None,
+    formats: Iterable[str] | None,
+    out_dir: str | Path | None,
+    policy: Mapping[str, Any] | None,
+    generated: str | None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    data = collect(run_dir, reveal=reveal, policy_overrides=policy)
+    if formats is None:
+        formats = (data.report.get("config", {}).get("report") or {}).get("formats") or FORMATS
+    target = Path(out_dir) if out_dir is not None else data.run_dir / REPORT_DIR
+    written = write_report_files(
+        data.report, target, formats=formats, curves=data.curves, generated=generated
+    )
+    return data.report, written
+
+
+def build_report(
+    run_dir: str | Path,
+    *,
+    reveal: bool | None = None,
+    formats: Iterable[str] | None = None,
+    out_dir: str | Path | None = None,
+    policy: Mapping[str, Any] | None = None,
+    generated: str | None = None,
+) -> dict[str, Any]:
+    """Read a run directory and write its report; return the ``report.json`` mapping.
+
+    Args:
+        run_dir: the run directory.
+        reveal: list recovered secrets and PII (read from ``recovered.json``);
+            ``None`` follows the run's ``report.reveal`` (off by default).
+        formats: formats to write; ``None`` follows the run's ``report.formats``.
+        out_dir: where to write; default ``<run_dir>/report``.
+        policy: thresholds overriding the run's ``[report]`` policy.
+        generated: footer time of the HTML and Markdown (default: now).
+
+    Raises:
+        DpauditError: not a run directory, no target model, a malformed run
+            file (named in the message), or an unknown format.
+    """
+    report, _ = _build(
+        run_dir, reveal=reveal, formats=formats, out_dir=out_dir, policy=policy, generated=generated
+    )
+    return report
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    reveal: bool | None = None,
+    formats: Iterable[str] | None = None,
+    out_dir: str | Path | None = None,
+    policy: Mapping[str, Any] | None = None,
+    generated: str | None = None,
+) -> list[Path]:
+    """:func:`build_report`, returning the files written (in ``formats`` order) instead of the mapping."""
+    _, written = _build(
+        run_dir, reveal=reveal, formats=formats, out_dir=out_dir, policy=policy, generated=generated
+    )
+    return list(written.values())

@@ -1,0 +1,157 @@
+"""Release gate: pass or fail a ``report.json`` against thresholds, for CI pipelines.
+
+:func:`gate` reads a report (never a live model), judges one model's headline
+numbers with the same rules as the report's policy section
+(:mod:`dpaudit.reports.policy`: ``value <= threshold`` passes, a threshold
+whose value was not measured fails, an audit ``violation`` always fails), and
+returns a :class:`GateResult`. :func:`gate_exit_code` maps it to a process exit
+code (0 pass, 1 fail); a bad report file raises
+:class:`~dpaudit.errors.DpauditError` naming the file (exit code 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpaudit.atomic import read_json
+from dpaudit.errors import DpauditError, InputError
+from dpaudit.reports import policy
+from dpaudit.reports.schema import validate_report
+
+__all__ = [
+    "GateResult",
+    "format_reason",
+    "gate",
+    "gate_exit_code",
+    "load_report",
+    "resolve_report_path",
+]
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of :func:`gate`.
+
+    Attributes:
+        passed: no check failed.
+        reasons: one line per failed check, e.g. ``"target MIA AUC 0.91 (loss) > 0.6"``.
+        checks: every check made (passed, failed and not-applicable).
+        model: the model judged.
+        source: the report file read.
+    """
+
+    passed: bool
+    reasons: list[str]
+    checks: tuple[policy.PolicyCheck, ...] = field(default=())
+    model: str = "target"
+    source: str = ""
+
+
+def resolve_report_path(path: str | Path) -> Path:
+    """``path`` itself, or for a directory its ``report.json`` or ``report/report.json``."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "report.json", path / "report" / "report.json"):
+            if candidate.is_file():
+                return candidate
+        raise InputError(path, "no report.json here or in report/; run `dpaudit report` first")
+    return path
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a ``report.json``.
+
+    Raises:
+        InputError: missing, malformed or not a valid report (the message names the file).
+    """
+    path = resolve_report_path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "not a dpaudit report (expected a JSON object)")
+    validate_report(data, source=path)
+    return data
+
+
+def gate(
+    report_json_path: str | Path,
+    *,
+    max_epsilon_lower: float | None = None,
+    max_epsilon: float | None = None,
+    max_auc: float | None = None,
+    max_tpr_at_low_fpr: float | None = None,
+    max_exposure: float | None = None,
+    max_pii_extraction_rate: float | None = None,
+    model: str = "target",
+) -> GateResult:
+    """Judge ``model`` in a report against thresholds.
+
+    Thresholds given here are checked; when none is given, the report's own
+    policy thresholds (the run's ``[report]`` section) are used. The audit
+    consistency check (``ε_lb <= claimed ε``) is always made.
+
+    Args:
+        report_json_path: a ``report.json``, or a run or report directory holding one.
+        max_epsilon_lower: maximum empirical ε lower bound.
+        max_epsilon: maximum claimed ε (primary accountant); a non-private model fails.
+        max_auc: maximum membership-inference AUC over all attacks.
+        max_tpr_at_low_fpr: maximum TPR at 0.1% FPR over all attacks.
+        max_exposure: maximum exposure (bits) of an inserted canary.
+        max_pii_extraction_rate: maximum share of training PII values extracted.
+        model: ``target`` (default) or ``baseline``.
+
+    Raises:
+        DpauditError: a bad report file (named), an unknown model, or no
+            threshold at all (neither given nor in the report's policy).
+    """
+    path = resolve_report_path(report_json_path)
+    report = load_report(path)
+    if model not in report["models"]:
+        raise InputError(
+            path, f"no model {model!r} in this report (has: {', '.join(sorted(report['models']))})"
+        )
+    given = {
+        "max_epsilon": max_epsilon,
+        "max_epsilon_lower": max_epsilon_lower,
+        "max_auc": max_auc,
+        "max_tpr_at_low_fpr": max_tpr_at_low_fpr,
+        "max_exposure": max_exposure,
+        "max_pii_extraction_rate": max_pii_extraction_rate,
+    }
+    for name, value in given.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DpauditError(f"gate threshold {name} must be a number, got {value!r}")
+    thresholds = {k: v for k, v in given.items() if v is not None}
+    if not thresholds:
+        thresholds = {k: v for k, v in report["policy"]["thresholds"].items() if v is not None}
+        if not thresholds:
+            raise DpauditError(
+                f"{path}: no gate thresholds given and the run's [report] policy sets none; "
+                "pass at least one (e.g. max_auc=0.6)"
+            )
+    checks = policy.evaluate(report["models"][model]["summary"], thresholds, model=model)
+    reasons = [c.detail for c in checks if c.verdict == policy.FAIL]
+    return GateResult(
+        passed=not reasons, reasons=reasons, checks=tuple(checks), model=model, source=str(path)
+    )
+
+
+def gate_exit_code(result: GateResult) -> int:
+    """0 when the gate passed, 1 when it failed."""
+    return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def format_reason(result: GateResult) -> str:
+    """One line for the terminal or a CI log.
+
+    ``gate failed: target MIA AUC 0.91 (loss) > 0.6; ...`` or
+    ``gate passed: target MIA AUC 0.52 (loss) ≤ 0.6; ...``.
+    """
+    if not result.passed:
+        return "gate failed: " + "; ".join(result.reasons)
+    made = [c.detail for c in result.checks if c.verdict == policy.PASS]
+    return "gate passed: " + ("; ".join(made) if made else "no check applied")
