@@ -30,14 +30,38 @@ MIA_PARAMS = {"mink": ("k", "mink_k"), "minkpp": ("k", "mink_k"), "rmia": ("gamm
               "clf_rmia": ("gamma", "rmia_gamma")}
 
 
-def load_scoring_model(model_dir: str | Path, config: RunConfig, *, progress: bool = True) -> Any:
-    """A :class:`~dpaudit.attacks.scoring.HFScoringModel` over a saved model and its tokenizer."""
-    from dpaudit.attacks.scoring import HFScoringModel
-    from dpaudit.datasets.tokenizer import load_tokenizer
-    from dpaudit.trainers.models import load_pretrained
+def load_scoring_model(model_dir: str | Path | Any, config: RunConfig, *, progress: bool = True,
+                       adapter: str | Path | None = None, allow_pickle: bool = False) -> Any:
+    """A :class:`~dpaudit.attacks.scoring.HFScoringModel` over a saved or already loaded model.
 
-    model = load_pretrained(model_dir, task=config.train.task, num_labels=config.train.num_labels)
-    tokenizer = load_tokenizer(model_dir)
+    Args:
+        model_dir: a saved model directory (as the trainer writes it: safetensors
+            and tokenizer); or, with ``adapter`` or ``allow_pickle``, any model
+            directory or hub id, read by :func:`dpaudit.trainers.safe_load.load_checkpoint`;
+            or an already loaded model: a ``(model, tokenizer)`` pair or an object
+            with ``model`` and ``tokenizer`` attributes (a ``LoadedCheckpoint``).
+        config: the run's config (task, device, batch size, max length).
+        progress: show progress bars.
+        adapter: a PEFT adapter directory applied on ``model_dir``.
+        allow_pickle: accept pickle-only weights (read with ``weights_only=True``).
+    """
+    from dpaudit.attacks.scoring import HFScoringModel
+
+    if isinstance(model_dir, (str, Path)) and adapter is None and not allow_pickle:
+        from dpaudit.datasets.tokenizer import load_tokenizer
+        from dpaudit.trainers.models import load_pretrained
+
+        model = load_pretrained(model_dir, task=config.train.task, num_labels=config.train.num_labels)
+        tokenizer = load_tokenizer(model_dir)
+    elif isinstance(model_dir, (str, Path)):
+        from dpaudit.trainers.safe_load import load_checkpoint
+
+        loaded = load_checkpoint(model_dir, adapter=adapter, task=config.train.task, allow_pickle=allow_pickle)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    elif isinstance(model_dir, tuple):
+        model, tokenizer = model_dir
+    else:
+        model, tokenizer = model_dir.model, model_dir.tokenizer
     return HFScoringModel(model, tokenizer, device=config.train.device, batch_size=config.attack.batch_size,
                           max_length=config.data.max_length, progress=progress)
 
