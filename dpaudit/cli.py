@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
 
 from dpaudit import __version__
+from dpaudit.checkpoint import audit_checkpoint_command
 from dpaudit.errors import DpauditError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -206,12 +208,11 @@ def prepare(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir:
 @cli.command("demo", context_settings=CONTEXT)
 @_run_options
 def demo(sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool) -> None:
-    """Run the main job on the embedded default (configs/quickstart.toml settings)."""
-    from dpaudit.pipeline import demo_config_path, run_prepare
+    """The main job on the embedded default: `dpaudit run configs/quickstart.toml`."""
+    from dpaudit.pipeline import demo_config_path, run_all
 
     cfg = _load_run_config(str(demo_config_path()), sets, name, runs_dir, seed)
-    summary = run_prepare(cfg, resume=resume, argv=sys.argv)
-    click.echo("\n".join(summary))
+    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
 
 
 # ----------------------------------------------------------------------------- accounting
@@ -466,6 +467,104 @@ def audit(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: 
     from dpaudit.pipeline import run_audit
 
     click.echo("\n".join(run_audit(run_dir, models=models or None, sets=sets, resume=resume)))
+
+
+cli.add_command(audit_checkpoint_command)
+
+
+# ----------------------------------------------------------------------------- the main job and reports
+@cli.command("run", context_settings=CONTEXT)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@_run_options
+def run(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
+        resume: bool) -> None:
+    """The main job: data -> DP target + baseline -> references -> attacks -> audit -> report.
+
+    Every stage is recorded in <run>/manifest.json; with --resume, stages whose
+    inputs are unchanged are skipped and an interrupted training continues from
+    its last checkpoint.
+    """
+    from dpaudit.pipeline import run_all
+
+    cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
+    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
+
+
+@cli.command("report", context_settings=CONTEXT)
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("--reveal", is_flag=True, default=None,
+              help="Include recovered secrets and PII (off by default: masked).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "json"]),
+              help="Formats to write (repeatable). Default: the run's config.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory. Default: <run>/report.")
+def report(run_dir: str, reveal: bool | None, formats: tuple[str, ...], out_dir: str | None) -> None:
+    """Re-render report.html, report.md and report.json from the run directory alone."""
+    from dpaudit.pipeline import run_report
+
+    click.echo("\n".join(run_report(run_dir, reveal=reveal, formats=formats or None, out_dir=out_dir)))
+
+
+@cli.command("compare", context_settings=CONTEXT)
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="comparison", show_default=True,
+              help="Where comparison.csv and comparison.html go.")
+def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
+    """Defense benchmark table over runs: epsilon claimed and measured, MIA, exposure, PII, utility."""
+    from dpaudit.reports.compare import compare_runs
+
+    table = compare_runs(list(run_dirs), out_dir)
+    click.echo(table.to_string(index=False))
+    click.echo(f"wrote {Path(out_dir) / 'comparison.csv'} and {Path(out_dir) / 'comparison.html'}")
+
+
+@cli.command("sweep", context_settings=CONTEXT)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@_run_options
+def sweep(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
+          resume: bool) -> None:
+    """Run the main job over a grid of defenses and compare them.
+
+    \b
+    A --set whose value lists several values is a grid axis:
+      dpaudit sweep configs/quickstart.toml --set train.target_epsilon=1,3,8,inf
+    (inf = non-private). Runs are named <name>-<key><value>; the comparison goes
+    to <runs_dir>/<name>-sweep/.
+    """
+    from dpaudit.pipeline import run_sweep
+
+    if seed is not None:
+        sets = (*sets, f"seed={seed}")
+    click.echo("\n".join(run_sweep(config_file, sets=sets, name=name, runs_dir=runs_dir, resume=resume,
+                                   argv=sys.argv)))
+
+
+@cli.command("gate", context_settings=CONTEXT)
+@click.argument("report_json", metavar="REPORT_JSON", type=click.Path())
+@click.option("--max-epsilon-lower", type=float, default=None, help="Fail when the empirical eps lower bound exceeds this.")
+@click.option("--max-epsilon", type=float, default=None, help="Fail when the claimed epsilon exceeds this.")
+@click.option("--max-auc", type=float, default=None, help="Fail when any MIA's AUC exceeds this.")
+@click.option("--max-tpr-at-low-fpr", type=float, default=None, help="Fail when any MIA's TPR at 0.1% FPR exceeds this.")
+@click.option("--max-exposure", type=float, default=None, help="Fail when any canary's exposure (bits) exceeds this.")
+@click.option("--max-pii-extraction-rate", type=float, default=None, help="Fail when the PII extraction rate exceeds this.")
+@click.option("--model", type=click.Choice(["target", "baseline"]), default="target", show_default=True,
+              help="Which model of the report to judge.")
+def gate(report_json: str, max_epsilon_lower: float | None, max_epsilon: float | None, max_auc: float | None,
+         max_tpr_at_low_fpr: float | None, max_exposure: float | None, max_pii_extraction_rate: float | None,
+         model: str) -> None:
+    """Fail a CI job (exit 1, one-line reason) when a report exceeds a threshold.
+
+    REPORT_JSON is a report.json or a run directory. Exit codes: 0 pass,
+    1 threshold exceeded, 2 bad input.
+    """
+    from dpaudit.reports.gate import format_reason, gate_exit_code
+    from dpaudit.reports.gate import gate as run_gate
+
+    result = run_gate(report_json, max_epsilon_lower=max_epsilon_lower, max_epsilon=max_epsilon, max_auc=max_auc,
+                      max_tpr_at_low_fpr=max_tpr_at_low_fpr, max_exposure=max_exposure,
+                      max_pii_extraction_rate=max_pii_extraction_rate, model=model)
+    click.echo(format_reason(result), err=not result.passed)
+    sys.exit(gate_exit_code(result))
 
 
 def main() -> None:

@@ -238,14 +238,74 @@ def run_all(config: RunConfig, *, resume: bool = False, argv: list[str] | None =
     lines += run_attacks(run.path, parts=("mia", "canary", "memorization", "pii"), resume=resume, progress=progress)
     if config.data.one_run_canaries:
         lines += run_audit(run.path, resume=resume, progress=progress)
-    lines += run_report(run.path, reveal=config.report.reveal, formats=tuple(config.report.formats))
+    lines += run_report(run.path)
     return lines
 
 
-def run_report(run_dir: str | Path, *, reveal: bool = False, formats: tuple[str, ...] = ("html", "md", "json"),
+def run_report(run_dir: str | Path, *, reveal: bool | None = None, formats: tuple[str, ...] | None = None,
                out_dir: str | Path | None = None) -> list[str]:
-    """Render the report of a run from its directory alone."""
+    """Render the report of a run from its directory alone (defaults: the run's report config)."""
     from dpaudit.reports import write_report
 
     paths = write_report(run_dir, reveal=reveal, formats=formats, out_dir=out_dir)
-    return ["report: " + ", ".join(str(p) for p in paths)]
+    values = paths.values() if isinstance(paths, dict) else paths
+    return ["report: " + ", ".join(str(p) for p in values)]
+
+
+def sweep_axes(sets: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    """Split ``--set`` items into fixed ones and grid axes.
+
+    An item whose setting is a scalar and whose value holds commas
+    (``train.target_epsilon=1,3,8,inf``) is an axis, one ``--set`` per value;
+    list settings (``data.canary_repetitions=1,2,4``) stay single values.
+    """
+    import typing
+
+    from dpaudit.config import SECTION_ALIASES, SECTIONS, _field_types, parse_set
+
+    fixed: list[str] = []
+    axes: list[list[str]] = []
+    for item in sets:
+        parse_set([item])  # validates the form
+        dotted, value = item.split("=", 1)
+        section, _, key = dotted.strip().partition(".")
+        section = SECTION_ALIASES.get(section, section)
+        types_ = _field_types(SECTIONS[section]) if section in SECTIONS else {}
+        is_list = typing.get_origin(types_.get(key)) is list
+        values = [v.strip() for v in value.split(",")]
+        if "," in value and not is_list:
+            axes.append([f"{section}.{key}={v}" for v in values])
+        else:
+            fixed.append(item)
+    return fixed, axes
+
+
+def run_sweep(config_path: str | Path, *, sets: tuple[str, ...], name: str | None = None,
+              runs_dir: str | None = None, resume: bool = False, argv: list[str] | None = None,
+              progress: bool = True) -> list[str]:
+    """Run the main job for every point of a grid of settings, then compare the runs."""
+    import itertools
+
+    from dpaudit.config import load_config
+    from dpaudit.errors import DpauditError
+    from dpaudit.reports.compare import compare_runs
+
+    fixed, axes = sweep_axes(sets)
+    if not any(item.split("=", 1)[0].strip().endswith(".baseline") for item in fixed):
+        fixed.append("train.baseline=false")  # each point is compared with the others; inf is the baseline
+    if not axes:
+        raise DpauditError("--set: a sweep needs at least one setting with several comma-separated values")
+    base = load_config(config_path, sets=fixed, overrides={"name": name, "runs_dir": runs_dir})
+    lines: list[str] = []
+    run_dirs: list[Path] = []
+    for combo in itertools.product(*axes):
+        label = "-".join(item.split(".", 1)[1].replace("=", "") for item in combo)
+        cfg = load_config(config_path, sets=[*fixed, *combo],
+                          overrides={"name": f"{base.name}-{label}", "runs_dir": base.runs_dir})
+        lines.append(f"== {cfg.name}: {', '.join(combo)}")
+        lines += run_all(cfg, resume=resume, argv=argv, progress=progress)
+        run_dirs.append(cfg.run_dir)
+    out_dir = Path(base.runs_dir) / f"{base.name}-sweep"
+    compare_runs(run_dirs, out_dir)
+    lines.append(f"comparison: {out_dir / 'comparison.html'}, {out_dir / 'comparison.csv'}")
+    return lines
