@@ -10,7 +10,9 @@ crafted gradient canaries injected into the per-example gradients before
 clipping — without a second copy of the loop. :class:`TrainHooks` is that
 seam: the loop asks it which mechanism to *apply* (the ledger always states
 the *claimed* one), calls it once the per-example gradients of a physical
-batch exist and before Opacus clips them, and once after every logical step.
+batch exist and before Opacus clips them, once the privatized (clipped,
+summed, noised) gradient of a logical step exists and before the optimizer
+uses it, and once after every logical step.
 
 The default :class:`TrainHooks` changes nothing.
 """
@@ -84,6 +86,20 @@ class TrainHooks:
             example_ids: record ids of the rows of ``grad_sample``.
         """
 
+    def on_noisy_grads(self, *, step: int, params: Sequence[Any], expected_batch_size: float) -> None:
+        """Called once per logical step after Opacus adds the noise, before the optimizer update.
+
+        Each ``p`` in ``params`` carries in ``p.grad`` the privatized gradient
+        DP-SGD releases, (Σ_i clip_C(g_i) + N(0, σ²C²·I)) / B, with
+        ``B = expected_batch_size`` (the applied q times n). It must not be
+        modified. Only called in DP-SGD runs.
+
+        Args:
+            step: index of the logical step (0-based).
+            params: the trainable parameters, in optimizer order.
+            expected_batch_size: the divisor B of the summed noisy gradient.
+        """
+
     def on_step_end(self, *, step: int, loss: float | None, model: Any) -> None:
         """Called after the optimizer step; ``step`` counts the steps done (1-based).
 
@@ -94,3 +110,8 @@ class TrainHooks:
     def wants_per_sample_grads(self) -> bool:
         """True when a subclass overrides :meth:`on_per_sample_grads`."""
         return type(self).on_per_sample_grads is not TrainHooks.on_per_sample_grads
+
+    @property
+    def wants_noisy_grads(self) -> bool:
+        """True when a subclass overrides :meth:`on_noisy_grads`."""
+        return type(self).on_noisy_grads is not TrainHooks.on_noisy_grads

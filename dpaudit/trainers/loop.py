@@ -144,6 +144,7 @@ class StepRunner:
         self.criterion = _make_criterion(built.task)
         self.noise_gen = None
         self.ghost = False
+        self._step = 0
         if plan.dp:
             self._make_private()
 
@@ -186,8 +187,13 @@ class StepRunner:
         else:
             self.train_module, self.optimizer, _ = out
             self.train_module.forbid_grad_accumulation()
-        self.optimizer.step_hook = None  # accounting is ours, with the exact q (see privacy.py)
+        # Accounting is ours, with the exact q (see privacy.py). Opacus calls step_hook after adding the
+        # noise and dividing by B, before the update: the slot only serves hooks observing that gradient.
+        self.optimizer.step_hook = self._noisy_grads if self.hooks.wants_noisy_grads else None
         self.optimizer.expected_batch_size = self.expected_batch
+
+    def _noisy_grads(self, optimizer: Any) -> None:
+        self.hooks.on_noisy_grads(step=self._step, params=optimizer.params, expected_batch_size=self.expected_batch)
 
     # ------------------------------------------------------------------ steps
     def lot(self, step: int) -> list[int]:
@@ -196,6 +202,7 @@ class StepRunner:
 
     def run_step(self, step: int) -> tuple[float | None, int]:
         """Run logical step ``step`` (0-based); return (mean example loss or None, lot size)."""
+        self._step = step
         lot = self.lot(step)
         chunks = physical_batches(lot, self.config.physical_batch_size)
         if not chunks:
