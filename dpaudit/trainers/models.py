@@ -203,6 +203,9 @@ def load_pretrained(name_or_path: str | Path, *, task: str, num_labels: int | No
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from dpaudit.locate import resolve_spec
+
+    name_or_path = resolve_spec(str(name_or_path))
     path = Path(name_or_path)
     if path.is_dir():
         _check_weights_dir(path)
