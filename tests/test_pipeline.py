@@ -197,3 +197,48 @@ def test_minilm_classifier_config_runs_on_real_weights(tmp_path):
     report = json.loads((tmp_path / "minilm-classifier" / "report" / "report.json").read_text())
     assert report["models"]["target"]["privacy"]["epsilon_upper"]["pld"] <= 8.0 + 1e-9
     assert "clf_loss" in report["models"]["target"]["attacks"]
+
+
+CLASSIFIER = """
+name = "clf"
+seed = 0
+[data]
+synth_n = 300
+one_run_canaries = 60
+canaries_per_repetition = 1
+canary_repetitions = [4]
+vocab_size = 400
+max_length = 40
+[train]
+model = "embedded:bert-tiny"
+task = "classification"
+epochs = 2.0
+batch_size = 32
+physical_batch_size = 32
+target_epsilon = 4.0
+num_references = 0
+[attack]
+bootstrap = 0
+attacks = ["clf_loss", "clf_confidence"]
+"""
+
+
+def test_classifier_run_audits_mislabelled_canaries(tmp_path):
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+    from dpaudit.datasets.prepare import canary_label, load_prepared
+
+    config = tmp_path / "clf.toml"
+    config.write_text(CLASSIFIER)
+    result = CliRunner().invoke(cli, ["run", str(config), "--runs-dir", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    prepared = load_prepared(tmp_path / "clf")
+    copies = [r for r in prepared.train if r.id.startswith("canary-")]
+    assert copies and all(r.label == canary_label(r.meta["canary_id"], seed=0, num_labels=2) for r in copies)
+    labels = {canary_label(c.id, seed=0, num_labels=2) for c in prepared.one_run}
+    assert labels == {0, 1}  # labels are drawn, not constant
+    bounds = json.loads((tmp_path / "clf" / "audit" / "bounds.json").read_text())["models"]
+    assert bounds["target"]["verdict"] == "consistent"
+    assert bounds["target"]["lower"]["epsilon"] <= bounds["target"]["upper"]["pld"]
+    assert (tmp_path / "clf" / "attacks" / "target" / "clf_loss" / "metrics.json").is_file()

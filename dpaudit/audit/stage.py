@@ -53,9 +53,29 @@ def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], st
     return eps, primary
 
 
+def mislabelled_canary_scores(model: Any, canaries: Any, config: RunConfig) -> np.ndarray:
+    """Classifier canaries: log-probability of each canary's assigned (mislabelled) label.
+
+    A random text carries no signal for its label, so a high probability of the
+    assigned label is evidence that the canary was trained on (Jagielski et al.
+    2020; Nasr et al. 2021).
+    """
+    from scipy.special import log_softmax
+
+    from dpaudit.datasets.prepare import canary_label
+
+    logits = np.asarray(model.classify([c.text for c in canaries]), dtype=float)
+    labels = [canary_label(c.id, seed=config.seed, num_labels=config.train.num_labels) for c in canaries]
+    return log_softmax(logits, axis=1)[np.arange(len(canaries)), labels]
+
+
 def audit_model(model: Any, prepared: PreparedData, config: RunConfig, privacy_path: Path, *,
                 seed: int) -> AuditVerdict:
-    """Score the audit canaries with ``model`` and judge the bound against the ledger."""
+    """Score the audit canaries with ``model`` and judge the bound against the ledger.
+
+    Language models: minus the log-perplexity of the secret given the prefix.
+    Classifiers: the log-probability of the canary's mislabelled label.
+    """
     from dpaudit.attacks.canary import canary_logppl
     from dpaudit.trainers.privacy import read_privacy
 
@@ -65,11 +85,15 @@ def audit_model(model: Any, prepared: PreparedData, config: RunConfig, privacy_p
     prefixes = {c.prefix for c in canaries}
     if len(prefixes) != 1:
         raise DpauditError("audit canaries must share one prefix")
-    logppl, _ = canary_logppl(model, prefixes.pop(), [c.secret for c in canaries])
+    if config.train.task == "classification":
+        scores = mislabelled_canary_scores(model, canaries, config)
+    else:
+        logppl, _ = canary_logppl(model, prefixes.pop(), [c.secret for c in canaries])
+        scores = -np.asarray(logppl)
     included = np.array([c.included for c in canaries], dtype=bool)
     ledger, _ = read_privacy(privacy_path)
     delta = config.audit.delta if config.audit.delta is not None else ledger.delta
-    lower = lower_bound_from_scores(-np.asarray(logppl), included, config, delta=delta, seed=seed)
+    lower = lower_bound_from_scores(scores, included, config, delta=delta, seed=seed)
     upper, primary = upper_bounds(privacy_path, delta)
     return judge(lower, upper, primary)
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dpaudit.atomic import read_json, write_json
 from dpaudit.config import RunConfig
 from dpaudit.datasets.canaries import (
@@ -70,6 +72,32 @@ def _fields(config: RunConfig) -> Fields:
 
 def _rename(canaries: list[Canary], tag: str) -> list[Canary]:
     return [dataclasses.replace(c, id=c.id.replace("canary-", f"canary-{tag}-", 1)) for c in canaries]
+
+
+def canary_label(canary_id: str, *, seed: int, num_labels: int) -> int:
+    """The label of a canary for a classifier: uniform, a function of (id, seed) only.
+
+    Canary texts are random secrets with no true class, so whatever label they
+    carry is a mislabelled example in the sense of the classifier audits of
+    Jagielski et al. (2020) and Nasr et al. (2021): it is only learned by
+    memorising that example.
+    """
+    import zlib
+
+    return int(np.random.default_rng([seed, zlib.crc32(canary_id.encode("utf-8"))]).integers(num_labels))
+
+
+def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig) -> list[Record]:
+    """Members plus canary copies; a classifier's canary copies get their (mislabelled) labels."""
+    train = insert_canaries(records, canaries, seed=config.seed + 303)
+    if config.train.task != "classification":
+        return train
+    return [
+        dataclasses.replace(r, label=canary_label(r.meta["canary_id"], seed=config.seed,
+                                                  num_labels=config.train.num_labels))
+        if "canary_id" in r.meta else r
+        for r in train
+    ]
 
 
 def build_canaries(config: RunConfig) -> list[Canary]:
@@ -124,7 +152,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
             records, member_fraction=d.member_fraction, nonmember_fraction=d.nonmember_fraction, seed=config.seed
         )
         canaries = build_canaries(config)
-        train = insert_canaries(split.select(records, "members"), canaries, seed=config.seed + 303)
+        train = _train_list(split.select(records, "members"), canaries, config)
         split.save(data_dir / "splits.json")
         write_canaries(data_dir / "canaries.jsonl", canaries)
         write_inclusion(data_dir / "inclusion.json", canaries)
@@ -153,7 +181,9 @@ def load_prepared(run_path: str | Path) -> PreparedData:
         records = load_records(data_dir / "corpus.jsonl", format="jsonl")
     split = Split.load(data_dir / "splits.json")
     canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
-    train = insert_canaries(split.select(records, "members"), canaries, seed=manifest["config"]["seed"] + 303)
+    from dpaudit.config import config_from_dict
+
+    train = _train_list(split.select(records, "members"), canaries, config_from_dict(manifest["config"]))
     expected = read_json(data_dir / "train_ids.json")["ids"]
     if [r.id for r in train] != expected:
         from dpaudit.errors import DpauditError
