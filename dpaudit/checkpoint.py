@@ -602,16 +602,6 @@ def _summary(
     )
 
 
-def _reports_available() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("dpaudit.reports") is None:
-        return False
-    import dpaudit.reports as reports
-
-    return hasattr(reports, "write_report")
-
-
 def run_checkpoint_audit(
     model: str | Path,
     *,
@@ -782,14 +772,12 @@ def run_checkpoint_audit(
         lines.append("audit: skipped (no claim: pass --claimed-epsilon and --delta)")
 
     report_json = run.path / "report" / "report.json"
-    if report and _reports_available():
+    if report:
         from dpaudit.pipeline import run_report
 
         lines += run_report(
             run.path, reveal=config.report.reveal, formats=tuple(config.report.formats)
         )
-    elif report:
-        lines.append("report: skipped (dpaudit.reports is not available in this installation)")
     if report and report_json.is_file():
         result = read_json(report_json)
     else:
