@@ -67,11 +67,11 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """dpaudit: privacy auditing and attack evaluation for fine-tuned language models.
 
     \b
-    Typical flow:
-      dpaudit datasets synth --domain clinical --n 2000 --out corpus.jsonl
-      dpaudit datasets check corpus.jsonl
-      dpaudit config show configs/quickstart.toml
-      dpaudit demo
+    The main job, data to verdict:   dpaudit run configs/quickstart.toml
+    Stage by stage:                  dpaudit train | train-references | attack all | audit | report
+    A released checkpoint:           dpaudit audit-checkpoint --model DIR --members F --nonmembers F --out RUN
+    Is the auditor trustworthy?      dpaudit selftest
+    In CI:                           dpaudit gate runs/NAME/report/report.json --max-auc 0.6
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
