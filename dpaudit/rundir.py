@@ -191,6 +191,19 @@ class RunDir:
         data = self.manifest().get("stages", {}).get(name)
         return StageRecord(**data) if data else None
 
+    def output_hashes(self, *stages: str) -> dict[str, str]:
+        """``{"<stage>/<file>": sha256}`` of the recorded outputs of ``stages`` (absent stages add nothing).
+
+        A later stage uses these as its input hashes, so it reruns on ``--resume``
+        exactly when something upstream changed.
+        """
+        hashes: dict[str, str] = {}
+        for stage in stages:
+            record = self.stage_record(stage)
+            if record is not None:
+                hashes.update({f"{stage}/{k}": v for k, v in record.outputs.items()})
+        return hashes
+
     def can_skip(self, name: str, inputs: Mapping[str, str]) -> bool:
         """True when ``name`` completed before with exactly these input hashes."""
         record = self.stage_record(name)

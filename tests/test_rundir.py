@@ -96,3 +96,13 @@ def test_existing_run_needs_resume(tmp_path):
     assert again.manifest()["created"] == first.manifest()["created"]
     with pytest.raises(DpauditError, match="not a dpaudit run directory"):
         RunDir(tmp_path / "nothing").manifest()
+
+
+def test_output_hashes_prefix_each_stage(tmp_path):
+    run = RunDir.create(RunConfig(name="o", runs_dir=str(tmp_path)))
+    with run.stage("target") as rec:
+        rec.outputs.update({"model.safetensors": "aa", "privacy.json": "bb"})
+    with run.stage("data") as rec:
+        rec.outputs["splits.json"] = "cc"
+    assert run.output_hashes("target", "references", "data") == {
+        "target/model.safetensors": "aa", "target/privacy.json": "bb", "data/splits.json": "cc"}

@@ -193,11 +193,7 @@ def _memorization(model: Any, prepared: PreparedData, config: RunConfig) -> Any:
 
 def attack_inputs(run: RunDir, config: RunConfig, model_name: str) -> dict[str, str]:
     """Input hashes of the attack stage of ``model_name``: its weights, the references, the attack config."""
-    inputs: dict[str, str] = {}
-    for stage in (model_name, "references", "data"):
-        record = run.stage_record(stage)
-        if record is not None:
-            inputs.update({f"{stage}/{k}": v for k, v in record.outputs.items()})
+    inputs = run.output_hashes(model_name, "references", "data")
     inputs["attack_config"] = sha256_text(repr(dataclasses.asdict(config.attack)))
     return inputs
 

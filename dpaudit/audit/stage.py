@@ -107,8 +107,7 @@ def run_audit_stage(run: RunDir, config: RunConfig, prepared: PreparedData, mode
     if not model_dir.is_dir():
         raise DpauditError(f"{model_dir}: no trained model; run `dpaudit train` first")
     stage = f"audit/{model_name}"
-    record = run.stage_record(model_name)
-    inputs = {f"{model_name}/{k}": v for k, v in (record.outputs if record else {}).items()}
+    inputs = run.output_hashes(model_name)
     inputs["audit_config"] = sha256_text(repr(dataclasses.asdict(config.audit)))
     path = run.subdir("audit") / BOUNDS_FILE
     if resume and run.can_skip(stage, inputs) and path.is_file():
