@@ -32,7 +32,11 @@ sys.path.insert(0, str(ROOT))
 from dpaudit.config import TrainConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-VARIANTS = (("non-private", False, "hooks"), ("DP hooks", True, "hooks"), ("DP ghost", True, "ghost"))
+VARIANTS = (
+    ("non-private", False, "hooks"),
+    ("DP hooks", True, "hooks"),
+    ("DP ghost", True, "ghost"),
+)
 
 
 def device_name(device) -> str:
@@ -59,9 +63,19 @@ def build(shape: str, mode: str, vocab: int, seq: int, seed: int = 0):
 
     torch.manual_seed(seed)
     if shape == "gpt2-tiny":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=128, n_layer=2, n_head=4, n_positions=max(128, seq),
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-                         bos_token_id=0, eos_token_id=0)
+        cfg = GPT2Config(
+            vocab_size=vocab,
+            n_embd=128,
+            n_layer=2,
+            n_head=4,
+            n_positions=max(128, seq),
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
     else:  # GPT-2 small: 124M parameters
         cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
     model = GPT2LMHeadModel(cfg)
@@ -83,14 +97,29 @@ def runners(shape: str, mode: str, *, batch: int, seq: int, device):
     examples = EncodedExamples(tuple(f"x{i}" for i in range(batch)), tuple(map(tuple, ids)), None)
     out = {}
     for name, dp, gsm in VARIANTS:
-        cfg = TrainConfig(mode=mode, dp=dp, batch_size=batch, physical_batch_size=batch, poisson_sampling=False,
-                          noise_multiplier=1.0, grad_sample_mode=gsm, learning_rate=1e-4)
+        cfg = TrainConfig(
+            mode=mode,
+            dp=dp,
+            batch_size=batch,
+            physical_batch_size=batch,
+            poisson_sampling=False,
+            noise_multiplier=1.0,
+            grad_sample_mode=gsm,
+            learning_rate=1e-4,
+        )
         plan = plan_privacy(cfg, batch, dp=dp)  # q = 1: every step sees the whole batch
         built = build(shape, mode, vocab, seq)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[name] = StepRunner(built=built, examples=examples, plan=plan, config=cfg, device=device, seed=0,
-                                   pad_id=0)
+            out[name] = StepRunner(
+                built=built,
+                examples=examples,
+                plan=plan,
+                config=cfg,
+                device=device,
+                seed=0,
+                pad_id=0,
+            )
         trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in built.model.parameters())
     return out, trainable, total
@@ -113,8 +142,16 @@ def measure(shape: str, mode: str, *, batch: int, seq: int, rounds: int, device)
             if r:
                 times[name].append((time.perf_counter() - t) / batch)
     per = {name: statistics.median(v) for name, v in times.items()}
-    row = {"shape": shape, "mode": mode, "batch": batch, "seq": seq, "trainable": trainable, "total": total,
-           "rounds": rounds, **{f"{n} s/ex": s for n, s in per.items()}}
+    row = {
+        "shape": shape,
+        "mode": mode,
+        "batch": batch,
+        "seq": seq,
+        "trainable": trainable,
+        "total": total,
+        "rounds": rounds,
+        **{f"{n} s/ex": s for n, s in per.items()},
+    }
     for name in per:
         if name != "non-private":
             row[f"{name} ratio"] = per[name] / per["non-private"]
@@ -130,8 +167,10 @@ def _load() -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | mode | trainable / total params | batch × tokens | non-private ms/ex | DP hooks ms/ex "
-            "| hooks ÷ non-private | DP ghost ms/ex | ghost ÷ non-private |")
+    head = (
+        "| model | mode | trainable / total params | batch × tokens | non-private ms/ex | DP hooks ms/ex "
+        "| hooks ÷ non-private | DP ghost ms/ex | ghost ÷ non-private |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
@@ -150,13 +189,22 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--rounds", type=int, default=5, help="timed steps per gpt2-tiny configuration (after 1 warm-up)")
-    ap.add_argument("--rounds-small", type=int, default=2, help="timed steps per gpt2-small configuration")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timed steps per gpt2-tiny configuration (after 1 warm-up)",
+    )
+    ap.add_argument(
+        "--rounds-small", type=int, default=2, help="timed steps per gpt2-small configuration"
+    )
     ap.add_argument("--seq", type=int, default=64, help="tokens per example")
     ap.add_argument("--batch-tiny", type=int, default=16)
     ap.add_argument("--batch-small", type=int, default=2)
     ap.add_argument("--no-small", action="store_true", help="skip the GPT-2-small-shaped model")
-    ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    ap.add_argument(
+        "--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}"
+    )
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     rows = []
@@ -167,8 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     for shape, mode, batch, rounds in plan:
         row = measure(shape, mode, batch=batch, seq=args.seq, rounds=rounds, device=device)
         rows.append(row)
-        print(f"{shape:10s} {mode:4s}  non-private {1e3 * row['non-private s/ex']:8.1f} ms/ex   "
-              f"DP hooks ×{row['DP hooks ratio']:.2f}   DP ghost ×{row['DP ghost ratio']:.2f}", flush=True)
+        print(
+            f"{shape:10s} {mode:4s}  non-private {1e3 * row['non-private s/ex']:8.1f} ms/ex   "
+            f"DP hooks ×{row['DP hooks ratio']:.2f}   DP ghost ×{row['DP ghost ratio']:.2f}",
+            flush=True,
+        )
     name = device_name(device)
     section = (
         f"\n## {date.today().isoformat()} — {name}\n\n"
@@ -176,12 +227,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.rounds_small} (small) timed rounds after one warm-up, configurations interleaved; "
         f"{time.perf_counter() - started:.0f} s in all; load average {_load()} when done. "
         "Time per example of one logical step (forward, backward, clipping and noise when DP, AdamW update); "
-        "every example has all tokens real (no padding); untied embeddings.\n\n" + table(rows) + "\n"
+        "every example has all tokens real (no padding); untied embeddings.\n\n"
+        + table(rows)
+        + "\n"
     )
     print(section)
     if not args.no_write:
         if not RESULTS.exists():
-            RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`.\n", encoding="utf-8")
+            RESULTS.write_text(
+                "# Benchmark results\n\nAppended by the scripts in `benchmarks/`.\n",
+                encoding="utf-8",
+            )
         with RESULTS.open("a", encoding="utf-8") as handle:
             handle.write(section)
         print(f"appended to {RESULTS}")

@@ -75,7 +75,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
     os.close(fd)
     os.chmod(tmp, _file_mode())
     try:
@@ -133,7 +135,9 @@ def to_jsonable(obj: Any) -> Any:
             return int(obj)
         if isinstance(obj, np.floating):
             return to_jsonable(float(obj))
-    raise TypeError(f"refusing to serialise object of type {type(obj).__module__}.{type(obj).__name__}")
+    raise TypeError(
+        f"refusing to serialise object of type {type(obj).__module__}.{type(obj).__name__}"
+    )
 
 
 def from_json_float(value: Any) -> float:

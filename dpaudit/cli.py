@@ -43,7 +43,10 @@ class _Group(click.Group):
                 traceback.print_exc()
             else:
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                click.echo(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+                click.echo(
+                    f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+                    err=True,
+                )
             ctx.exit(1)
 
 
@@ -129,12 +132,37 @@ def datasets() -> None:
 
 
 @datasets.command("synth", context_settings=CONTEXT)
-@click.option("--domain", type=click.Choice(["clinical", "support", "banking"]), default="clinical", show_default=True,
-              help="Kind of sensitive text to generate.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of records.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-@click.option("--num-labels", type=click.IntRange(min=2), default=2, show_default=True, help="Classes for the label field.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output JSONL file (written atomically).")
+@click.option(
+    "--domain",
+    type=click.Choice(["clinical", "support", "banking"]),
+    default="clinical",
+    show_default=True,
+    help="Kind of sensitive text to generate.",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Number of records.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
+@click.option(
+    "--num-labels",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="Classes for the label field.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Output JSONL file (written atomically).",
+)
 def datasets_synth(domain: str, n: int, seed: int, num_labels: int, out: str) -> None:
     """Generate a synthetic corpus with typed PII and ground-truth spans.
 
@@ -152,20 +180,35 @@ def datasets_synth(domain: str, n: int, seed: int, num_labels: int, out: str) ->
 
 @datasets.command("check", context_settings=CONTEXT)
 @click.argument("file", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "parquet", "text", "hf"]), default="auto",
-              show_default=True, help="File format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "jsonl", "csv", "parquet", "text", "hf"]),
+    default="auto",
+    show_default=True,
+    help="File format.",
+)
 @click.option("--text-field", default="text", show_default=True, help="Column holding the text.")
 @click.option("--label-field", default=None, help="Column holding the label.")
 @click.option("--id-field", default=None, help="Column holding a unique id.")
 @click.option("--user-field", default=None, help="Column holding the user id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def datasets_check(file: str, fmt: str, text_field: str, label_field: str | None, id_field: str | None,
-                   user_field: str | None, as_json: bool) -> None:
+def datasets_check(
+    file: str,
+    fmt: str,
+    text_field: str,
+    label_field: str | None,
+    id_field: str | None,
+    user_field: str | None,
+    as_json: bool,
+) -> None:
     """Summarise FILE (records, fields, lengths, labels, PII by kind); exit 2 on bad input."""
     from dpaudit.datasets.loaders import Fields, load_records
     from dpaudit.datasets.summary import summarize
 
-    records = load_records(file, format=fmt, fields=Fields(text_field, label_field, id_field, user_field))
+    records = load_records(
+        file, format=fmt, fields=Fields(text_field, label_field, id_field, user_field)
+    )
     summary = summarize(records)
     if as_json:
         _echo_json(summary)
@@ -179,24 +222,44 @@ def datasets_check(file: str, fmt: str, text_field: str, label_field: str | None
 def _run_options(fn: Any) -> Any:
     fn = _set_option(fn)
     fn = click.option("--name", default=None, help="Run name (directory under runs_dir).")(fn)
-    fn = click.option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where run directories go.")(fn)
+    fn = click.option(
+        "--runs-dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Where run directories go.",
+    )(fn)
     fn = click.option("--seed", type=click.IntRange(min=0), default=None, help="Master seed.")(fn)
-    fn = click.option("--resume", is_flag=True, help="Continue a run; stages with unchanged inputs are skipped.")(fn)
+    fn = click.option(
+        "--resume", is_flag=True, help="Continue a run; stages with unchanged inputs are skipped."
+    )(fn)
     return fn
 
 
-def _load_run_config(file: str | None, sets: tuple[str, ...], name: str | None, runs_dir: str | None,
-                     seed: int | None) -> Any:
+def _load_run_config(
+    file: str | None,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+) -> Any:
     from dpaudit.config import load_config
 
-    return load_config(file, sets=sets, overrides={"name": name, "runs_dir": runs_dir, "seed": seed})
+    return load_config(
+        file, sets=sets, overrides={"name": name, "runs_dir": runs_dir, "seed": seed}
+    )
 
 
 @cli.command("prepare", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
-def prepare(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
-            resume: bool) -> None:
+def prepare(
+    config_file: str,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+) -> None:
     """Run the data stage of CONFIG: load or synthesize data, split it, plant canaries."""
     from dpaudit.pipeline import run_prepare
 
@@ -207,7 +270,9 @@ def prepare(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir:
 
 @cli.command("demo", context_settings=CONTEXT)
 @_run_options
-def demo(sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool) -> None:
+def demo(
+    sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool
+) -> None:
     """The main job on the embedded default: `dpaudit run configs/quickstart.toml`."""
     from dpaudit.pipeline import demo_config_path, run_all
 
@@ -217,20 +282,54 @@ def demo(sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: in
 
 # ----------------------------------------------------------------------------- accounting
 @cli.command("accountant", context_settings=CONTEXT)
-@click.option("--sampling-rate", "-q", type=click.FloatRange(0, 1, min_open=True), required=True,
-              help="Poisson sampling rate q = expected batch size / dataset size.")
-@click.option("--noise-multiplier", "-s", type=click.FloatRange(min=0), default=None,
-              help="Noise multiplier sigma (noise std / clipping norm).")
-@click.option("--epsilon", "-e", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Target epsilon: print the noise multiplier each accountant needs instead.")
-@click.option("--steps", "-t", type=click.IntRange(min=1), required=True, help="Number of DP-SGD steps.")
-@click.option("--delta", "-d", type=click.FloatRange(0, 1, min_open=True, max_open=True), required=True,
-              help="Target delta.")
-@click.option("--accountant", "accountants", multiple=True, metavar="NAME",
-              help="Accountant to use (repeatable): rdp, prv, gdp, pld, edgeworth. Default: all.")
+@click.option(
+    "--sampling-rate",
+    "-q",
+    type=click.FloatRange(0, 1, min_open=True),
+    required=True,
+    help="Poisson sampling rate q = expected batch size / dataset size.",
+)
+@click.option(
+    "--noise-multiplier",
+    "-s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Noise multiplier sigma (noise std / clipping norm).",
+)
+@click.option(
+    "--epsilon",
+    "-e",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Target epsilon: print the noise multiplier each accountant needs instead.",
+)
+@click.option(
+    "--steps", "-t", type=click.IntRange(min=1), required=True, help="Number of DP-SGD steps."
+)
+@click.option(
+    "--delta",
+    "-d",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    required=True,
+    help="Target delta.",
+)
+@click.option(
+    "--accountant",
+    "accountants",
+    multiple=True,
+    metavar="NAME",
+    help="Accountant to use (repeatable): rdp, prv, gdp, pld, edgeworth. Default: all.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def accountant(sampling_rate: float, noise_multiplier: float | None, epsilon: float | None, steps: int,
-               delta: float, accountants: tuple[str, ...], as_json: bool) -> None:
+def accountant(
+    sampling_rate: float,
+    noise_multiplier: float | None,
+    epsilon: float | None,
+    steps: int,
+    delta: float,
+    accountants: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Epsilon of Poisson-subsampled Gaussian DP-SGD under every accountant (add/remove adjacency).
 
     \b
@@ -246,8 +345,14 @@ def accountant(sampling_rate: float, noise_multiplier: float | None, epsilon: fl
     if (noise_multiplier is None) == (epsilon is None):
         raise DpauditError("give exactly one of --noise-multiplier and --epsilon")
     names = accountants or tuple(ACCOUNTANTS)
-    report = accountant_report(sampling_rate=sampling_rate, steps=steps, delta=delta,
-                               noise_multiplier=noise_multiplier, epsilon=epsilon, accountants=names)
+    report = accountant_report(
+        sampling_rate=sampling_rate,
+        steps=steps,
+        delta=delta,
+        noise_multiplier=noise_multiplier,
+        epsilon=epsilon,
+        accountants=names,
+    )
     if as_json:
         _echo_json(report)
         return
@@ -270,13 +375,29 @@ def accountant(sampling_rate: float, noise_multiplier: float | None, epsilon: fl
 @cli.command("train", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
-@click.option("--no-dp", is_flag=True, default=None, help="Train the target without DP (same as --set train.dp=false).")
-@click.option("--target-epsilon", type=float, default=None, help="Target epsilon for noise calibration.")
+@click.option(
+    "--no-dp",
+    is_flag=True,
+    default=None,
+    help="Train the target without DP (same as --set train.dp=false).",
+)
+@click.option(
+    "--target-epsilon", type=float, default=None, help="Target epsilon for noise calibration."
+)
 @click.option("--epochs", type=float, default=None, help="Training epochs.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
-def train(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
-          resume: bool, no_dp: bool | None, target_epsilon: float | None, epochs: float | None,
-          device: str | None) -> None:
+def train(
+    config_file: str,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+    no_dp: bool | None,
+    target_epsilon: float | None,
+    epochs: float | None,
+    device: str | None,
+) -> None:
     """Fine-tune the target model of CONFIG with DP-SGD (and the non-private baseline).
 
     Writes target/ and baseline/ in the run directory: safetensors weights,
@@ -287,18 +408,35 @@ def train(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: s
     from dpaudit.config import load_config
     from dpaudit.pipeline import run_train
 
-    train_over = {"dp": False if no_dp else None, "target_epsilon": target_epsilon, "epochs": epochs, "device": device}
-    cfg = load_config(config_file, sets=sets,
-                      overrides={"name": name, "runs_dir": runs_dir, "seed": seed, "train": train_over})
+    train_over = {
+        "dp": False if no_dp else None,
+        "target_epsilon": target_epsilon,
+        "epochs": epochs,
+        "device": device,
+    }
+    cfg = load_config(
+        config_file,
+        sets=sets,
+        overrides={"name": name, "runs_dir": runs_dir, "seed": seed, "train": train_over},
+    )
     click.echo("\n".join(run_train(cfg, resume=resume, argv=sys.argv)))
 
 
 @cli.command("train-references", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
-@click.option("--num", type=click.IntRange(min=1), default=None, help="Number of reference models K.")
-def train_references(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None,
-                     seed: int | None, resume: bool, num: int | None) -> None:
+@click.option(
+    "--num", type=click.IntRange(min=1), default=None, help="Number of reference models K."
+)
+def train_references(
+    config_file: str,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+    num: int | None,
+) -> None:
     """Train K reference (shadow) models on random halves of the data pool.
 
     Each example lands in about half the models; the membership matrix
@@ -317,10 +455,19 @@ def bound() -> None:
     """Empirical epsilon lower bounds from attack counts (calculators)."""
 
 
-_confidence_option = click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                                  default=0.95, show_default=True, help="Confidence 1 - beta of the bound.")
-_delta_option = click.option("--delta", type=click.FloatRange(0, 1, max_open=True), required=True,
-                             help="Delta of the DP claim being tested.")
+_confidence_option = click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence 1 - beta of the bound.",
+)
+_delta_option = click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, max_open=True),
+    required=True,
+    help="Delta of the DP claim being tested.",
+)
 
 
 def _print_bound(result: Any, as_json: bool) -> None:
@@ -328,8 +475,10 @@ def _print_bound(result: Any, as_json: bool) -> None:
     if as_json:
         _echo_json(payload)
         return
-    click.echo(f"epsilon lower bound = {result.epsilon:.4f}  ({result.method}, delta = {result.delta:g}, "
-               f"confidence = {result.confidence:g}; {result.n_correct}/{result.n_guesses} correct guesses)")
+    click.echo(
+        f"epsilon lower bound = {result.epsilon:.4f}  ({result.method}, delta = {result.delta:g}, "
+        f"confidence = {result.confidence:g}; {result.n_correct}/{result.n_guesses} correct guesses)"
+    )
 
 
 @bound.command("threshold", context_settings=CONTEXT)
@@ -340,7 +489,9 @@ def _print_bound(result: Any, as_json: bool) -> None:
 @_delta_option
 @_confidence_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def bound_threshold_cmd(tp: int, fp: int, tn: int, fn: int, delta: float, confidence: float, as_json: bool) -> None:
+def bound_threshold_cmd(
+    tp: int, fp: int, tn: int, fn: int, delta: float, confidence: float, as_json: bool
+) -> None:
     """Clopper-Pearson counts audit (Jagielski et al. 2020; Nasr et al. 2021).
 
     The counts must come from a threshold fixed before seeing these scores.
@@ -354,13 +505,29 @@ def bound_threshold_cmd(tp: int, fp: int, tn: int, fn: int, delta: float, confid
 
 
 @bound.command("one-run", context_settings=CONTEXT)
-@click.option("--canaries", "m", type=click.IntRange(min=1), required=True, help="Canaries m (each included by a coin flip).")
-@click.option("--guesses", "r", type=click.IntRange(min=0), required=True, help="Guesses made r (abstentions excluded).")
-@click.option("--correct", "v", type=click.IntRange(min=0), required=True, help="Correct guesses v.")
+@click.option(
+    "--canaries",
+    "m",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Canaries m (each included by a coin flip).",
+)
+@click.option(
+    "--guesses",
+    "r",
+    type=click.IntRange(min=0),
+    required=True,
+    help="Guesses made r (abstentions excluded).",
+)
+@click.option(
+    "--correct", "v", type=click.IntRange(min=0), required=True, help="Correct guesses v."
+)
 @_delta_option
 @_confidence_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def bound_one_run_cmd(m: int, r: int, v: int, delta: float, confidence: float, as_json: bool) -> None:
+def bound_one_run_cmd(
+    m: int, r: int, v: int, delta: float, confidence: float, as_json: bool
+) -> None:
     """One-run audit (Steinke, Nasr, Jagielski 2023).
 
     The largest epsilon whose p-value P[Binomial(r, e^eps/(1+e^eps)) >= v]
@@ -368,14 +535,26 @@ def bound_one_run_cmd(m: int, r: int, v: int, delta: float, confidence: float, a
     """
     from dpaudit.audit.lower_bound import bound_one_run
 
-    _print_bound(bound_one_run(canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence), as_json)
+    _print_bound(
+        bound_one_run(canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence), as_json
+    )
 
 
 # ----------------------------------------------------------------------------- attacks and audit
-_run_dir_option = click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-                               help="Run directory (runs/<name>) with trained models.")
-_model_option = click.option("--model", "models", multiple=True, type=click.Choice(["target", "baseline"]),
-                             help="Model(s) to attack (repeatable). Default: every trained one.")
+_run_dir_option = click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory (runs/<name>) with trained models.",
+)
+_model_option = click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Choice(["target", "baseline"]),
+    help="Model(s) to attack (repeatable). Default: every trained one.",
+)
 
 
 @cli.group(cls=_Group, context_settings=CONTEXT)
@@ -383,21 +562,36 @@ def attack() -> None:
     """Run attacks against the trained models of a run (results in <run>/attacks/)."""
 
 
-def _attack(run_dir: str, parts: tuple[str, ...], models: tuple[str, ...], sets: tuple[str, ...],
-            resume: bool) -> None:
+def _attack(
+    run_dir: str,
+    parts: tuple[str, ...],
+    models: tuple[str, ...],
+    sets: tuple[str, ...],
+    resume: bool,
+) -> None:
     from dpaudit.pipeline import run_attacks
 
-    click.echo("\n".join(run_attacks(run_dir, parts=parts, models=models or None, sets=sets, resume=resume)))
+    click.echo(
+        "\n".join(
+            run_attacks(run_dir, parts=parts, models=models or None, sets=sets, resume=resume)
+        )
+    )
 
 
 @attack.command("mia", context_settings=CONTEXT)
 @_run_dir_option
 @_model_option
-@click.option("--attacks", default=None, metavar="A,B,...",
-              help="Attacks to run, e.g. loss,zlib,mink,minkpp,reference,lira,rmia (default: the config's).")
+@click.option(
+    "--attacks",
+    default=None,
+    metavar="A,B,...",
+    help="Attacks to run, e.g. loss,zlib,mink,minkpp,reference,lira,rmia (default: the config's).",
+)
 @_set_option
 @click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
-def attack_mia(run_dir: str, models: tuple[str, ...], attacks: str | None, sets: tuple[str, ...], resume: bool) -> None:
+def attack_mia(
+    run_dir: str, models: tuple[str, ...], attacks: str | None, sets: tuple[str, ...], resume: bool
+) -> None:
     """Membership inference: per-example scores, ROC AUC and TPR at low FPR with CIs.
 
     Members and non-members are balanced; the blind (text-only) baseline is
@@ -413,7 +607,9 @@ def attack_mia(run_dir: str, models: tuple[str, ...], attacks: str | None, sets:
 @_model_option
 @_set_option
 @click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
-def attack_canary(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+def attack_canary(
+    run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool
+) -> None:
     """Canary exposure (exact or extrapolated) and extraction success by repetition count."""
     _attack(run_dir, ("canary",), models, sets, resume)
 
@@ -423,7 +619,9 @@ def attack_canary(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], 
 @_model_option
 @_set_option
 @click.option("--resume", is_flag=True, help="Skip when the model and settings are unchanged.")
-def attack_memorization(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool) -> None:
+def attack_memorization(
+    run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: bool
+) -> None:
     """Verbatim memorization: greedy continuation of k-token prompts, by duplication count."""
     _attack(run_dir, ("memorization",), models, sets, resume)
 
@@ -473,13 +671,33 @@ cli.add_command(audit_checkpoint_command)
 
 
 @cli.command("selftest", context_settings=CONTEXT)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/selftest", show_default=True,
-              help="Where the per-variant runs and selftest.json go.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-@click.option("--epsilon", "target_epsilon", type=click.FloatRange(0, min_open=True), default=2.0,
-              show_default=True, help="Claimed epsilon of every variant.")
-@click.option("--canaries", "n_canaries", type=click.IntRange(min=10), default=1000, show_default=True,
-              help="White-box gradient canaries (each included by a coin flip).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="runs/selftest",
+    show_default=True,
+    help="Where the per-variant runs and selftest.json go.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
+@click.option(
+    "--epsilon",
+    "target_epsilon",
+    type=click.FloatRange(0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Claimed epsilon of every variant.",
+)
+@click.option(
+    "--canaries",
+    "n_canaries",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="White-box gradient canaries (each included by a coin flip).",
+)
 def selftest(out_dir: str, seed: int, target_epsilon: float, n_canaries: int) -> None:
     """Prove the auditor works: audit correct and deliberately broken DP-SGD.
 
@@ -492,7 +710,9 @@ def selftest(out_dir: str, seed: int, target_epsilon: float, n_canaries: int) ->
     """
     from dpaudit.audit.selftest import run_selftest
 
-    result = run_selftest(out_dir=out_dir, seed=seed, target_epsilon=target_epsilon, n_canaries=n_canaries)
+    result = run_selftest(
+        out_dir=out_dir, seed=seed, target_epsilon=target_epsilon, n_canaries=n_canaries
+    )
     click.echo(result.table())
     sys.exit(0 if result.passed else 1)
 
@@ -501,8 +721,14 @@ def selftest(out_dir: str, seed: int, target_epsilon: float, n_canaries: int) ->
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
-def run(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
-        resume: bool) -> None:
+def run(
+    config_file: str,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+) -> None:
     """The main job: data -> DP target + baseline -> references -> attacks -> audit -> report.
 
     Every stage is recorded in <run>/manifest.json; with --resume, stages whose
@@ -517,23 +743,49 @@ def run(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str
 
 @cli.command("report", context_settings=CONTEXT)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
-@click.option("--reveal", is_flag=True, default=None,
-              help="Include recovered secrets and PII (off by default: masked).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "json"]),
-              help="Formats to write (repeatable). Default: the run's config.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output directory. Default: <run>/report.")
-def report(run_dir: str, reveal: bool | None, formats: tuple[str, ...], out_dir: str | None) -> None:
+@click.option(
+    "--reveal",
+    is_flag=True,
+    default=None,
+    help="Include recovered secrets and PII (off by default: masked).",
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["html", "md", "json"]),
+    help="Formats to write (repeatable). Default: the run's config.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory. Default: <run>/report.",
+)
+def report(
+    run_dir: str, reveal: bool | None, formats: tuple[str, ...], out_dir: str | None
+) -> None:
     """Re-render report.html, report.md and report.json from the run directory alone."""
     from dpaudit.pipeline import run_report
 
-    click.echo("\n".join(run_report(run_dir, reveal=reveal, formats=formats or None, out_dir=out_dir)))
+    click.echo(
+        "\n".join(run_report(run_dir, reveal=reveal, formats=formats or None, out_dir=out_dir))
+    )
 
 
 @cli.command("compare", context_settings=CONTEXT)
-@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="comparison", show_default=True,
-              help="Where comparison.csv and comparison.html go.")
+@click.argument(
+    "run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="comparison",
+    show_default=True,
+    help="Where comparison.csv and comparison.html go.",
+)
 def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
     """Defense benchmark table over runs: epsilon claimed and measured, MIA, exposure, PII, utility."""
     from dpaudit.reports.compare import compare_runs
@@ -546,8 +798,14 @@ def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
 @cli.command("sweep", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
-def sweep(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None,
-          resume: bool) -> None:
+def sweep(
+    config_file: str,
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+) -> None:
     """Run the main job over a grid of defenses and compare them.
 
     \b
@@ -560,23 +818,62 @@ def sweep(config_file: str, sets: tuple[str, ...], name: str | None, runs_dir: s
 
     if seed is not None:
         sets = (*sets, f"seed={seed}")
-    click.echo("\n".join(run_sweep(config_file, sets=sets, name=name, runs_dir=runs_dir, resume=resume,
-                                   argv=sys.argv)))
+    click.echo(
+        "\n".join(
+            run_sweep(
+                config_file, sets=sets, name=name, runs_dir=runs_dir, resume=resume, argv=sys.argv
+            )
+        )
+    )
 
 
 @cli.command("gate", context_settings=CONTEXT)
 @click.argument("report_json", metavar="REPORT_JSON", type=click.Path())
-@click.option("--max-epsilon-lower", type=float, default=None, help="Fail when the empirical eps lower bound exceeds this.")
-@click.option("--max-epsilon", type=float, default=None, help="Fail when the claimed epsilon exceeds this.")
+@click.option(
+    "--max-epsilon-lower",
+    type=float,
+    default=None,
+    help="Fail when the empirical eps lower bound exceeds this.",
+)
+@click.option(
+    "--max-epsilon", type=float, default=None, help="Fail when the claimed epsilon exceeds this."
+)
 @click.option("--max-auc", type=float, default=None, help="Fail when any MIA's AUC exceeds this.")
-@click.option("--max-tpr-at-low-fpr", type=float, default=None, help="Fail when any MIA's TPR at 0.1% FPR exceeds this.")
-@click.option("--max-exposure", type=float, default=None, help="Fail when any canary's exposure (bits) exceeds this.")
-@click.option("--max-pii-extraction-rate", type=float, default=None, help="Fail when the PII extraction rate exceeds this.")
-@click.option("--model", type=click.Choice(["target", "baseline"]), default="target", show_default=True,
-              help="Which model of the report to judge.")
-def gate(report_json: str, max_epsilon_lower: float | None, max_epsilon: float | None, max_auc: float | None,
-         max_tpr_at_low_fpr: float | None, max_exposure: float | None, max_pii_extraction_rate: float | None,
-         model: str) -> None:
+@click.option(
+    "--max-tpr-at-low-fpr",
+    type=float,
+    default=None,
+    help="Fail when any MIA's TPR at 0.1% FPR exceeds this.",
+)
+@click.option(
+    "--max-exposure",
+    type=float,
+    default=None,
+    help="Fail when any canary's exposure (bits) exceeds this.",
+)
+@click.option(
+    "--max-pii-extraction-rate",
+    type=float,
+    default=None,
+    help="Fail when the PII extraction rate exceeds this.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["target", "baseline"]),
+    default="target",
+    show_default=True,
+    help="Which model of the report to judge.",
+)
+def gate(
+    report_json: str,
+    max_epsilon_lower: float | None,
+    max_epsilon: float | None,
+    max_auc: float | None,
+    max_tpr_at_low_fpr: float | None,
+    max_exposure: float | None,
+    max_pii_extraction_rate: float | None,
+    model: str,
+) -> None:
     """Fail a CI job (exit 1, one-line reason) when a report exceeds a threshold.
 
     REPORT_JSON is a report.json or a run directory. Exit codes: 0 pass,
@@ -585,9 +882,16 @@ def gate(report_json: str, max_epsilon_lower: float | None, max_epsilon: float |
     from dpaudit.reports.gate import format_reason, gate_exit_code
     from dpaudit.reports.gate import gate as run_gate
 
-    result = run_gate(report_json, max_epsilon_lower=max_epsilon_lower, max_epsilon=max_epsilon, max_auc=max_auc,
-                      max_tpr_at_low_fpr=max_tpr_at_low_fpr, max_exposure=max_exposure,
-                      max_pii_extraction_rate=max_pii_extraction_rate, model=model)
+    result = run_gate(
+        report_json,
+        max_epsilon_lower=max_epsilon_lower,
+        max_epsilon=max_epsilon,
+        max_auc=max_auc,
+        max_tpr_at_low_fpr=max_tpr_at_low_fpr,
+        max_exposure=max_exposure,
+        max_pii_extraction_rate=max_pii_extraction_rate,
+        model=model,
+    )
     click.echo(format_reason(result), err=not result.passed)
     sys.exit(gate_exit_code(result))
 

@@ -70,7 +70,10 @@ def _check_field(section: str, f: dataclasses.Field, value: Any) -> None:
             continue
         if meta.get("choices") is not None and v not in meta["choices"]:
             allowed = ", ".join(map(str, meta["choices"]))
-            raise ConfigError(f"{name} = {v!r} is not one of: {allowed}{did_you_mean(str(v), map(str, meta['choices']))}", key=name)
+            raise ConfigError(
+                f"{name} = {v!r} is not one of: {allowed}{did_you_mean(str(v), map(str, meta['choices']))}",
+                key=name,
+            )
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if isinstance(v, float) and math.isnan(v):
                 raise ConfigError(f"{name} must be a number, got nan", key=name)
@@ -90,23 +93,44 @@ class DataConfig(_Section):
     """Where the training text comes from, how it is split, and what is planted in it."""
 
     SECTION = "data"
-    path: str | None = option(None, "Dataset file (jsonl, csv, parquet, txt) or HF dataset directory; empty = synthesize one")
-    format: str = option("auto", "File format; 'auto' infers it from the extension", choices=("auto", "jsonl", "csv", "parquet", "text", "hf"))
+    path: str | None = option(
+        None,
+        "Dataset file (jsonl, csv, parquet, txt) or HF dataset directory; empty = synthesize one",
+    )
+    format: str = option(
+        "auto",
+        "File format; 'auto' infers it from the extension",
+        choices=("auto", "jsonl", "csv", "parquet", "text", "hf"),
+    )
     text_field: str = option("text", "Column holding the text")
     label_field: str | None = option(None, "Column holding the class label (classifiers)")
     id_field: str | None = option(None, "Column holding a unique record id; empty = row number")
     user_field: str | None = option(None, "Column holding the user id (for user-level units)")
-    synth_domain: str = option("clinical", "Synthetic corpus domain when no path is given", choices=("clinical", "support", "banking"))
+    synth_domain: str = option(
+        "clinical",
+        "Synthetic corpus domain when no path is given",
+        choices=("clinical", "support", "banking"),
+    )
     synth_n: int = option(2000, "Number of synthetic records when no path is given", ge=10)
-    member_fraction: float = option(0.4, "Fraction of records trained on by the target (members)", gt=0, lt=1)
-    nonmember_fraction: float = option(0.2, "Fraction held out as non-members for attack evaluation", gt=0, lt=1)
+    member_fraction: float = option(
+        0.4, "Fraction of records trained on by the target (members)", gt=0, lt=1
+    )
+    nonmember_fraction: float = option(
+        0.2, "Fraction held out as non-members for attack evaluation", gt=0, lt=1
+    )
     canary_prefix: str = option("my secret code is ", "Context that precedes each canary secret")
     secret_space: str = option("digits:4", "Canary secret space: digits:N, alnum:N or words:N")
-    canary_repetitions: list[int] = option([1, 2, 4, 8, 16], "Repetition counts of Secret-Sharer canaries", ge=1)
+    canary_repetitions: list[int] = option(
+        [1, 2, 4, 8, 16], "Repetition counts of Secret-Sharer canaries", ge=1
+    )
     canaries_per_repetition: int = option(2, "Secret-Sharer canaries per repetition count", ge=0)
-    one_run_canaries: int = option(200, "Canaries for the one-run audit, each included with probability 1/2", ge=0)
+    one_run_canaries: int = option(
+        200, "Canaries for the one-run audit, each included with probability 1/2", ge=0
+    )
     max_length: int = option(64, "Maximum tokens per training example", ge=8)
-    tokenizer: str = option("train", "'train' = train a BPE tokenizer on the training text; else a HF tokenizer path/id")
+    tokenizer: str = option(
+        "train", "'train' = train a BPE tokenizer on the training text; else a HF tokenizer path/id"
+    )
     vocab_size: int = option(2000, "Vocabulary size of a trained tokenizer", ge=100)
 
     def validate(self) -> None:
@@ -123,29 +147,59 @@ class TrainConfig(_Section):
     """How the target, baseline and reference models are fine-tuned."""
 
     SECTION = "train"
-    model: str = option("embedded:gpt2-tiny", "Hub id, local directory, or embedded:gpt2-tiny / embedded:bert-tiny")
-    task: str = option("causal_lm", "What the model learns", choices=("causal_lm", "classification"))
+    model: str = option(
+        "embedded:gpt2-tiny", "Hub id, local directory, or embedded:gpt2-tiny / embedded:bert-tiny"
+    )
+    task: str = option(
+        "causal_lm", "What the model learns", choices=("causal_lm", "classification")
+    )
     num_labels: int = option(2, "Classes, for classification", ge=2)
-    mode: str = option("full", "Parameters trained: all, LoRA adapters, or the head/last layers", choices=("full", "lora", "head"))
+    mode: str = option(
+        "full",
+        "Parameters trained: all, LoRA adapters, or the head/last layers",
+        choices=("full", "lora", "head"),
+    )
     lora_rank: int = option(8, "LoRA rank", ge=1)
     lora_alpha: float = option(16.0, "LoRA scaling alpha", gt=0)
-    lora_targets: list[str] = option([], "Module names to adapt with LoRA; empty = PEFT's default for the architecture")
+    lora_targets: list[str] = option(
+        [], "Module names to adapt with LoRA; empty = PEFT's default for the architecture"
+    )
     dp: bool = option(True, "Train with DP-SGD (False = non-private)")
-    target_epsilon: float = option(8.0, "Target epsilon; the noise multiplier is calibrated to reach it (inf = non-private)", gt=0)
-    noise_multiplier: float | None = option(None, "Noise multiplier sigma; overrides target_epsilon when set", ge=0)
+    target_epsilon: float = option(
+        8.0,
+        "Target epsilon; the noise multiplier is calibrated to reach it (inf = non-private)",
+        gt=0,
+    )
+    noise_multiplier: float | None = option(
+        None, "Noise multiplier sigma; overrides target_epsilon when set", ge=0
+    )
     max_grad_norm: float = option(1.0, "Per-example clipping norm C", gt=0)
-    delta: float | None = option(None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1)
-    accountant: str = option("pld", "Accountant used to calibrate noise and report epsilon", choices=("rdp", "prv", "pld", "gdp", "edgeworth"))
-    allow_approximate_accountant: bool = option(False, "Allow calibrating noise with an approximate accountant (gdp, edgeworth)")
-    poisson_sampling: bool = option(True, "Poisson sampling of batches (what the accountants assume)")
-    batch_size: int = option(64, "Expected logical batch size (sampling rate = batch_size / n)", ge=1)
+    delta: float | None = option(
+        None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1
+    )
+    accountant: str = option(
+        "pld",
+        "Accountant used to calibrate noise and report epsilon",
+        choices=("rdp", "prv", "pld", "gdp", "edgeworth"),
+    )
+    allow_approximate_accountant: bool = option(
+        False, "Allow calibrating noise with an approximate accountant (gdp, edgeworth)"
+    )
+    poisson_sampling: bool = option(
+        True, "Poisson sampling of batches (what the accountants assume)"
+    )
+    batch_size: int = option(
+        64, "Expected logical batch size (sampling rate = batch_size / n)", ge=1
+    )
     physical_batch_size: int = option(32, "Examples per forward/backward pass (memory bound)", ge=1)
     epochs: float = option(3.0, "Passes over the training set", gt=0)
     learning_rate: float = option(5e-3, "Learning rate", gt=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     device: str = option("auto", "Device: auto (CUDA when present), cpu, cuda, cuda:N")
     precision: str = option("fp32", "Autocast precision on GPU", choices=("fp32", "bf16", "fp16"))
-    grad_sample_mode: str = option("hooks", "Opacus per-sample gradient mode", choices=("hooks", "ghost", "functorch", "ew"))
+    grad_sample_mode: str = option(
+        "hooks", "Opacus per-sample gradient mode", choices=("hooks", "ghost", "functorch", "ew")
+    )
     baseline: bool = option(True, "Also train a non-private baseline with the same recipe")
     num_references: int = option(4, "Reference (shadow) models for calibrated attacks", ge=0)
     checkpoint_every: int = option(50, "Save a resumable checkpoint every N steps", ge=1)
@@ -157,7 +211,10 @@ class TrainConfig(_Section):
 
     def validate(self) -> None:
         if self.physical_batch_size > self.batch_size:
-            raise ConfigError("train.physical_batch_size must be <= train.batch_size", key="train.physical_batch_size")
+            raise ConfigError(
+                "train.physical_batch_size must be <= train.batch_size",
+                key="train.physical_batch_size",
+            )
 
 
 @dataclass(frozen=True)
@@ -165,15 +222,26 @@ class AttackConfig(_Section):
     """Which attacks run and with what parameters."""
 
     SECTION = "attack"
-    attacks: list[str] = option(["loss", "zlib", "mink", "minkpp", "reference", "lira", "rmia"], "Membership inference attacks to run")
-    mink_k: float = option(0.2, "Fraction k of lowest-probability tokens for min-k% and min-k%++", gt=0, le=1)
-    fprs: list[float] = option([0.001, 0.01, 0.1], "False-positive rates at which TPR is reported", gt=0, lt=1)
+    attacks: list[str] = option(
+        ["loss", "zlib", "mink", "minkpp", "reference", "lira", "rmia"],
+        "Membership inference attacks to run",
+    )
+    mink_k: float = option(
+        0.2, "Fraction k of lowest-probability tokens for min-k% and min-k%++", gt=0, le=1
+    )
+    fprs: list[float] = option(
+        [0.001, 0.01, 0.1], "False-positive rates at which TPR is reported", gt=0, lt=1
+    )
     bootstrap: int = option(200, "Bootstrap resamples for confidence intervals", ge=0)
     rmia_gamma: float = option(1.0, "RMIA dominance factor gamma", gt=0)
-    exposure_enumeration_limit: int = option(1_000_000, "Enumerate the secret space exactly up to this size; extrapolate above", ge=1)
+    exposure_enumeration_limit: int = option(
+        1_000_000, "Enumerate the secret space exactly up to this size; extrapolate above", ge=1
+    )
     extraction_samples: int = option(16, "Samples per canary/PII prompt for extraction", ge=1)
     memorization_prefix_tokens: int = option(16, "Prompt length k for verbatim memorization", ge=1)
-    memorization_suffix_tokens: int = option(16, "Continuation length n checked for verbatim memorization", ge=1)
+    memorization_suffix_tokens: int = option(
+        16, "Continuation length n checked for verbatim memorization", ge=1
+    )
     batch_size: int = option(32, "Examples per scoring batch", ge=1)
 
 
@@ -184,9 +252,17 @@ class AuditConfig(_Section):
     SECTION = "audit"
     method: str = option("one-run", "Audit method", choices=("one-run", "threshold"))
     confidence: float = option(0.95, "Confidence 1-beta of the lower bound", gt=0, lt=1)
-    delta: float | None = option(None, "Delta for the lower bound; empty = the ledger's delta", gt=0, lt=1)
-    guesses: list[int] = option([], "Numbers of guesses k+ = k- tried (union bound over the grid); empty = a default grid", ge=1)
-    heldout_fraction: float = option(0.5, "Threshold audit: fraction of canaries used only to choose the threshold", gt=0, lt=1)
+    delta: float | None = option(
+        None, "Delta for the lower bound; empty = the ledger's delta", gt=0, lt=1
+    )
+    guesses: list[int] = option(
+        [],
+        "Numbers of guesses k+ = k- tried (union bound over the grid); empty = a default grid",
+        ge=1,
+    )
+    heldout_fraction: float = option(
+        0.5, "Threshold audit: fraction of canaries used only to choose the threshold", gt=0, lt=1
+    )
 
 
 @dataclass(frozen=True)
@@ -194,13 +270,17 @@ class ReportConfig(_Section):
     """Report formats and the release policy the verdict is judged against."""
 
     SECTION = "report"
-    formats: list[str] = option(["html", "md", "json"], "Report formats", choices=("html", "md", "json"))
+    formats: list[str] = option(
+        ["html", "md", "json"], "Report formats", choices=("html", "md", "json")
+    )
     reveal: bool = option(False, "Print recovered secrets and PII in reports (off: masked)")
     max_epsilon: float | None = option(None, "Policy: maximum claimed epsilon", gt=0)
     max_auc: float | None = option(None, "Policy: maximum membership-inference AUC", ge=0, le=1)
     max_tpr_at_low_fpr: float | None = option(None, "Policy: maximum TPR at 0.1% FPR", ge=0, le=1)
     max_exposure: float | None = option(None, "Policy: maximum canary exposure in bits", ge=0)
-    max_pii_extraction_rate: float | None = option(None, "Policy: maximum PII extraction rate", ge=0, le=1)
+    max_pii_extraction_rate: float | None = option(
+        None, "Policy: maximum PII extraction rate", ge=0, le=1
+    )
 
 
 SECTIONS: dict[str, type] = {
@@ -253,7 +333,9 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("", "none", "null")
+        ):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
@@ -305,7 +387,9 @@ def _build_section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in types_:
-            raise ConfigError(f"unknown key {name}.{key}{did_you_mean(key, types_)}", key=f"{name}.{key}")
+            raise ConfigError(
+                f"unknown key {name}.{key}{did_you_mean(key, types_)}", key=f"{name}.{key}"
+            )
         kwargs[key] = _coerce(f"{name}.{key}", value, types_[key])
     return cls(**kwargs)
 
@@ -316,7 +400,9 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     sections: dict[str, Any] = {}
     for alias, name in SECTION_ALIASES.items():
         if alias in data and name in data:
-            raise ConfigError(f"both [{alias}] and [{name}] given; they are the same section", key=alias)
+            raise ConfigError(
+                f"both [{alias}] and [{name}] given; they are the same section", key=alias
+            )
     for key, value in data.items():
         key = SECTION_ALIASES.get(key, key)
         if key in SECTIONS:
@@ -489,5 +575,11 @@ def describe_fields() -> list[tuple[str, str, Any]]:
         rows.append((key, f.metadata["help"], getattr(defaults, key)))
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            rows.append((f"{section}.{f.name}", f.metadata["help"], getattr(getattr(defaults, section), f.name)))
+            rows.append(
+                (
+                    f"{section}.{f.name}",
+                    f.metadata["help"],
+                    getattr(getattr(defaults, section), f.name),
+                )
+            )
     return rows

@@ -21,7 +21,7 @@ def resolve_spec(spec: str) -> str:
     """The path a ``package:`` spec points to; any other spec is returned unchanged."""
     if not spec.startswith(PACKAGE_PREFIX):
         return spec
-    name, _, sub = spec[len(PACKAGE_PREFIX):].partition("/")
+    name, _, sub = spec[len(PACKAGE_PREFIX) :].partition("/")
     found = importlib.util.find_spec(name) if name else None
     if found is None or not found.submodule_search_locations:
         hint = EXTRAS.get(name, f"pip install {name.replace('_', '-')}")

@@ -23,11 +23,15 @@ def demo_config_path() -> Path:
     if not path.is_file():
         from dpaudit.errors import DpauditError
 
-        raise DpauditError(f"{path}: quickstart config not found (run the demo from a source checkout)")
+        raise DpauditError(
+            f"{path}: quickstart config not found (run the demo from a source checkout)"
+        )
     return path
 
 
-def run_prepare(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None) -> list[str]:
+def run_prepare(
+    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None
+) -> list[str]:
     """Create the run directory and run the data stage; return summary lines."""
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.datasets.summary import summarize
@@ -79,14 +83,17 @@ def _train_inputs(config: RunConfig, run: RunDir, extra: dict | None = None) -> 
 
     data_record = run.stage_record("data")
     inputs = dict(data_record.outputs if data_record else {})
-    inputs["train_config"] = sha256_text(repr((dataclasses.asdict(config.train), config.data.max_length, config.seed)))
+    inputs["train_config"] = sha256_text(
+        repr((dataclasses.asdict(config.train), config.data.max_length, config.seed))
+    )
     if extra:
         inputs.update(extra)
     return inputs
 
 
-def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None,
-              progress: bool = True) -> list[str]:
+def run_train(
+    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None, progress: bool = True
+) -> list[str]:
     """Data stage, then the target model (DP unless disabled) and the non-private baseline."""
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_model
@@ -122,14 +129,22 @@ def run_train(config: RunConfig, *, resume: bool = False, argv: list[str] | None
             )
             from dpaudit.rundir import sha256_tree
 
-            record.outputs.update({k: v for k, v in sha256_tree(out_dir).items() if not k.startswith("checkpoint")})
+            record.outputs.update(
+                {k: v for k, v in sha256_tree(out_dir).items() if not k.startswith("checkpoint")}
+            )
         run.update(device=str(getattr(result, "device", None)))
         lines.append(f"{name}: {result.summary() if hasattr(result, 'summary') else out_dir}")
     return lines
 
 
-def run_train_references(config: RunConfig, *, num: int | None = None, resume: bool = False,
-                         argv: list[str] | None = None, progress: bool = True) -> list[str]:
+def run_train_references(
+    config: RunConfig,
+    *,
+    num: int | None = None,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    progress: bool = True,
+) -> list[str]:
     """Train reference models on random halves of the members and non-members."""
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_references
@@ -157,7 +172,9 @@ def run_train_references(config: RunConfig, *, num: int | None = None, resume: b
         )
         from dpaudit.rundir import sha256_file
 
-        record.outputs.update({"membership.npy": sha256_file(run.path / "references" / "membership.npy")})
+        record.outputs.update(
+            {"membership.npy": sha256_file(run.path / "references" / "membership.npy")}
+        )
     return [
         f"run directory: {run.path}",
         f"references: {k} models over {len(pool)} examples; membership matrix {membership.shape} "
@@ -183,15 +200,24 @@ def trained_models(run: RunDir, models: tuple[str, ...] | None = None) -> tuple[
     if models:
         missing = [m for m in models if m not in found]
         if missing:
-            raise DpauditError(f"{run.path}: no trained model {missing[0]!r} (found: {', '.join(found) or 'none'})")
+            raise DpauditError(
+                f"{run.path}: no trained model {missing[0]!r} (found: {', '.join(found) or 'none'})"
+            )
         return tuple(models)
     if not found:
         raise DpauditError(f"{run.path}: no trained model; run `dpaudit train` first")
     return found
 
 
-def run_attacks(run_dir: str | Path, *, parts: tuple[str, ...], models: tuple[str, ...] | None = None,
-                sets: tuple[str, ...] = (), resume: bool = False, progress: bool = True) -> list[str]:
+def run_attacks(
+    run_dir: str | Path,
+    *,
+    parts: tuple[str, ...],
+    models: tuple[str, ...] | None = None,
+    sets: tuple[str, ...] = (),
+    resume: bool = False,
+    progress: bool = True,
+) -> list[str]:
     """Attack the trained models of an existing run."""
     from dpaudit.attacks.stage import run_attack_stage
     from dpaudit.datasets.prepare import load_prepared
@@ -202,13 +228,20 @@ def run_attacks(run_dir: str | Path, *, parts: tuple[str, ...], models: tuple[st
     seed = stage_seeds(config)["attacks"]
     lines: list[str] = []
     for name in trained_models(run, models):
-        lines += run_attack_stage(run, config, prepared, name, seed=seed, resume=resume, progress=progress,
-                                  parts=parts)
+        lines += run_attack_stage(
+            run, config, prepared, name, seed=seed, resume=resume, progress=progress, parts=parts
+        )
     return lines
 
 
-def run_audit(run_dir: str | Path, *, models: tuple[str, ...] | None = None, sets: tuple[str, ...] = (),
-              resume: bool = False, progress: bool = True) -> list[str]:
+def run_audit(
+    run_dir: str | Path,
+    *,
+    models: tuple[str, ...] | None = None,
+    sets: tuple[str, ...] = (),
+    resume: bool = False,
+    progress: bool = True,
+) -> list[str]:
     """Empirical ε lower bounds against the ledgers of an existing run (``audit/bounds.json``)."""
     from dpaudit.audit.stage import run_audit_stage, verdict_line
     from dpaudit.datasets.prepare import load_prepared
@@ -218,14 +251,26 @@ def run_audit(run_dir: str | Path, *, models: tuple[str, ...] | None = None, set
     prepared = load_prepared(run.path)
     lines = []
     for name in trained_models(run, models):
-        verdict = run_audit_stage(run, config, prepared, name, seed=stage_seeds(config)["audit"], resume=resume,
-                                  progress=progress)
-        lines.append(verdict_line(name, verdict) if verdict else f"audit/{name}: unchanged, skipped (--resume)")
+        verdict = run_audit_stage(
+            run,
+            config,
+            prepared,
+            name,
+            seed=stage_seeds(config)["audit"],
+            resume=resume,
+            progress=progress,
+        )
+        lines.append(
+            verdict_line(name, verdict)
+            if verdict
+            else f"audit/{name}: unchanged, skipped (--resume)"
+        )
     return lines
 
 
-def run_all(config: RunConfig, *, resume: bool = False, argv: list[str] | None = None,
-            progress: bool = True) -> list[str]:
+def run_all(
+    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None, progress: bool = True
+) -> list[str]:
     """The main job: data → target and baseline → references → attacks → audit → report.
 
     Each stage is recorded in the manifest and skipped on ``resume`` when its
@@ -235,15 +280,22 @@ def run_all(config: RunConfig, *, resume: bool = False, argv: list[str] | None =
     run = RunDir(config.run_dir)
     if config.train.num_references:
         lines += run_train_references(config, resume=resume, argv=argv, progress=progress)[1:]
-    lines += run_attacks(run.path, parts=("mia", "canary", "memorization", "pii"), resume=resume, progress=progress)
+    lines += run_attacks(
+        run.path, parts=("mia", "canary", "memorization", "pii"), resume=resume, progress=progress
+    )
     if config.data.one_run_canaries:
         lines += run_audit(run.path, resume=resume, progress=progress)
     lines += run_report(run.path)
     return lines
 
 
-def run_report(run_dir: str | Path, *, reveal: bool | None = None, formats: tuple[str, ...] | None = None,
-               out_dir: str | Path | None = None) -> list[str]:
+def run_report(
+    run_dir: str | Path,
+    *,
+    reveal: bool | None = None,
+    formats: tuple[str, ...] | None = None,
+    out_dir: str | Path | None = None,
+) -> list[str]:
     """Render the report of a run from its directory alone (defaults: the run's report config)."""
     from dpaudit.reports import write_report
 
@@ -280,9 +332,16 @@ def sweep_axes(sets: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
     return fixed, axes
 
 
-def run_sweep(config_path: str | Path, *, sets: tuple[str, ...], name: str | None = None,
-              runs_dir: str | None = None, resume: bool = False, argv: list[str] | None = None,
-              progress: bool = True) -> list[str]:
+def run_sweep(
+    config_path: str | Path,
+    *,
+    sets: tuple[str, ...],
+    name: str | None = None,
+    runs_dir: str | None = None,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    progress: bool = True,
+) -> list[str]:
     """Run the main job for every point of a grid of settings, then compare the runs."""
     import itertools
 
@@ -292,16 +351,23 @@ def run_sweep(config_path: str | Path, *, sets: tuple[str, ...], name: str | Non
 
     fixed, axes = sweep_axes(sets)
     if not any(item.split("=", 1)[0].strip().endswith(".baseline") for item in fixed):
-        fixed.append("train.baseline=false")  # each point is compared with the others; inf is the baseline
+        fixed.append(
+            "train.baseline=false"
+        )  # each point is compared with the others; inf is the baseline
     if not axes:
-        raise DpauditError("--set: a sweep needs at least one setting with several comma-separated values")
+        raise DpauditError(
+            "--set: a sweep needs at least one setting with several comma-separated values"
+        )
     base = load_config(config_path, sets=fixed, overrides={"name": name, "runs_dir": runs_dir})
     lines: list[str] = []
     run_dirs: list[Path] = []
     for combo in itertools.product(*axes):
         label = "-".join(item.split(".", 1)[1].replace("=", "") for item in combo)
-        cfg = load_config(config_path, sets=[*fixed, *combo],
-                          overrides={"name": f"{base.name}-{label}", "runs_dir": base.runs_dir})
+        cfg = load_config(
+            config_path,
+            sets=[*fixed, *combo],
+            overrides={"name": f"{base.name}-{label}", "runs_dir": base.runs_dir},
+        )
         lines.append(f"== {cfg.name}: {', '.join(combo)}")
         lines += run_all(cfg, resume=resume, argv=argv, progress=progress)
         run_dirs.append(cfg.run_dir)

@@ -34,7 +34,15 @@ from dpaudit.config import RunConfig, to_toml
 from dpaudit.errors import DpauditError
 
 MANIFEST = "manifest.json"
-TRACKED_PACKAGES = ("torch", "transformers", "peft", "opacus", "dp-accounting", "numpy", "scikit-learn")
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "opacus",
+    "dp-accounting",
+    "numpy",
+    "scikit-learn",
+)
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -79,7 +87,12 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     where = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -17,7 +17,9 @@ def test_help_is_fast_and_imports_no_torch():
         "import sys, time; t = time.perf_counter(); import dpaudit.cli; "
         "print(time.perf_counter() - t); print('torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert float(out[0]) < 0.5
     assert out[1] == "False"
     start = time.perf_counter()
@@ -53,11 +55,17 @@ def test_debug_shows_traceback(invoke, tmp_path):
 
 def test_datasets_synth_and_check(invoke, tmp_path):
     out = tmp_path / "corpus.jsonl"
-    result = invoke("datasets", "synth", "--domain", "banking", "--n", "300", "--seed", "1", "--out", str(out))
+    result = invoke(
+        "datasets", "synth", "--domain", "banking", "--n", "300", "--seed", "1", "--out", str(out)
+    )
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 300
     result = invoke("datasets", "check", str(out))
-    assert result.exit_code == 0 and "records            300" in result.output and "CREDIT_CARD" in result.output
+    assert (
+        result.exit_code == 0
+        and "records            300" in result.output
+        and "CREDIT_CARD" in result.output
+    )
     result = invoke("datasets", "check", str(out), "--json")
     summary = json.loads(result.output)
     assert summary["n_records"] == 300 and summary["pii_by_kind"]["PERSON"] > 0
@@ -93,12 +101,30 @@ def test_datasets_synth_bad_options_leave_no_file(invoke, tmp_path):
 
 
 def test_prepare_writes_the_data_stage(invoke, tmp_path):
-    args = ["prepare", "configs/quickstart.toml", "--runs-dir", str(tmp_path), "--name", "p",
-            "--set", "data.synth_n=200", "--set", "data.one_run_canaries=20", "--set", "data.vocab_size=300"]
+    args = [
+        "prepare",
+        "configs/quickstart.toml",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "p",
+        "--set",
+        "data.synth_n=200",
+        "--set",
+        "data.one_run_canaries=20",
+        "--set",
+        "data.vocab_size=300",
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     data = tmp_path / "p" / "data"
-    for name in ("corpus.jsonl", "splits.json", "canaries.jsonl", "inclusion.json", "train_ids.json"):
+    for name in (
+        "corpus.jsonl",
+        "splits.json",
+        "canaries.jsonl",
+        "inclusion.json",
+        "train_ids.json",
+    ):
         assert (data / name).is_file(), name
     assert (data / "tokenizer" / "tokenizer.json").is_file()
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
@@ -108,4 +134,7 @@ def test_prepare_writes_the_data_stage(invoke, tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
     resumed = invoke(*args, "--resume")
     assert resumed.exit_code == 0
-    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["stages"]["data"] == manifest["stages"]["data"]
+    assert (
+        json.loads((tmp_path / "p" / "manifest.json").read_text())["stages"]["data"]
+        == manifest["stages"]["data"]
+    )

@@ -55,8 +55,14 @@ def test_out_of_range_values_are_rejected_with_their_name(section, key, value):
 
 @pytest.mark.parametrize(
     ("section", "key", "value"),
-    [("train", "delta", 1e-5), ("train", "target_epsilon", math.inf), ("data", "member_fraction", 0.5),
-     ("attack", "mink_k", 1.0), ("audit", "confidence", 0.99), ("train", "noise_multiplier", 0.0)],
+    [
+        ("train", "delta", 1e-5),
+        ("train", "target_epsilon", math.inf),
+        ("data", "member_fraction", 0.5),
+        ("attack", "mink_k", 1.0),
+        ("audit", "confidence", 0.99),
+        ("train", "noise_multiplier", 0.0),
+    ],
 )
 def test_in_range_values_are_accepted(section, key, value):
     cfg = config_from_dict({section: {key: value}})
@@ -88,7 +94,7 @@ def test_types_are_checked():
 
 def test_precedence_cli_over_set_over_file_over_default(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('seed = 3\n[train]\nepochs = 2.0\nlearning_rate = 0.1\ndp = true\n')
+    path.write_text("seed = 3\n[train]\nepochs = 2.0\nlearning_rate = 0.1\ndp = true\n")
     # file beats default
     assert load_config(path).train.epochs == 2.0
     assert load_config(path).train.batch_size == RunConfig().train.batch_size
@@ -96,7 +102,11 @@ def test_precedence_cli_over_set_over_file_over_default(tmp_path):
     cfg = load_config(path, sets=["train.epochs=5", "seed=4"])
     assert cfg.train.epochs == 5.0 and cfg.seed == 4 and cfg.train.learning_rate == 0.1
     # explicit option beats --set; an explicit False overrides a True, None does not override
-    cfg = load_config(path, sets=["train.epochs=5"], overrides={"train": {"epochs": 7.0, "dp": False}, "seed": None})
+    cfg = load_config(
+        path,
+        sets=["train.epochs=5"],
+        overrides={"train": {"epochs": 7.0, "dp": False}, "seed": None},
+    )
     assert cfg.train.epochs == 7.0 and cfg.train.dp is False and cfg.seed == 3
 
 
@@ -106,7 +116,9 @@ def test_set_parsing_and_errors():
         "data": {"canary_repetitions": "1,2"},
     }
     cfg = load_config(sets=["data.canary_repetitions=1,2", "train.delta=none", "train.dp=off"])
-    assert cfg.data.canary_repetitions == [1, 2] and cfg.train.delta is None and cfg.train.dp is False
+    assert (
+        cfg.data.canary_repetitions == [1, 2] and cfg.train.delta is None and cfg.train.dp is False
+    )
     for bad in ["train.epochs", "a.b.c=1", ".x=1"]:
         with pytest.raises(ConfigError):
             parse_set([bad])
@@ -142,9 +154,15 @@ def test_every_field_has_help():
 def test_section_alias_and_infinite_epsilon_mean_non_private():
     cfg = load_config("configs/quickstart.toml", sets=["trainer.target_epsilon=inf"])
     assert cfg.train.target_epsilon == math.inf and not cfg.train.private
-    assert cfg.train.epochs == load_config("configs/quickstart.toml").train.epochs != RunConfig().train.epochs
+    assert (
+        cfg.train.epochs
+        == load_config("configs/quickstart.toml").train.epochs
+        != RunConfig().train.epochs
+    )
     # (the file's [train] section is kept, not replaced by the alias)
     assert load_config(sets=["train.target_epsilon=3"]).train.private
-    assert load_config(sets=["train.target_epsilon=inf", "train.noise_multiplier=1.0"]).train.private
+    assert load_config(
+        sets=["train.target_epsilon=inf", "train.noise_multiplier=1.0"]
+    ).train.private
     with pytest.raises(ConfigError, match="same section"):
         config_from_dict({"train": {}, "trainer": {}})

@@ -40,15 +40,22 @@ def test_exposure_and_auc_order_private_below_non_private(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(CONFIG)
     runner = CliRunner()
-    for args in (["train", str(config), "--runs-dir", str(tmp_path)],
-                 ["attack", "mia", "--run", str(tmp_path / "order")],
-                 ["attack", "canary", "--run", str(tmp_path / "order")]):
+    for args in (
+        ["train", str(config), "--runs-dir", str(tmp_path)],
+        ["attack", "mia", "--run", str(tmp_path / "order")],
+        ["attack", "canary", "--run", str(tmp_path / "order")],
+    ):
         result = runner.invoke(cli, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
     out = tmp_path / "order" / "attacks"
-    exposure = {m: json.loads((out / m / "canary.json").read_text())["exposure_by_repetition"] for m in
-                ("target", "baseline")}
-    auc = {m: json.loads((out / m / "loss" / "metrics.json").read_text())["auc"] for m in ("target", "baseline")}
+    exposure = {
+        m: json.loads((out / m / "canary.json").read_text())["exposure_by_repetition"]
+        for m in ("target", "baseline")
+    }
+    auc = {
+        m: json.loads((out / m / "loss" / "metrics.json").read_text())["auc"]
+        for m in ("target", "baseline")
+    }
     bits = 9.97  # log2(1000)
     # Non-private, 8 epochs: the 16x canaries are (nearly) top-ranked in the whole secret space.
     assert exposure["baseline"]["16"]["mean"] > bits - 2

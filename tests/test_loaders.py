@@ -51,13 +51,21 @@ def test_custom_fields_and_user(tmp_path):
     rows = [{"body": "x y", "uid": "u1", "key": 7}, {"body": "z", "uid": "u2", "key": 8}]
     path = _write_jsonl(tmp_path / "d.jsonl", rows)
     records = load_records(path, fields=Fields(text="body", id="key", user="uid"))
-    assert [(r.id, r.text, r.meta["user"]) for r in records] == [("7", "x y", "u1"), ("8", "z", "u2")]
+    assert [(r.id, r.text, r.meta["user"]) for r in records] == [
+        ("7", "x y", "u1"),
+        ("8", "z", "u2"),
+    ]
 
 
 def test_round_trip_keeps_pii_spans(tmp_path):
     text = "call Ann at 555-1234"
-    rec = Record("r1", text, label=0, pii=(PiiSpan(5, 8, "PERSON", "Ann"), PiiSpan(12, 20, "PHONE", "555-1234")),
-                 meta={"domain": "x"})
+    rec = Record(
+        "r1",
+        text,
+        label=0,
+        pii=(PiiSpan(5, 8, "PERSON", "Ann"), PiiSpan(12, 20, "PHONE", "555-1234")),
+        meta={"domain": "x"},
+    )
     path = write_records(tmp_path / "out.jsonl", [rec])
     (back,) = load_records(path)
     assert back == rec and back.meta == rec.meta
@@ -67,15 +75,26 @@ def test_round_trip_keeps_pii_spans(tmp_path):
     ("name", "content", "pattern"),
     [
         ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', r"bad.jsonl:2: malformed JSON"),
-        ("missing.jsonl", '{"text": "ok"}\n{"body": "x"}\n', r"missing.jsonl:2: missing text field 'text'"),
+        (
+            "missing.jsonl",
+            '{"text": "ok"}\n{"body": "x"}\n',
+            r"missing.jsonl:2: missing text field 'text'",
+        ),
         ("notobj.jsonl", '{"text": "ok"}\n[1, 2]\n', r"notobj.jsonl:2: expected a JSON object"),
         ("empty.jsonl", "", r"empty.jsonl: empty file"),
         ("blank.jsonl", "\n\n", r"blank.jsonl: no records found"),
         ("dup.jsonl", '{"id": "1", "text": "a"}\n{"id": "1", "text": "b"}\n', r"duplicate id '1'"),
         ("reserved.jsonl", '{"id": "canary-1", "text": "a"}\n', r"reserved 'canary-' prefix"),
-        ("badlabel.jsonl", '{"text": "a", "label": "cat"}\n', r"badlabel.jsonl:1: label 'cat' is not an integer"),
-        ("badspan.jsonl", '{"text": "abc", "pii": [{"start": 0, "end": 2, "kind": "X", "value": "zz"}]}\n',
-         r"badspan.jsonl:1: PII span 0:2 does not match"),
+        (
+            "badlabel.jsonl",
+            '{"text": "a", "label": "cat"}\n',
+            r"badlabel.jsonl:1: label 'cat' is not an integer",
+        ),
+        (
+            "badspan.jsonl",
+            '{"text": "abc", "pii": [{"start": 0, "end": 2, "kind": "X", "value": "zz"}]}\n',
+            r"badspan.jsonl:1: PII span 0:2 does not match",
+        ),
         ("nocol.csv", "body,label\nx,1\n", r"nocol.csv:1: missing text column 'text'"),
         ("ragged.csv", "text,label\nx,1\ny,1,extra\n", r"ragged.csv:3: row has more fields"),
         ("data.xyz", "text\n", r"cannot infer the format"),

@@ -236,8 +236,12 @@ class TestClassifierConfidence(AttackContract):
 
 # Attacks that need reference membership or a population sample have their contract
 # tests (types, ids, orientation, determinism, input errors) in test_lira.py / test_rmia.py.
-CONTRACT_ELSEWHERE = {"lira": "test_lira.py", "clf_lira": "test_lira.py", "rmia": "test_rmia.py",
-                      "clf_rmia": "test_rmia.py"}
+CONTRACT_ELSEWHERE = {
+    "lira": "test_lira.py",
+    "clf_lira": "test_lira.py",
+    "rmia": "test_rmia.py",
+    "clf_rmia": "test_rmia.py",
+}
 
 
 def test_every_registered_attack_has_a_contract_test():

@@ -57,12 +57,20 @@ def run(tmp_path_factory):
 def test_training_writes_models_and_ledgers(run):
     path, outputs, _, _ = run
     for model in ("target", "baseline"):
-        for name in ("model.safetensors", "config.json", "tokenizer.json", "privacy.json", "metrics.json",
-                     "train_log.jsonl"):
+        for name in (
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "privacy.json",
+            "metrics.json",
+            "train_log.jsonl",
+        ):
             assert (path / model / name).is_file(), (model, name)
         assert not list((path / model).glob("*.bin"))
     target = json.loads((path / "target" / "privacy.json").read_text())
-    assert target["mechanism"] == "poisson-subsampled-gaussian" and target["adjacency"] == "add/remove"
+    assert (
+        target["mechanism"] == "poisson-subsampled-gaussian" and target["adjacency"] == "add/remove"
+    )
     assert target["unit"] == "example" and target["epsilons"]["pld"] <= 4.0 + 1e-9
     baseline = json.loads((path / "baseline" / "privacy.json").read_text())
     assert baseline["mechanism"] == "none" and baseline["epsilons"]["pld"] == "inf"
@@ -73,8 +81,21 @@ def test_ledger_equals_the_accountant_command(run):
     from dpaudit.cli import cli
 
     ledger = json.loads((path / "target" / "privacy.json").read_text())
-    result = runner.invoke(cli, ["accountant", "-q", repr(ledger["sample_rate"]), "-s", repr(ledger["noise_multiplier"]),
-                                 "-t", str(ledger["steps"]), "-d", repr(ledger["delta"]), "--json"])
+    result = runner.invoke(
+        cli,
+        [
+            "accountant",
+            "-q",
+            repr(ledger["sample_rate"]),
+            "-s",
+            repr(ledger["noise_multiplier"]),
+            "-t",
+            str(ledger["steps"]),
+            "-d",
+            repr(ledger["delta"]),
+            "--json",
+        ],
+    )
     report = json.loads(result.output)
     for name, eps in report["epsilon"].items():
         assert ledger["epsilons"][name] == pytest.approx(eps, rel=1e-9), name
@@ -96,9 +117,16 @@ def test_attacks_and_audit_outputs(run):
             metrics = json.loads((path / "attacks" / model / attack / "metrics.json").read_text())
             assert 0 <= metrics["auc"] <= 1
         canary = json.loads((path / "attacks" / model / "canary.json").read_text())
-        secrets = [json.loads(line)["secret"] for line in (path / "data" / "canaries.jsonl").read_text().splitlines()]
-        public = (path / "attacks" / model / "canary.json").read_text() + (path / "attacks" / model / "pii.json").read_text()
-        assert not any(f'"{s}"' in public for s in secrets)  # secrets are masked outside recovered.json
+        secrets = [
+            json.loads(line)["secret"]
+            for line in (path / "data" / "canaries.jsonl").read_text().splitlines()
+        ]
+        public = (path / "attacks" / model / "canary.json").read_text() + (
+            path / "attacks" / model / "pii.json"
+        ).read_text()
+        assert not any(
+            f'"{s}"' in public for s in secrets
+        )  # secrets are masked outside recovered.json
         assert set(canary["exposure_by_repetition"]) >= {"16"}
     assert (path / "attacks" / "blind.json").is_file()
     bounds = json.loads((path / "audit" / "bounds.json").read_text())["models"]
@@ -148,10 +176,16 @@ def test_report_rebuilds_identically_and_gates(run, tmp_path):
         entry = report["models"][model]
         assert set(entry["privacy"]["epsilon_upper"]) >= {"rdp", "prv", "pld", "gdp", "edgeworth"}
         assert "verdict" in entry["audit"] and "loss" in entry["attacks"]
-    passed = runner.invoke(cli, ["gate", str(report_json), "--max-auc", "0.999", "--max-epsilon", "10"])
+    passed = runner.invoke(
+        cli, ["gate", str(report_json), "--max-auc", "0.999", "--max-epsilon", "10"]
+    )
     assert passed.exit_code == 0, passed.output
     failed = runner.invoke(cli, ["gate", str(report_json), "--max-epsilon", "0.1"])
-    assert failed.exit_code == 1 and failed.output.startswith("gate failed:") and len(failed.output.splitlines()) == 1
+    assert (
+        failed.exit_code == 1
+        and failed.output.startswith("gate failed:")
+        and len(failed.output.splitlines()) == 1
+    )
     missing = runner.invoke(cli, ["gate", str(tmp_path / "nope.json"), "--max-auc", "0.5"])
     assert missing.exit_code == 2
     compared = runner.invoke(cli, ["compare", str(path), "--out", str(tmp_path / "cmp")])
@@ -165,10 +199,25 @@ def test_sweep_runs_a_grid_and_compares(tmp_path):
     from dpaudit.cli import cli
 
     config = tmp_path / "s.toml"
-    config.write_text(SMALL.replace('name = "e2e"', 'name = "sw"').replace("num_references = 2", "num_references = 0"))
-    result = CliRunner().invoke(cli, ["sweep", str(config), "--runs-dir", str(tmp_path),
-                                      "--set", "train.target_epsilon=2,inf", "--set", "attack.attacks=loss"],
-                                catch_exceptions=False)
+    config.write_text(
+        SMALL.replace('name = "e2e"', 'name = "sw"').replace(
+            "num_references = 2", "num_references = 0"
+        )
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sweep",
+            str(config),
+            "--runs-dir",
+            str(tmp_path),
+            "--set",
+            "train.target_epsilon=2,inf",
+            "--set",
+            "attack.attacks=loss",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     import pandas as pd
 
@@ -176,8 +225,6 @@ def test_sweep_runs_a_grid_and_compares(tmp_path):
     assert len(table) == 2
     assert (tmp_path / "sw-target_epsilon2" / "report" / "report.json").is_file()
     assert (tmp_path / "sw-target_epsiloninf" / "report" / "report.json").is_file()
-
-
 
 
 @pytest.mark.slow
@@ -191,8 +238,20 @@ def test_minilm_classifier_config_runs_on_real_weights(tmp_path):
 
     from dpaudit.cli import cli
 
-    result = CliRunner().invoke(cli, ["run", "configs/minilm-classifier.toml", "--runs-dir", str(tmp_path),
-                                      "--set", "data.synth_n=300", "--set", "train.epochs=1"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "configs/minilm-classifier.toml",
+            "--runs-dir",
+            str(tmp_path),
+            "--set",
+            "data.synth_n=300",
+            "--set",
+            "train.epochs=1",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "minilm-classifier" / "report" / "report.json").read_text())
     assert report["models"]["target"]["privacy"]["epsilon_upper"]["pld"] <= 8.0 + 1e-9
@@ -231,11 +290,15 @@ def test_classifier_run_audits_mislabelled_canaries(tmp_path):
 
     config = tmp_path / "clf.toml"
     config.write_text(CLASSIFIER)
-    result = CliRunner().invoke(cli, ["run", str(config), "--runs-dir", str(tmp_path)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["run", str(config), "--runs-dir", str(tmp_path)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     prepared = load_prepared(tmp_path / "clf")
     copies = [r for r in prepared.train if r.id.startswith("canary-")]
-    assert copies and all(r.label == canary_label(r.meta["canary_id"], seed=0, num_labels=2) for r in copies)
+    assert copies and all(
+        r.label == canary_label(r.meta["canary_id"], seed=0, num_labels=2) for r in copies
+    )
     labels = {canary_label(c.id, seed=0, num_labels=2) for c in prepared.one_run}
     assert labels == {0, 1}  # labels are drawn, not constant
     bounds = json.loads((tmp_path / "clf" / "audit" / "bounds.json").read_text())["models"]

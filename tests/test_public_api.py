@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-PACKAGES = ["dpaudit.datasets", "dpaudit.trainers", "dpaudit.attacks", "dpaudit.audit", "dpaudit.reports"]
+PACKAGES = [
+    "dpaudit.datasets",
+    "dpaudit.trainers",
+    "dpaudit.attacks",
+    "dpaudit.audit",
+    "dpaudit.reports",
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -22,7 +28,9 @@ def test_every_public_name_imports(package):
 
 def test_importing_packages_imports_no_torch():
     code = "import sys, dpaudit, dpaudit.datasets, dpaudit.trainers, dpaudit.attacks, dpaudit.audit; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "False"
 
 
@@ -44,7 +52,11 @@ def test_layering_subpackages_import_only_to_their_left():
         for path in (root / pkg).glob("*.py"):
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dpaudit."):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and node.module
+                    and node.module.startswith("dpaudit.")
+                ):
                     parts = node.module.split(".")
                     if len(parts) > 1 and parts[1] in order:
                         assert order.index(parts[1]) <= i, f"{path.name} imports {node.module}"

@@ -63,7 +63,7 @@ def test_manifest_records_provenance_inputs_and_stages(tmp_path):
     assert m["config"]["seed"] == 5 and m["config"]["train"]["model"] == "embedded:gpt2-tiny"
     for pkg in ("dpaudit", "python", "torch", "transformers", "peft", "opacus"):
         assert pkg in m["versions"]
-    assert (run.path / "config.toml").read_text().startswith("name = \"r1\"")
+    assert (run.path / "config.toml").read_text().startswith('name = "r1"')
     data = tmp_path / "in.jsonl"
     data.write_text('{"text": "a"}\n')
     hashes = run.record_inputs({"dataset": data})
@@ -105,4 +105,7 @@ def test_output_hashes_prefix_each_stage(tmp_path):
     with run.stage("data") as rec:
         rec.outputs["splits.json"] = "cc"
     assert run.output_hashes("target", "references", "data") == {
-        "target/model.safetensors": "aa", "target/privacy.json": "bb", "data/splits.json": "cc"}
+        "target/model.safetensors": "aa",
+        "target/privacy.json": "bb",
+        "data/splits.json": "cc",
+    }

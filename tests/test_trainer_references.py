@@ -36,8 +36,17 @@ CFG = TrainConfig(dp=False, batch_size=10, physical_batch_size=10, epochs=1.0, l
 def _refs(population, tokenizer, out, config=CFG, k=4, **kw):
     from dpaudit.trainers import train_references
 
-    return train_references(population, k=k, config=config, tokenizer=tokenizer, out_dir=out, seed=3,
-                            max_length=32, progress=False, **kw)
+    return train_references(
+        population,
+        k=k,
+        config=config,
+        tokenizer=tokenizer,
+        out_dir=out,
+        seed=3,
+        max_length=32,
+        progress=False,
+        **kw,
+    )
 
 
 def _check_layout(out, population, membership, k):
@@ -69,7 +78,9 @@ def test_references_membership_and_resume(population, tokenizer, tmp_path, capsy
     shutil.rmtree(out / "ref-2")
     again = _refs(population, tokenizer, out)
     assert (again == membership).all()
-    assert all((out / f"ref-{j}" / "complete.json").stat().st_mtime_ns == stamps[j] for j in (0, 1, 3))
+    assert all(
+        (out / f"ref-{j}" / "complete.json").stat().st_mtime_ns == stamps[j] for j in (0, 1, 3)
+    )
     after = load_file(str(out / "ref-2" / "model.safetensors"))
     assert all((before[k] == after[k]).all() for k in before)
     with pytest.raises(DpauditError, match="different recipe"):
@@ -91,7 +102,10 @@ def test_dp_references_fan_out_over_worker_processes(population, tokenizer, tmp_
     membership = _refs(population, tokenizer, out, config=cfg, k=4, devices=["cpu", "cpu"])
     _check_layout(out, population, membership, 4)
     privacy = json.loads((out / "ref-0" / "privacy.json").read_text())
-    assert privacy["mechanism"] == "poisson-subsampled-gaussian" and privacy["sample_rate"] == 10 / membership[:, 0].sum()
+    assert (
+        privacy["mechanism"] == "poisson-subsampled-gaussian"
+        and privacy["sample_rate"] == 10 / membership[:, 0].sum()
+    )
     # Same seeds in-process give the same models.
     seq = tmp_path / "seq"
     _refs(population, tokenizer, seq, config=cfg, k=4)

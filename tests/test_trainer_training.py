@@ -43,10 +43,24 @@ def tokenizer(data):
     return train_bpe_tokenizer([r.text for r in train + held], vocab_size=300)
 
 
-BASE = TrainConfig(batch_size=20, physical_batch_size=20, epochs=1.0, learning_rate=1e-2, noise_multiplier=1.0,
-                   checkpoint_every=1000)
-OUTPUTS = ("config.json", "model.safetensors", "tokenizer.json", "privacy.json", "train_log.jsonl",
-           "metrics.json", "train_ids.json", "complete.json")
+BASE = TrainConfig(
+    batch_size=20,
+    physical_batch_size=20,
+    epochs=1.0,
+    learning_rate=1e-2,
+    noise_multiplier=1.0,
+    checkpoint_every=1000,
+)
+OUTPUTS = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "privacy.json",
+    "train_log.jsonl",
+    "metrics.json",
+    "train_ids.json",
+    "complete.json",
+)
 
 
 def _train(records, tokenizer, out, config=BASE, **kw):
@@ -54,7 +68,9 @@ def _train(records, tokenizer, out, config=BASE, **kw):
 
     kw.setdefault("seed", 0)
     kw.setdefault("max_length", 32)
-    return train_model(records, config=config, tokenizer=tokenizer, out_dir=out, progress=False, **kw)
+    return train_model(
+        records, config=config, tokenizer=tokenizer, out_dir=out, progress=False, **kw
+    )
 
 
 def _weights(path):
@@ -70,13 +86,22 @@ def _reloaded_eval(out, records, tokenizer, task):
     from dpaudit.trainers.models import load_pretrained
 
     model = load_pretrained(out, task=task)
-    names = ("position_ids", "token_type_ids") if task == "classification" and "bert" in model.config.model_type \
+    names = (
+        ("position_ids", "token_type_ids")
+        if task == "classification" and "bert" in model.config.model_type
         else ("position_ids",)
+    )
     ex = encode_records(records, tokenizer, max_length=32, task=task)
     import torch
 
-    return evaluate(model, ex, task=task, pad_id=tokenizer.pad_token_id, input_names=names,
-                    device=torch.device("cpu"))
+    return evaluate(
+        model,
+        ex,
+        task=task,
+        pad_id=tokenizer.pad_token_id,
+        input_names=names,
+        device=torch.device("cpu"),
+    )
 
 
 def test_dp_lm_writes_everything_and_ledger_matches_accountant(data, tokenizer, tmp_path):
@@ -93,18 +118,24 @@ def test_dp_lm_writes_everything_and_ledger_matches_accountant(data, tokenizer, 
     ledger, raw = read_privacy(tmp_path / "t" / "privacy.json")
     assert ledger.mechanism == "poisson-subsampled-gaussian" and ledger.sample_rate == q
     assert ledger.delta == 5e-3 and raw["delta_source"] == "default 1/n^1.1"  # 1/120^1.1 = 5.2e-3
-    expected, _ = compute_epsilons(sampling_rate=q, noise_multiplier=1.0, steps=steps, delta=ledger.delta)
+    expected, _ = compute_epsilons(
+        sampling_rate=q, noise_multiplier=1.0, steps=steps, delta=ledger.delta
+    )
     for name, eps in expected.items():
         assert ledger.epsilons[name] == pytest.approx(eps, rel=1e-9)
     assert raw["epsilon"] == ledger.epsilons["pld"] and raw["primary_accountant"] == "pld"
     assert raw["epochs"] == pytest.approx(steps * q) and raw["complete"] is True
-    log = [json.loads(line) for line in (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert [e["step"] for e in log] == list(range(1, steps + 1))
     assert all(e["epsilon_rdp"] >= ledger.epsilons["pld"] * 0.9 for e in log[-1:])
     assert sorted(log[0]) == ["epsilon_rdp", "loss", "lot_size", "lr", "seconds", "step"]
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
-    assert json.loads((tmp_path / "t" / "train_ids.json").read_text())["ids"] == [r.id for r in train]
+    assert json.loads((tmp_path / "t" / "train_ids.json").read_text())["ids"] == [
+        r.id for r in train
+    ]
     # The saved model reloads from safetensors and gives the same held-out loss (same logits).
     again = _reloaded_eval(tmp_path / "t", held, tokenizer, "causal_lm")
     assert again["loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
@@ -115,7 +146,9 @@ def test_non_private_overfits(data, tokenizer, tmp_path):
     train, held = data
     cfg = dataclasses.replace(BASE, dp=False, epochs=10.0, batch_size=10, physical_batch_size=10)
     res = _train(train[:30], tokenizer, tmp_path / "b", config=cfg, eval_records=held[:20])
-    assert res.ledger.mechanism == "none" and all(math.isinf(e) for e in res.ledger.epsilons.values())
+    assert res.ledger.mechanism == "none" and all(
+        math.isinf(e) for e in res.ledger.epsilons.values()
+    )
     assert res.ledger.max_grad_norm is None and res.steps == 30
     m = res.metrics
     assert m["train_example_loss"] < 0.5 * m["first_step_loss"]
@@ -143,8 +176,15 @@ def test_dp_step_matches_reference_clipped_sum(data, tokenizer):
     plan = plan_privacy(cfg, len(ex), dp=True)
     built = build_model(cfg, tokenizer, seed=0, max_length=32)
     ref = copy.deepcopy(built.model)
-    runner = StepRunner(built=built, examples=ex, plan=plan, config=cfg, device=torch.device("cpu"), seed=5,
-                        pad_id=tokenizer.pad_token_id)
+    runner = StepRunner(
+        built=built,
+        examples=ex,
+        plan=plan,
+        config=cfg,
+        device=torch.device("cpu"),
+        seed=5,
+        pad_id=tokenizer.pad_token_id,
+    )
     trainable = [p for p in runner.model.parameters() if p.requires_grad]
     runner.optimizer.original_optimizer = torch.optim.SGD(trainable, lr=1.0)
     lot = runner.lot(0)
@@ -183,7 +223,9 @@ def test_deterministic_under_seed(data, tokenizer, tmp_path):
     assert PoissonSampler(60, 20 / 60, seed=0).lot(0) != PoissonSampler(60, 20 / 60, seed=1).lot(0)
 
 
-RESUME = dataclasses.replace(BASE, batch_size=10, physical_batch_size=10, epochs=0.75, checkpoint_every=2)
+RESUME = dataclasses.replace(
+    BASE, batch_size=10, physical_batch_size=10, epochs=0.75, checkpoint_every=2
+)
 
 
 def _check_same_run(path, full_path, steps):
@@ -224,8 +266,13 @@ def test_resume_after_crash_equals_uninterrupted(data, tokenizer, tmp_path):
     with pytest.raises(DpauditError, match="finished"):
         _train(train, tokenizer, tmp_path / "full", config=RESUME)
     with pytest.raises(DpauditError, match="learning_rate"):
-        _train(train, tokenizer, tmp_path / "full", resume=True,
-               config=dataclasses.replace(RESUME, learning_rate=0.5))
+        _train(
+            train,
+            tokenizer,
+            tmp_path / "full",
+            resume=True,
+            config=dataclasses.replace(RESUME, learning_rate=0.5),
+        )
 
 
 @pytest.mark.slow
@@ -242,7 +289,9 @@ def test_graceful_stop_then_resume(data, tokenizer, tmp_path):
     _train(train, tokenizer, tmp_path / "full", config=RESUME)
     stopped = _train(train, tokenizer, tmp_path / "stop", config=RESUME, hooks=Stop())
     assert not stopped.completed and stopped.steps == 3 and stopped.ledger.steps == 3
-    assert (tmp_path / "stop" / "checkpoint").is_dir() and not (tmp_path / "stop" / "complete.json").exists()
+    assert (tmp_path / "stop" / "checkpoint").is_dir() and not (
+        tmp_path / "stop" / "complete.json"
+    ).exists()
     _train(train, tokenizer, tmp_path / "stop", config=RESUME, resume=True)
     _check_same_run(tmp_path / "stop", tmp_path / "full", 5)
 
@@ -262,8 +311,16 @@ def _runner(cfg, train, tokenizer, hooks=None):
     ex = encode_records(train, tokenizer, max_length=32, task=cfg.task)
     plan = plan_privacy(cfg, len(ex), dp=cfg.dp)
     built = build_model(cfg, tokenizer, seed=0, max_length=32)
-    return StepRunner(built=built, examples=ex, plan=plan, config=cfg, device=torch.device("cpu"), seed=0,
-                      pad_id=tokenizer.pad_token_id, hooks=hooks)
+    return StepRunner(
+        built=built,
+        examples=ex,
+        plan=plan,
+        config=cfg,
+        device=torch.device("cpu"),
+        seed=0,
+        pad_id=tokenizer.pad_token_id,
+        hooks=hooks,
+    )
 
 
 def test_ghost_clipping_matches_hooks(data, tokenizer):
@@ -300,7 +357,9 @@ def _check_classifier(train, held, tokenizer, tmp_path, model, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "mode"), [("embedded:gpt2-tiny", "full"), ("embedded:bert-tiny", "head")])
+@pytest.mark.parametrize(
+    ("model", "mode"), [("embedded:gpt2-tiny", "full"), ("embedded:bert-tiny", "head")]
+)
 def test_other_classifiers(data, tokenizer, tmp_path, model, mode):
     _check_classifier(*data, tokenizer, tmp_path, model, mode)
 
@@ -308,8 +367,14 @@ def test_other_classifiers(data, tokenizer, tmp_path, model, mode):
 @pytest.mark.slow
 def test_non_private_classifier_learns(data, tokenizer, tmp_path):
     train, held = data
-    cfg = dataclasses.replace(BASE, model="embedded:bert-tiny", task="classification", dp=False, epochs=6.0,
-                              learning_rate=3e-3)
+    cfg = dataclasses.replace(
+        BASE,
+        model="embedded:bert-tiny",
+        task="classification",
+        dp=False,
+        epochs=6.0,
+        learning_rate=3e-3,
+    )
     res = _train(train, tokenizer, tmp_path / "c", config=cfg, eval_records=held)
     assert res.metrics["eval_accuracy"] >= 0.9  # "visited" vs "called" decides the label
 
@@ -339,19 +404,31 @@ def test_hooks_see_per_sample_grads_and_alter_mechanism(data, tokenizer, tmp_pat
     init = build_model(BASE, tokenizer, seed=0, max_length=32).model.state_dict()
     saved = _weights(tmp_path / "frozen")
     assert all(torch_equal(saved[k], init[k]) for k in saved)
-    with pytest.raises(DpauditError, match="hooks"):  # an altered run is never reused as a normal one
+    with pytest.raises(
+        DpauditError, match="hooks"
+    ):  # an altered run is never reused as a normal one
         _train(train[:60], tokenizer, tmp_path / "frozen", resume=True)
     with pytest.raises(DpauditError, match="ghost"):
-        _train(train[:60], tokenizer, tmp_path / "g", hooks=Freeze(),
-               config=dataclasses.replace(BASE, grad_sample_mode="ghost"))
+        _train(
+            train[:60],
+            tokenizer,
+            tmp_path / "g",
+            hooks=Freeze(),
+            config=dataclasses.replace(BASE, grad_sample_mode="ghost"),
+        )
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost", "off"])
 def test_empty_lots_are_noise_only_steps(data, tokenizer, mode):
     import torch
 
-    cfg = dataclasses.replace(BASE, batch_size=1, physical_batch_size=1, dp=mode != "off",
-                              grad_sample_mode="ghost" if mode == "ghost" else "hooks")
+    cfg = dataclasses.replace(
+        BASE,
+        batch_size=1,
+        physical_batch_size=1,
+        dp=mode != "off",
+        grad_sample_mode="ghost" if mode == "ghost" else "hooks",
+    )
     runner = _runner(cfg, data[0][:20], tokenizer)
     step = next(t for t in range(50) if not runner.lot(t))
     before = [p.detach().clone() for p in runner.model.parameters()]
@@ -363,7 +440,16 @@ def test_empty_lots_are_noise_only_steps(data, tokenizer, mode):
 def test_bad_inputs(data, tokenizer, tmp_path):
     train, _ = data
     with pytest.raises(DpauditError, match="grad_sample_mode"):
-        _train(train[:40], tokenizer, tmp_path / "ew", config=dataclasses.replace(BASE, grad_sample_mode="ew"))
+        _train(
+            train[:40],
+            tokenizer,
+            tmp_path / "ew",
+            config=dataclasses.replace(BASE, grad_sample_mode="ew"),
+        )
     with pytest.raises(DpauditError, match="no label"):
-        _train([Record("x", "alpha beta")] * 30, tokenizer, tmp_path / "nolabel",
-               config=dataclasses.replace(BASE, model="embedded:bert-tiny", task="classification"))
+        _train(
+            [Record("x", "alpha beta")] * 30,
+            tokenizer,
+            tmp_path / "nolabel",
+            config=dataclasses.replace(BASE, model="embedded:bert-tiny", task="classification"),
+        )

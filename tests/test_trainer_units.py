@@ -20,7 +20,10 @@ WORDS = "alpha beta gamma delta patient doctor visit code number account".split(
 @pytest.fixture(scope="module")
 def records() -> list[Record]:
     rng = random.Random(0)
-    return [Record(f"r{i}", " ".join(rng.choice(WORDS) for _ in range(6)), label=i % 2) for i in range(60)]
+    return [
+        Record(f"r{i}", " ".join(rng.choice(WORDS) for _ in range(6)), label=i % 2)
+        for i in range(60)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +74,17 @@ def test_calibration_reaches_target():
     from dpaudit.accounting import compute_epsilons
     from dpaudit.trainers.privacy import plan_privacy
 
-    cfg = TrainConfig(batch_size=20, physical_batch_size=10, epochs=2.0, target_epsilon=3.0, accountant="pld")
+    cfg = TrainConfig(
+        batch_size=20, physical_batch_size=10, epochs=2.0, target_epsilon=3.0, accountant="pld"
+    )
     plan = plan_privacy(cfg, 200, dp=True)
-    eps, _ = compute_epsilons(sampling_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-                              steps=plan.steps, delta=plan.delta, accountants=("pld",))
+    eps, _ = compute_epsilons(
+        sampling_rate=plan.sample_rate,
+        noise_multiplier=plan.noise_multiplier,
+        steps=plan.steps,
+        delta=plan.delta,
+        accountants=("pld",),
+    )
     assert plan.noise_source == "calibrated" and plan.target_epsilon == 3.0
     assert eps["pld"] <= 3.0 + 1e-9
     assert eps["pld"] > 2.8  # not wastefully conservative
@@ -98,9 +108,12 @@ def test_poisson_sampler_deterministic_and_rate():
 def test_collate_masks_padding(tokenizer, records):
     from dpaudit.trainers.data import IGNORE_INDEX, collate, encode_records
 
-    ex = encode_records(records[:3] + [Record("short", "alpha")], tokenizer, max_length=32, task="causal_lm")
-    inputs, targets = collate(ex, [0, 3], pad_id=tokenizer.pad_token_id, task="causal_lm",
-                              input_names=("position_ids",))
+    ex = encode_records(
+        records[:3] + [Record("short", "alpha")], tokenizer, max_length=32, task="causal_lm"
+    )
+    inputs, targets = collate(
+        ex, [0, 3], pad_id=tokenizer.pad_token_id, task="causal_lm", input_names=("position_ids",)
+    )
     assert inputs["input_ids"].shape == targets.shape == inputs["position_ids"].shape
     assert inputs["position_ids"].is_contiguous()
     short = len(ex.input_ids[3])
@@ -114,7 +127,13 @@ def test_encode_refuses_missing_labels(tokenizer):
     with pytest.raises(DpauditError, match="no label"):
         encode_records([Record("a", "alpha beta")], tokenizer, max_length=8, task="classification")
     with pytest.raises(DpauditError, match="outside"):
-        encode_records([Record("a", "alpha", label=3)], tokenizer, max_length=8, task="classification", num_labels=2)
+        encode_records(
+            [Record("a", "alpha", label=3)],
+            tokenizer,
+            max_length=8,
+            task="classification",
+            num_labels=2,
+        )
 
 
 def test_embedded_gpt2_shape(tokenizer):
@@ -122,7 +141,9 @@ def test_embedded_gpt2_shape(tokenizer):
 
     built = build_model(TrainConfig(), tokenizer, seed=0, max_length=32)
     m = built.model
-    assert m.config.n_embd == 128 and m.config.n_layer == 2 and m.config.vocab_size == len(tokenizer)
+    assert (
+        m.config.n_embd == 128 and m.config.n_layer == 2 and m.config.vocab_size == len(tokenizer)
+    )
     assert m.get_input_embeddings().weight is not m.get_output_embeddings().weight
     assert built.input_names == ("position_ids",)  # never token_type_ids for GPT-2
     trainable, total = count_parameters(m)
@@ -135,14 +156,18 @@ def test_head_mode_freezes_body(tokenizer):
     from dpaudit.trainers.models import build_model
 
     gpt = build_model(TrainConfig(mode="head"), tokenizer, seed=0, max_length=32)
-    assert set(gpt.trainable) == {n for n, _ in gpt.model.named_parameters()
-                                  if n.startswith(("lm_head.", "transformer.h.1.", "transformer.ln_f."))}
+    assert set(gpt.trainable) == {
+        n
+        for n, _ in gpt.model.named_parameters()
+        if n.startswith(("lm_head.", "transformer.h.1.", "transformer.ln_f."))
+    }
     assert not any(n.startswith(("transformer.wte", "transformer.h.0.")) for n in gpt.trainable)
     cfg = TrainConfig(model="embedded:bert-tiny", task="classification", mode="head")
     bert = build_model(cfg, tokenizer, seed=0, max_length=32)
     assert bert.input_names == ("position_ids", "token_type_ids")
-    assert {n.split(".")[1] if n.startswith("bert.") else n.split(".")[0] for n in bert.trainable} == {
-        "classifier", "pooler", "encoder"}
+    assert {
+        n.split(".")[1] if n.startswith("bert.") else n.split(".")[0] for n in bert.trainable
+    } == {"classifier", "pooler", "encoder"}
     assert all(n.startswith("bert.encoder.layer.1.") for n in bert.trainable if ".encoder." in n)
 
 

@@ -3,15 +3,25 @@
 from dpaudit._lazy import lazy_exports
 
 _EXPORTS = {
-    "EpsilonLowerBound": "lower_bound", "bound_threshold": "lower_bound", "bound_one_run": "lower_bound",
-    "audit_threshold": "lower_bound", "audit_threshold_grid": "lower_bound", "audit_one_run": "lower_bound",
-    "clopper_pearson_upper": "bounds", "clopper_pearson_lower": "bounds",
+    "EpsilonLowerBound": "lower_bound",
+    "bound_threshold": "lower_bound",
+    "bound_one_run": "lower_bound",
+    "audit_threshold": "lower_bound",
+    "audit_threshold_grid": "lower_bound",
+    "audit_one_run": "lower_bound",
+    "clopper_pearson_upper": "bounds",
+    "clopper_pearson_lower": "bounds",
     "epsilon_lower_bound_counts": "bounds",
-    "one_run_epsilon_lower_bound": "one_run", "one_run_p_value": "one_run",
-    "AuditVerdict": "verdict", "judge": "verdict",
-    "GradientCanaryHooks": "gradient_canaries", "gradient_canary_audit": "gradient_canaries",
-    "VARIANTS": "variants", "make_variant": "variants",
-    "run_selftest": "selftest", "SelftestResult": "selftest",
+    "one_run_epsilon_lower_bound": "one_run",
+    "one_run_p_value": "one_run",
+    "AuditVerdict": "verdict",
+    "judge": "verdict",
+    "GradientCanaryHooks": "gradient_canaries",
+    "gradient_canary_audit": "gradient_canaries",
+    "VARIANTS": "variants",
+    "make_variant": "variants",
+    "run_selftest": "selftest",
+    "SelftestResult": "selftest",
     "run_audit_stage": "stage",
 }
 __all__ = sorted(_EXPORTS)

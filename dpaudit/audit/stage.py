@@ -27,14 +27,23 @@ from dpaudit.rundir import RunDir, sha256_text
 BOUNDS_FILE = "bounds.json"
 
 
-def lower_bound_from_scores(scores: np.ndarray, included: np.ndarray, config: RunConfig, *, delta: float,
-                            seed: int) -> EpsilonLowerBound:
+def lower_bound_from_scores(
+    scores: np.ndarray, included: np.ndarray, config: RunConfig, *, delta: float, seed: int
+) -> EpsilonLowerBound:
     """The configured audit (one-run with a union-bounded guess grid, or held-out threshold)."""
     a = config.audit
     if a.method == "one-run":
-        return audit_one_run(scores, included, delta=delta, confidence=a.confidence, grid=list(a.guesses) or None)
-    return audit_threshold(scores, included, delta=delta, confidence=a.confidence,
-                           heldout_fraction=a.heldout_fraction, seed=seed)
+        return audit_one_run(
+            scores, included, delta=delta, confidence=a.confidence, grid=list(a.guesses) or None
+        )
+    return audit_threshold(
+        scores,
+        included,
+        delta=delta,
+        confidence=a.confidence,
+        heldout_fraction=a.heldout_fraction,
+        seed=seed,
+    )
 
 
 def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], str]:
@@ -48,8 +57,13 @@ def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], st
         return {name: float("inf") for name in ledger.epsilons}, primary
     if delta == ledger.delta:
         return dict(ledger.epsilons), primary
-    eps, _ = compute_epsilons(sampling_rate=ledger.sample_rate, noise_multiplier=ledger.noise_multiplier,
-                              steps=ledger.steps, delta=delta, accountants=tuple(ledger.epsilons))
+    eps, _ = compute_epsilons(
+        sampling_rate=ledger.sample_rate,
+        noise_multiplier=ledger.noise_multiplier,
+        steps=ledger.steps,
+        delta=delta,
+        accountants=tuple(ledger.epsilons),
+    )
     return eps, primary
 
 
@@ -65,12 +79,15 @@ def mislabelled_canary_scores(model: Any, canaries: Any, config: RunConfig) -> n
     from dpaudit.datasets.prepare import canary_label
 
     logits = np.asarray(model.classify([c.text for c in canaries]), dtype=float)
-    labels = [canary_label(c.id, seed=config.seed, num_labels=config.train.num_labels) for c in canaries]
+    labels = [
+        canary_label(c.id, seed=config.seed, num_labels=config.train.num_labels) for c in canaries
+    ]
     return log_softmax(logits, axis=1)[np.arange(len(canaries)), labels]
 
 
-def audit_model(model: Any, prepared: PreparedData, config: RunConfig, privacy_path: Path, *,
-                seed: int) -> AuditVerdict:
+def audit_model(
+    model: Any, prepared: PreparedData, config: RunConfig, privacy_path: Path, *, seed: int
+) -> AuditVerdict:
     """Score the audit canaries with ``model`` and judge the bound against the ledger.
 
     Language models: minus the log-perplexity of the secret given the prefix.
@@ -98,8 +115,16 @@ def audit_model(model: Any, prepared: PreparedData, config: RunConfig, privacy_p
     return judge(lower, upper, primary)
 
 
-def run_audit_stage(run: RunDir, config: RunConfig, prepared: PreparedData, model_name: str, *, seed: int,
-                    resume: bool = False, progress: bool = True) -> AuditVerdict | None:
+def run_audit_stage(
+    run: RunDir,
+    config: RunConfig,
+    prepared: PreparedData,
+    model_name: str,
+    *,
+    seed: int,
+    resume: bool = False,
+    progress: bool = True,
+) -> AuditVerdict | None:
     """Audit ``<run>/<model_name>``; merge the result into ``audit/bounds.json``."""
     from dpaudit.attacks.stage import load_scoring_model
 
@@ -126,6 +151,8 @@ def verdict_line(model_name: str, verdict: AuditVerdict) -> str:
     """One line for the CLI."""
     lb = verdict.lower
     claim = verdict.upper.get(verdict.primary_accountant, float("inf"))
-    return (f"audit/{model_name}: ε_lb = {lb.epsilon:.3f} ({lb.method}, {lb.confidence:.0%} confidence, "
-            f"{lb.n_correct}/{lb.n_guesses} correct) vs ε_ub = {claim:.3f} ({verdict.primary_accountant}) "
-            f"→ {verdict.verdict}")
+    return (
+        f"audit/{model_name}: ε_lb = {lb.epsilon:.3f} ({lb.method}, {lb.confidence:.0%} confidence, "
+        f"{lb.n_correct}/{lb.n_guesses} correct) vs ε_ub = {claim:.3f} ({verdict.primary_accountant}) "
+        f"→ {verdict.verdict}"
+    )

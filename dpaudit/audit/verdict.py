@@ -58,10 +58,15 @@ def _one(lower: float, upper: float) -> str:
     return VIOLATION if lower > upper else CONSISTENT
 
 
-def judge(lower: EpsilonLowerBound, upper: Mapping[str, float], primary_accountant: str) -> AuditVerdict:
+def judge(
+    lower: EpsilonLowerBound, upper: Mapping[str, float], primary_accountant: str
+) -> AuditVerdict:
     """The verdict of ``lower`` against ``upper[primary_accountant]`` (the claim)."""
     upper = {k: float(v) for k, v in upper.items()}
     per = {name: _one(lower.epsilon, eps) for name, eps in upper.items()}
-    tight = {name: (lower.epsilon / eps if math.isfinite(eps) and eps > 0 else 0.0) for name, eps in upper.items()}
+    tight = {
+        name: (lower.epsilon / eps if math.isfinite(eps) and eps > 0 else 0.0)
+        for name, eps in upper.items()
+    }
     claim = upper.get(primary_accountant, math.inf)
     return AuditVerdict(lower, upper, primary_accountant, _one(lower.epsilon, claim), per, tight)

@@ -48,11 +48,16 @@ def infer_format(path: str | Path) -> str:
         return "hf"
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(path, f"cannot infer the format from {path.suffix!r}; pass --format ({', '.join(FORMATS)})")
+        raise InputError(
+            path,
+            f"cannot infer the format from {path.suffix!r}; pass --format ({', '.join(FORMATS)})",
+        )
     return fmt
 
 
-def load_records(path: str | Path, *, format: str = "auto", fields: Fields | None = None) -> list[Record]:
+def load_records(
+    path: str | Path, *, format: str = "auto", fields: Fields | None = None
+) -> list[Record]:
     """Load ``path`` as records.
 
     Args:
@@ -68,7 +73,13 @@ def load_records(path: str | Path, *, format: str = "auto", fields: Fields | Non
         raise InputError(path, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt != "hf" or Path(path).exists():
         _check_file(path, allow_dir=fmt == "hf")
-    loader = {"jsonl": _load_jsonl, "csv": _load_csv, "parquet": _load_parquet, "text": _load_text, "hf": _load_hf}[fmt]
+    loader = {
+        "jsonl": _load_jsonl,
+        "csv": _load_csv,
+        "parquet": _load_parquet,
+        "text": _load_text,
+        "hf": _load_hf,
+    }[fmt]
     records = loader(Path(path), fields)
     if not records:
         raise InputError(path, "no records found (empty file)")
@@ -107,7 +118,9 @@ def _label(path: Path, value: Any, line: int | None) -> int | None:
     return int(as_float)
 
 
-def _make_record(path: Path, row: dict[str, Any], index: int, line: int | None, fields: Fields) -> Record:
+def _make_record(
+    path: Path, row: dict[str, Any], index: int, line: int | None, fields: Fields
+) -> Record:
     if fields.text not in row:
         raise InputError(path, f"missing text field {fields.text!r}", line=line)
     text = row[fields.text]
@@ -127,12 +140,19 @@ def _make_record(path: Path, row: dict[str, Any], index: int, line: int | None, 
     spans: tuple[PiiSpan, ...] = ()
     if row.get("pii"):
         try:
-            spans = tuple(PiiSpan(int(s["start"]), int(s["end"]), str(s["kind"]), str(s["value"])) for s in row["pii"])
+            spans = tuple(
+                PiiSpan(int(s["start"]), int(s["end"]), str(s["kind"]), str(s["value"]))
+                for s in row["pii"]
+            )
         except (KeyError, TypeError, ValueError):
-            raise InputError(path, "malformed 'pii' spans (need start, end, kind, value)", line=line) from None
+            raise InputError(
+                path, "malformed 'pii' spans (need start, end, kind, value)", line=line
+            ) from None
         for span in spans:
             if text[span.start : span.end] != span.value:
-                raise InputError(path, f"PII span {span.start}:{span.end} does not match its value", line=line)
+                raise InputError(
+                    path, f"PII span {span.start}:{span.end} does not match its value", line=line
+                )
     return Record(id=rec_id, text=text, label=label, pii=spans, meta=meta)
 
 
@@ -143,7 +163,9 @@ def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
-        return [_make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)]
+        return [
+            _make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)
+        ]
     records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -167,7 +189,11 @@ def _load_csv(path: Path, fields: Fields) -> list[Record]:
     if reader.fieldnames is None:
         raise InputError(path, "empty file")
     if fields.text not in reader.fieldnames:
-        raise InputError(path, f"missing text column {fields.text!r} (columns: {', '.join(reader.fieldnames)})", line=1)
+        raise InputError(
+            path,
+            f"missing text column {fields.text!r} (columns: {', '.join(reader.fieldnames)})",
+            line=1,
+        )
     records = []
     try:
         for row in reader:
@@ -206,14 +232,18 @@ def _load_hf(path: Path, fields: Fields) -> list[Record]:
     try:
         import datasets as hf_datasets
     except ImportError:
-        raise InputError(path, "Hugging Face datasets is not installed (pip install 'dpaudit[hf]')") from None
+        raise InputError(
+            path, "Hugging Face datasets is not installed (pip install 'dpaudit[hf]')"
+        ) from None
     try:
         if path.exists():
             data = hf_datasets.load_from_disk(str(path))
         else:
             data = hf_datasets.load_dataset(str(path), split="train")
     except Exception as exc:
-        raise InputError(path, f"cannot load Hugging Face dataset: {str(exc).splitlines()[0]}") from None
+        raise InputError(
+            path, f"cannot load Hugging Face dataset: {str(exc).splitlines()[0]}"
+        ) from None
     if isinstance(data, hf_datasets.DatasetDict):
         if "train" not in data:
             raise InputError(path, f"dataset has no 'train' split (splits: {', '.join(data)})")
@@ -225,7 +255,9 @@ def _check_unique_ids(path: str | Path, records: list[Record]) -> None:
     seen: dict[str, int] = {}
     for i, rec in enumerate(records):
         if rec.id in seen:
-            raise InputError(path, f"duplicate id {rec.id!r} (records {seen[rec.id] + 1} and {i + 1})")
+            raise InputError(
+                path, f"duplicate id {rec.id!r} (records {seen[rec.id] + 1} and {i + 1})"
+            )
         if rec.id.startswith("canary-"):
             raise InputError(path, f"record id {rec.id!r} uses the reserved 'canary-' prefix")
         seen[rec.id] = i

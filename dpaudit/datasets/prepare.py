@@ -71,7 +71,9 @@ def _fields(config: RunConfig) -> Fields:
 
 
 def _rename(canaries: list[Canary], tag: str) -> list[Canary]:
-    return [dataclasses.replace(c, id=c.id.replace("canary-", f"canary-{tag}-", 1)) for c in canaries]
+    return [
+        dataclasses.replace(c, id=c.id.replace("canary-", f"canary-{tag}-", 1)) for c in canaries
+    ]
 
 
 def canary_label(canary_id: str, *, seed: int, num_labels: int) -> int:
@@ -84,7 +86,9 @@ def canary_label(canary_id: str, *, seed: int, num_labels: int) -> int:
     """
     import zlib
 
-    return int(np.random.default_rng([seed, zlib.crc32(canary_id.encode("utf-8"))]).integers(num_labels))
+    return int(
+        np.random.default_rng([seed, zlib.crc32(canary_id.encode("utf-8"))]).integers(num_labels)
+    )
 
 
 def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig) -> list[Record]:
@@ -93,9 +97,14 @@ def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig
     if config.train.task != "classification":
         return train
     return [
-        dataclasses.replace(r, label=canary_label(r.meta["canary_id"], seed=config.seed,
-                                                  num_labels=config.train.num_labels))
-        if "canary_id" in r.meta else r
+        dataclasses.replace(
+            r,
+            label=canary_label(
+                r.meta["canary_id"], seed=config.seed, num_labels=config.train.num_labels
+            ),
+        )
+        if "canary_id" in r.meta
+        else r
         for r in train
     ]
 
@@ -146,10 +155,15 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
         if d.path:
             records = load_records(d.path, format=d.format, fields=_fields(config))
         else:
-            records = synthesize(d.synth_domain, d.synth_n, config.seed, num_labels=config.train.num_labels)
+            records = synthesize(
+                d.synth_domain, d.synth_n, config.seed, num_labels=config.train.num_labels
+            )
             write_records(data_dir / "corpus.jsonl", records)
         split = split_records(
-            records, member_fraction=d.member_fraction, nonmember_fraction=d.nonmember_fraction, seed=config.seed
+            records,
+            member_fraction=d.member_fraction,
+            nonmember_fraction=d.nonmember_fraction,
+            seed=config.seed,
         )
         canaries = build_canaries(config)
         train = _train_list(split.select(records, "members"), canaries, config)
@@ -162,10 +176,10 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
 
             tok = train_bpe_tokenizer([r.text for r in records], vocab_size=d.vocab_size)
             tok.save_pretrained(str(data_dir / "tokenizer"))
-        record.outputs.update(
-            {p.name: sha256_file(p) for p in sorted(data_dir.glob("*.json*"))}
-        )
-    return PreparedData(records=records, split=split, canaries=canaries, train=train, data_dir=data_dir)
+        record.outputs.update({p.name: sha256_file(p) for p in sorted(data_dir.glob("*.json*"))})
+    return PreparedData(
+        records=records, split=split, canaries=canaries, train=train, data_dir=data_dir
+    )
 
 
 def load_prepared(run_path: str | Path) -> PreparedData:
@@ -175,7 +189,12 @@ def load_prepared(run_path: str | Path) -> PreparedData:
     data_dir = run.path / "data"
     cfg = manifest["config"]["data"]
     if cfg.get("path"):
-        fields = Fields(text=cfg["text_field"], label=cfg["label_field"], id=cfg["id_field"], user=cfg["user_field"])
+        fields = Fields(
+            text=cfg["text_field"],
+            label=cfg["label_field"],
+            id=cfg["id_field"],
+            user=cfg["user_field"],
+        )
         records = load_records(cfg["path"], format=cfg["format"], fields=fields)
     else:
         records = load_records(data_dir / "corpus.jsonl", format="jsonl")
@@ -183,10 +202,16 @@ def load_prepared(run_path: str | Path) -> PreparedData:
     canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
     from dpaudit.config import config_from_dict
 
-    train = _train_list(split.select(records, "members"), canaries, config_from_dict(manifest["config"]))
+    train = _train_list(
+        split.select(records, "members"), canaries, config_from_dict(manifest["config"])
+    )
     expected = read_json(data_dir / "train_ids.json")["ids"]
     if [r.id for r in train] != expected:
         from dpaudit.errors import DpauditError
 
-        raise DpauditError(f"{data_dir}: training list does not match train_ids.json (data changed since the run)")
-    return PreparedData(records=records, split=split, canaries=canaries, train=train, data_dir=data_dir)
+        raise DpauditError(
+            f"{data_dir}: training list does not match train_ids.json (data changed since the run)"
+        )
+    return PreparedData(
+        records=records, split=split, canaries=canaries, train=train, data_dir=data_dir
+    )

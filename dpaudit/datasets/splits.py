@@ -41,23 +41,36 @@ class Split:
         ids = getattr(self, part)
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise DpauditError(f"split names {len(missing)} ids absent from the data (e.g. {missing[0]!r})")
+            raise DpauditError(
+                f"split names {len(missing)} ids absent from the data (e.g. {missing[0]!r})"
+            )
         return [by_id[i] for i in ids]
 
     def save(self, path: str | Path) -> Path:
         return write_json(
             path,
-            {"seed": self.seed, "members": list(self.members), "nonmembers": list(self.nonmembers),
-             "population": list(self.population)},
+            {
+                "seed": self.seed,
+                "members": list(self.members),
+                "nonmembers": list(self.nonmembers),
+                "population": list(self.population),
+            },
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
         data = read_json(path)
         try:
-            return cls(tuple(data["members"]), tuple(data["nonmembers"]), tuple(data["population"]), int(data["seed"]))
+            return cls(
+                tuple(data["members"]),
+                tuple(data["nonmembers"]),
+                tuple(data["population"]),
+                int(data["seed"]),
+            )
         except (KeyError, TypeError, ValueError):
-            raise InputError(path, "not a dpaudit split file (needs members, nonmembers, population, seed)") from None
+            raise InputError(
+                path, "not a dpaudit split file (needs members, nonmembers, population, seed)"
+            ) from None
 
 
 def split_records(
@@ -68,8 +81,14 @@ def split_records(
     Raises:
         DpauditError: when a part would be empty.
     """
-    if not (0 < member_fraction < 1 and 0 < nonmember_fraction < 1 and member_fraction + nonmember_fraction <= 1):
-        raise DpauditError("member_fraction and nonmember_fraction must be in (0, 1) and sum to at most 1")
+    if not (
+        0 < member_fraction < 1
+        and 0 < nonmember_fraction < 1
+        and member_fraction + nonmember_fraction <= 1
+    ):
+        raise DpauditError(
+            "member_fraction and nonmember_fraction must be in (0, 1) and sum to at most 1"
+        )
     ids = sorted(r.id for r in records)
     n = len(ids)
     order = np.random.default_rng(seed).permutation(n)

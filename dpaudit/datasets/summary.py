@@ -29,6 +29,7 @@ class DatasetSummary:
 
     def lines(self) -> list[str]:
         """Human-readable lines (PII values are never printed, only counts)."""
+
         def stats(d: dict[str, float]) -> str:
             return f"min {d['min']:.0f}, median {d['median']:.0f}, mean {d['mean']:.1f}, max {d['max']:.0f}"
 
@@ -40,13 +41,21 @@ class DatasetSummary:
             f"duplicate texts    {self.duplicate_texts}",
         ]
         if self.labels:
-            out.append("labels             " + ", ".join(f"{k}: {v}" for k, v in sorted(self.labels.items())))
+            out.append(
+                "labels             "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(self.labels.items()))
+            )
         if self.canaries:
             out.append(f"canary records     {self.canaries}")
         if self.pii_by_kind:
             out.append(f"records with PII   {self.records_with_pii}")
-            out.append(f"distinct PII       {self.distinct_pii_values} (most repeated value occurs {self.max_pii_duplication}x)")
-            out.append("PII by kind        " + ", ".join(f"{k}: {v}" for k, v in sorted(self.pii_by_kind.items())))
+            out.append(
+                f"distinct PII       {self.distinct_pii_values} (most repeated value occurs {self.max_pii_duplication}x)"
+            )
+            out.append(
+                "PII by kind        "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(self.pii_by_kind.items()))
+            )
         else:
             out.append("PII spans          none recorded")
         return out
@@ -54,7 +63,12 @@ class DatasetSummary:
 
 def _stats(values: Sequence[int]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
-    return {"min": float(arr.min()), "median": float(np.median(arr)), "mean": float(arr.mean()), "max": float(arr.max())}
+    return {
+        "min": float(arr.min()),
+        "median": float(np.median(arr)),
+        "mean": float(arr.mean()),
+        "max": float(arr.max()),
+    }
 
 
 def summarize(records: Sequence[Record]) -> DatasetSummary:
@@ -78,7 +92,9 @@ def summarize(records: Sequence[Record]) -> DatasetSummary:
         fields=tuple(fields),
         chars=_stats([len(r.text) for r in records]),
         words=_stats([len(r.text.split()) for r in records]),
-        labels={str(k): v for k, v in Counter(r.label for r in records if r.label is not None).items()},
+        labels={
+            str(k): v for k, v in Counter(r.label for r in records if r.label is not None).items()
+        },
         pii_by_kind=dict(pii_kinds),
         records_with_pii=sum(1 for r in records if r.pii),
         distinct_pii_values=len(values),

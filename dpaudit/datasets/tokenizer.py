@@ -19,7 +19,9 @@ PAD = "<|pad|>"
 UNK = "<|unk|>"
 
 
-def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int = 2000, min_frequency: int = 2) -> Any:
+def train_bpe_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = 2000, min_frequency: int = 2
+) -> Any:
     """Train a byte-level BPE tokenizer on ``texts`` and return a fast HF tokenizer.
 
     Deterministic for the same texts and settings. The tokenizer adds no

@@ -46,7 +46,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
-def save_checkpoint(out_dir: str | Path, *, step: int, model: Any, optimizer: Any, state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    out_dir: str | Path, *, step: int, model: Any, optimizer: Any, state: dict[str, Any]
+) -> Path:
     """Save a checkpoint after ``step`` logical steps; return its directory.
 
     Args:
@@ -64,7 +66,11 @@ def save_checkpoint(out_dir: str | Path, *, step: int, model: Any, optimizer: An
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
     try:
-        params = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        params = {
+            n: p.detach().to("cpu").contiguous()
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
         save_file(params, str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         rng = {"torch_cpu": torch.get_rng_state()}
@@ -107,7 +113,9 @@ def load_checkpoint(path: str | Path, *, model: Any, optimizer: Any, device: Any
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
         missing = sorted(set(params) ^ set(saved))[:3]
-        raise DpauditError(f"{path}: checkpoint parameters do not match the model (e.g. {', '.join(missing)})")
+        raise DpauditError(
+            f"{path}: checkpoint parameters do not match the model (e.g. {', '.join(missing)})"
+        )
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(saved[name].to(p.device, p.dtype))

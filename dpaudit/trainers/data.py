@@ -34,7 +34,9 @@ STREAM_SHUFFLE = 3
 
 def derive_seed(seed: int, stream: int, index: int) -> int:
     """A 63-bit seed for (run seed, random stream, step), independent across streams."""
-    state = np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(
+        1, np.uint64
+    )[0]
     return int(state >> np.uint64(1))
 
 
@@ -57,7 +59,12 @@ class EncodedExamples:
 
 
 def encode_records(
-    records: Sequence[Record], tokenizer: Any, *, max_length: int, task: str, num_labels: int | None = None
+    records: Sequence[Record],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    task: str,
+    num_labels: int | None = None,
 ) -> EncodedExamples:
     """Tokenize records with the tokenizer's default special tokens, truncated to ``max_length``.
 
@@ -77,12 +84,16 @@ def encode_records(
     if task == "classification":
         bad = [r.id for r in records if r.label is None]
         if bad:
-            raise DpauditError(f"record {bad[0]!r} has no label; train.task = classification needs Record.label")
+            raise DpauditError(
+                f"record {bad[0]!r} has no label; train.task = classification needs Record.label"
+            )
         labels = tuple(int(r.label) for r in records)  # type: ignore[arg-type]
         if num_labels is not None:
             out = [r.id for r in records if not 0 <= int(r.label) < num_labels]  # type: ignore[arg-type]
             if out:
-                raise DpauditError(f"record {out[0]!r}: label outside 0..{num_labels - 1} (train.num_labels = {num_labels})")
+                raise DpauditError(
+                    f"record {out[0]!r}: label outside 0..{num_labels - 1} (train.num_labels = {num_labels})"
+                )
     return EncodedExamples(tuple(r.id for r in records), tuple(tuple(x) for x in encoded), labels)
 
 

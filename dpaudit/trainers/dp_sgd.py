@@ -110,9 +110,11 @@ class TrainResult:
         if led.mechanism == "none":
             head = f"non-private, {self.steps} steps (q = {led.sample_rate:.3g})"
         else:
-            head = (f"DP-SGD ε = {self.epsilon:.3g} ({self.primary_accountant}, δ = {led.delta:g}), "
-                    f"σ = {led.noise_multiplier:.3g}, C = {led.max_grad_norm}, q = {led.sample_rate:.3g}, "
-                    f"{self.steps} steps")
+            head = (
+                f"DP-SGD ε = {self.epsilon:.3g} ({self.primary_accountant}, δ = {led.delta:g}), "
+                f"σ = {led.noise_multiplier:.3g}, C = {led.max_grad_norm}, q = {led.sample_rate:.3g}, "
+                f"{self.steps} steps"
+            )
         m = self.metrics
         if "eval_perplexity" in m:
             head += f"; held-out perplexity {m['eval_perplexity']:.4g}"
@@ -121,14 +123,24 @@ class TrainResult:
         return head if self.completed else head + f" (stopped at {self.steps}/{self.planned_steps})"
 
 
-def training_recipe(records: Sequence[Record], *, config: TrainConfig, tokenizer: Any, seed: int,
-                    max_length: int, device_type: str, hooks_key: str | None = None) -> dict[str, Any]:
+def training_recipe(
+    records: Sequence[Record],
+    *,
+    config: TrainConfig,
+    tokenizer: Any,
+    seed: int,
+    max_length: int,
+    device_type: str,
+    hooks_key: str | None = None,
+) -> dict[str, Any]:
     """A flat JSON mapping of everything that determines a run's result.
 
     A checkpoint or completed run is only continued or reused when its recipe
     equals the current one.
     """
-    cfg = {f"train.{k}": v for k, v in dataclasses.asdict(config).items() if k not in NON_RECIPE_FIELDS}
+    cfg = {
+        f"train.{k}": v for k, v in dataclasses.asdict(config).items() if k not in NON_RECIPE_FIELDS
+    }
     data = json.dumps([[r.id, r.text, r.label] for r in records], ensure_ascii=False)
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     recipe = {
@@ -195,35 +207,66 @@ def train_model(
         raise DpauditError("the tokenizer has no pad token")
     device = resolve_device(config.device)
     precision = check_precision(device, config.precision)
-    recipe = training_recipe(records, config=config, tokenizer=tokenizer, seed=seed, max_length=max_length,
-                             device_type=device.type, hooks_key=hooks.recipe_key)
+    recipe = training_recipe(
+        records,
+        config=config,
+        tokenizer=tokenizer,
+        seed=seed,
+        max_length=max_length,
+        device_type=device.type,
+        hooks_key=hooks.recipe_key,
+    )
     ckpt = latest_checkpoint(out_dir)
     if (out_dir / COMPLETE_FILE).is_file():
         if not resume:
-            raise DpauditError(f"{out_dir}: already holds a finished training run; resume or choose another directory")
-        _check_recipe(read_json(out_dir / COMPLETE_FILE).get("recipe", {}), recipe, out_dir / COMPLETE_FILE)
+            raise DpauditError(
+                f"{out_dir}: already holds a finished training run; resume or choose another directory"
+            )
+        _check_recipe(
+            read_json(out_dir / COMPLETE_FILE).get("recipe", {}), recipe, out_dir / COMPLETE_FILE
+        )
         return load_result(out_dir)
     if ckpt is not None and not resume:
-        raise DpauditError(f"{out_dir}: holds an unfinished training run; resume it or choose another directory")
+        raise DpauditError(
+            f"{out_dir}: holds an unfinished training run; resume it or choose another directory"
+        )
 
-    examples = encode_records(records, tokenizer, max_length=max_length, task=config.task,
-                              num_labels=config.num_labels)
+    examples = encode_records(
+        records, tokenizer, max_length=max_length, task=config.task, num_labels=config.num_labels
+    )
     plan = plan_privacy(config, len(examples), dp=dp)
     built = build_model(config, tokenizer, seed=seed, max_length=max_length)
-    runner = StepRunner(built=built, examples=examples, plan=plan, config=config, device=device, seed=seed,
-                        pad_id=tokenizer.pad_token_id, hooks=hooks)
+    runner = StepRunner(
+        built=built,
+        examples=examples,
+        plan=plan,
+        config=config,
+        device=device,
+        seed=seed,
+        pad_id=tokenizer.pad_token_id,
+        hooks=hooks,
+    )
     start, log = 0, []
     if ckpt is not None:
         _check_recipe(read_state(ckpt).get("recipe", {}), recipe, ckpt)
         state = load_checkpoint(ckpt, model=runner.model, optimizer=runner.optimizer, device=device)
         start, log = int(state["step"]), list(state.get("log", []))
     else:
-        torch.manual_seed(seed)  # the global stream (dropout of hub models) starts from the seed too
+        torch.manual_seed(
+            seed
+        )  # the global stream (dropout of hub models) starts from the seed too
 
     live = LiveEpsilon(plan)
     label = "DP-SGD" if dp else "non-private"
-    bar = tqdm(total=plan.steps, initial=start, disable=not progress, desc=f"{label} {out_dir.name}",
-               unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=plan.steps,
+        initial=start,
+        disable=not progress,
+        desc=f"{label} {out_dir.name}",
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     stopped = False
     done = start
     try:
@@ -232,8 +275,16 @@ def train_model(
             loss, size = runner.run_step(step)
             done = step + 1
             eps = live(done)
-            log.append({"step": done, "loss": loss, "lot_size": size, "epsilon_rdp": eps, "lr": runner.lr,
-                        "seconds": time.perf_counter() - t})
+            log.append(
+                {
+                    "step": done,
+                    "loss": loss,
+                    "lot_size": size,
+                    "epsilon_rdp": eps,
+                    "lr": runner.lr,
+                    "seconds": time.perf_counter() - t,
+                }
+            )
             bar.update(1)
             bar.set_postfix(loss="-" if loss is None else f"{loss:.3f}", eps_rdp=f"{eps:.2f}")
             try:
@@ -248,11 +299,23 @@ def train_model(
         bar.close()
     if stopped:
         partial = make_ledger(plan, done, accountants=(plan.accountant,))
-        return TrainResult(out_dir, partial, {}, done, plan.steps, False, time.perf_counter() - started,
-                           str(device), plan.accountant, examples.ids)
+        return TrainResult(
+            out_dir,
+            partial,
+            {},
+            done,
+            plan.steps,
+            False,
+            time.perf_counter() - started,
+            str(device),
+            plan.accountant,
+            examples.ids,
+        )
 
     model = runner.unwrap()
-    metrics = _metrics(model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log)
+    metrics = _metrics(
+        model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
+    )
     _save_model(model, built, tokenizer, out_dir)
     write_json(out_dir / IDS_FILE, {"ids": list(examples.ids)})
     _write_log(out_dir, log)
@@ -260,11 +323,29 @@ def train_model(
     ledger = make_ledger(plan, done)
     write_privacy(out_dir / PRIVACY_FILE, plan, ledger, complete=True)
     seconds = time.perf_counter() - started
-    write_json(out_dir / COMPLETE_FILE, {"recipe": recipe, "steps": done, "device": str(device),
-                                         "seconds": seconds, "finished": _now()})
+    write_json(
+        out_dir / COMPLETE_FILE,
+        {
+            "recipe": recipe,
+            "steps": done,
+            "device": str(device),
+            "seconds": seconds,
+            "finished": _now(),
+        },
+    )
     remove_checkpoints(out_dir)
-    return TrainResult(out_dir, ledger, metrics, done, plan.steps, True, seconds, str(device), plan.accountant,
-                       examples.ids)
+    return TrainResult(
+        out_dir,
+        ledger,
+        metrics,
+        done,
+        plan.steps,
+        True,
+        seconds,
+        str(device),
+        plan.accountant,
+        examples.ids,
+    )
 
 
 def load_result(out_dir: str | Path) -> TrainResult:
@@ -273,9 +354,18 @@ def load_result(out_dir: str | Path) -> TrainResult:
     done = read_json(out_dir / COMPLETE_FILE)
     ledger, privacy = read_privacy(out_dir / PRIVACY_FILE)
     ids = read_json(out_dir / IDS_FILE)["ids"]
-    return TrainResult(out_dir, ledger, read_json(out_dir / METRICS_FILE), int(done["steps"]),
-                       int(privacy.get("planned_steps", done["steps"])), True, 0.0, str(done.get("device")),
-                       str(privacy.get("primary_accountant", "pld")), tuple(ids))
+    return TrainResult(
+        out_dir,
+        ledger,
+        read_json(out_dir / METRICS_FILE),
+        int(done["steps"]),
+        int(privacy.get("planned_steps", done["steps"])),
+        True,
+        0.0,
+        str(done.get("device")),
+        str(privacy.get("primary_accountant", "pld")),
+        tuple(ids),
+    )
 
 
 def _check_recipe(saved: dict[str, Any], recipe: dict[str, Any], where: Path) -> None:
@@ -285,9 +375,16 @@ def _check_recipe(saved: dict[str, Any], recipe: dict[str, Any], where: Path) ->
         raise DpauditError(f"{where}: saved run has a different recipe: {diffs[0]}{more}")
 
 
-def _checkpoint(out_dir: Path, runner: Any, plan: PrivacyPlan, recipe: dict, log: list, done: int) -> None:
-    save_checkpoint(out_dir, step=done, model=runner.model, optimizer=runner.optimizer,
-                    state={"recipe": recipe, "log": log})
+def _checkpoint(
+    out_dir: Path, runner: Any, plan: PrivacyPlan, recipe: dict, log: list, done: int
+) -> None:
+    save_checkpoint(
+        out_dir,
+        step=done,
+        model=runner.model,
+        optimizer=runner.optimizer,
+        state={"recipe": recipe, "log": log},
+    )
     _write_log(out_dir, log)
     partial = make_ledger(plan, done, accountants=(plan.accountant,))
     write_privacy(out_dir / PRIVACY_FILE, plan, partial, complete=False)
@@ -297,28 +394,59 @@ def _write_log(out_dir: Path, log: list[dict[str, Any]]) -> None:
     atomic_write_text(out_dir / LOG_FILE, "".join(dumps(entry, indent=None) for entry in log))
 
 
-def _metrics(model: Any, built: Any, examples: Any, eval_records: Sequence[Record], tokenizer: Any,
-             config: TrainConfig, max_length: int, device: Any, precision: str, log: list) -> dict[str, Any]:
+def _metrics(
+    model: Any,
+    built: Any,
+    examples: Any,
+    eval_records: Sequence[Record],
+    tokenizer: Any,
+    config: TrainConfig,
+    max_length: int,
+    device: Any,
+    precision: str,
+    log: list,
+) -> dict[str, Any]:
     from dpaudit.trainers.data import encode_records
     from dpaudit.trainers.evaluate import evaluate
     from dpaudit.trainers.models import count_parameters
 
-    kwargs = dict(task=built.task, pad_id=tokenizer.pad_token_id, input_names=built.input_names, device=device,
-                  precision=precision, batch_size=config.physical_batch_size)
-    metrics: dict[str, Any] = {f"train_{k}": v for k, v in evaluate(model, examples, **kwargs).items()}
+    kwargs = dict(
+        task=built.task,
+        pad_id=tokenizer.pad_token_id,
+        input_names=built.input_names,
+        device=device,
+        precision=precision,
+        batch_size=config.physical_batch_size,
+    )
+    metrics: dict[str, Any] = {
+        f"train_{k}": v for k, v in evaluate(model, examples, **kwargs).items()
+    }
     eval_records = list(eval_records)
     if eval_records:
-        held_out = encode_records(eval_records, tokenizer, max_length=max_length, task=config.task,
-                                  num_labels=config.num_labels)
+        held_out = encode_records(
+            eval_records,
+            tokenizer,
+            max_length=max_length,
+            task=config.task,
+            num_labels=config.num_labels,
+        )
         metrics.update({f"eval_{k}": v for k, v in evaluate(model, held_out, **kwargs).items()})
     losses = [e["loss"] for e in log if e["loss"] is not None]
     trainable, total = count_parameters(model)
     step_seconds = [e["seconds"] for e in log]
     metrics.update(
-        task=built.task, mode=built.mode, n_train=len(examples), n_eval=len(eval_records),
-        first_step_loss=losses[0] if losses else None, last_step_loss=losses[-1] if losses else None,
-        steps=len(log), seconds_per_step=sum(step_seconds) / len(step_seconds) if step_seconds else None,
-        trainable_parameters=trainable, total_parameters=total, device=str(device), precision=precision,
+        task=built.task,
+        mode=built.mode,
+        n_train=len(examples),
+        n_eval=len(eval_records),
+        first_step_loss=losses[0] if losses else None,
+        last_step_loss=losses[-1] if losses else None,
+        steps=len(log),
+        seconds_per_step=sum(step_seconds) / len(step_seconds) if step_seconds else None,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        device=str(device),
+        precision=precision,
         lora_targets=list(built.lora_targets),
     )
     return metrics

@@ -44,13 +44,19 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, n, batch_size):
             idx = list(range(start, min(n, start + batch_size)))
-            inputs, targets = collate(examples, idx, pad_id=pad_id, task=task, input_names=input_names, device=device)
+            inputs, targets = collate(
+                examples, idx, pad_id=pad_id, task=task, input_names=input_names, device=device
+            )
             with autocast(device, precision):
                 logits = model(**inputs).logits.float()
             if task == "causal_lm":
                 tgt = targets[:, 1:]
-                tok = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), tgt.reshape(-1),
-                                      reduction="none", ignore_index=-100).view(tgt.shape)
+                tok = F.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)),
+                    tgt.reshape(-1),
+                    reduction="none",
+                    ignore_index=-100,
+                ).view(tgt.shape)
                 count = (tgt != -100).sum(dim=1)
                 tok_sum += float(tok.sum())
                 tok_count += int(count.sum())
@@ -62,11 +68,17 @@ def evaluate(
     model.train(was_training)
     if task == "causal_lm":
         loss = tok_sum / tok_count if tok_count else math.nan
-        return {"loss": loss, "perplexity": math.exp(loss) if tok_count else math.nan,
-                "example_loss": float(np.mean(ex_losses)) if ex_losses else math.nan, "tokens": float(tok_count)}
-    return {"loss": float(np.mean(ex_losses)) if ex_losses else math.nan,
-            "accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels))) if preds else math.nan,
-            "f1": macro_f1(labels, preds)}
+        return {
+            "loss": loss,
+            "perplexity": math.exp(loss) if tok_count else math.nan,
+            "example_loss": float(np.mean(ex_losses)) if ex_losses else math.nan,
+            "tokens": float(tok_count),
+        }
+    return {
+        "loss": float(np.mean(ex_losses)) if ex_losses else math.nan,
+        "accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels))) if preds else math.nan,
+        "f1": macro_f1(labels, preds),
+    }
 
 
 def macro_f1(labels: list[int], preds: list[int]) -> float:

@@ -70,7 +70,9 @@ class TrainHooks:
         """
         return claimed
 
-    def on_per_sample_grads(self, *, step: int, params: Sequence[Any], example_ids: Sequence[str]) -> None:
+    def on_per_sample_grads(
+        self, *, step: int, params: Sequence[Any], example_ids: Sequence[str]
+    ) -> None:
         """Called after the backward pass of a physical batch, before clipping.
 
         Each ``p`` in ``params`` carries ``p.grad_sample`` of shape
@@ -86,7 +88,9 @@ class TrainHooks:
             example_ids: record ids of the rows of ``grad_sample``.
         """
 
-    def on_noisy_grads(self, *, step: int, params: Sequence[Any], expected_batch_size: float) -> None:
+    def on_noisy_grads(
+        self, *, step: int, params: Sequence[Any], expected_batch_size: float
+    ) -> None:
         """Called once per logical step after Opacus adds the noise, before the optimizer update.
 
         Each ``p`` in ``params`` carries in ``p.grad`` the privatized gradient

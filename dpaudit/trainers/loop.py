@@ -56,8 +56,9 @@ def example_losses(logits: Any, targets: Any, task: str) -> Any:
         return F.cross_entropy(logits.float(), targets, reduction="none")
     shifted = logits[:, :-1].float()
     tgt = targets[:, 1:]
-    tok = F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), tgt.reshape(-1), reduction="none",
-                          ignore_index=-100).view(tgt.shape)
+    tok = F.cross_entropy(
+        shifted.reshape(-1, shifted.size(-1)), tgt.reshape(-1), reduction="none", ignore_index=-100
+    ).view(tgt.shape)
     count = (tgt != -100).sum(dim=1).clamp(min=1)
     return tok.sum(dim=1) / count
 
@@ -92,8 +93,14 @@ class LiveEpsilon:
             from opacus.accountants.analysis.rdp import compute_rdp
 
             self.orders = RDPAccountant.DEFAULT_ALPHAS
-            self.per_step = np.asarray(compute_rdp(q=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-                                                   steps=1, orders=self.orders))
+            self.per_step = np.asarray(
+                compute_rdp(
+                    q=plan.sample_rate,
+                    noise_multiplier=plan.noise_multiplier,
+                    steps=1,
+                    orders=self.orders,
+                )
+            )
 
     def __call__(self, steps: int) -> float:
         if not self.plan.dp or self.per_step is None:
@@ -102,7 +109,9 @@ class LiveEpsilon:
             return 0.0
         from opacus.accountants.analysis.rdp import get_privacy_spent
 
-        eps, _ = get_privacy_spent(orders=self.orders, rdp=self.per_step * steps, delta=self.plan.delta)
+        eps, _ = get_privacy_spent(
+            orders=self.orders, rdp=self.per_step * steps, delta=self.plan.delta
+        )
         return float(eps)
 
 
@@ -120,8 +129,18 @@ class StepRunner:
         hooks: extension points (:class:`TrainHooks`).
     """
 
-    def __init__(self, *, built: BuiltModel, examples: EncodedExamples, plan: PrivacyPlan, config: TrainConfig,
-                 device: Any, seed: int, pad_id: int, hooks: TrainHooks | None = None):
+    def __init__(
+        self,
+        *,
+        built: BuiltModel,
+        examples: EncodedExamples,
+        plan: PrivacyPlan,
+        config: TrainConfig,
+        device: Any,
+        seed: int,
+        pad_id: int,
+        hooks: TrainHooks | None = None,
+    ):
         import torch
 
         self.built, self.examples, self.plan, self.config = built, examples, plan, config
@@ -138,7 +157,9 @@ class StepRunner:
         self.model = built.model.to(device)
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         self.expected_batch = self.mechanism.sample_rate * n
         self.train_module: Any = self.model
         self.criterion = _make_criterion(built.task)
@@ -162,7 +183,9 @@ class StepRunner:
         self.ghost = mode == "ghost"
         if self.ghost:
             if self.hooks.wants_per_sample_grads:
-                raise DpauditError("ghost clipping never materialises per-example gradients; use grad_sample_mode = hooks")
+                raise DpauditError(
+                    "ghost clipping never materialises per-example gradients; use grad_sample_mode = hooks"
+                )
             _refuse_tied_trainable_embeddings(self.model)
         self.noise_gen = torch.Generator(device=self.device)
         from opacus import PrivacyEngine
@@ -175,13 +198,21 @@ class StepRunner:
             loader = DataLoader(range(len(self.examples)), batch_size=self.plan.batch_size)
             try:
                 out = engine.make_private(
-                    module=self.model, optimizer=self.optimizer, criterion=self.criterion, data_loader=loader,
-                    noise_multiplier=self.mechanism.noise_multiplier, max_grad_norm=self.mechanism.max_grad_norm,
-                    poisson_sampling=False, grad_sample_mode=mode, noise_generator=self.noise_gen,
+                    module=self.model,
+                    optimizer=self.optimizer,
+                    criterion=self.criterion,
+                    data_loader=loader,
+                    noise_multiplier=self.mechanism.noise_multiplier,
+                    max_grad_norm=self.mechanism.max_grad_norm,
+                    poisson_sampling=False,
+                    grad_sample_mode=mode,
+                    noise_generator=self.noise_gen,
                     loss_reduction="mean",
                 )
             except (NotImplementedError, ValueError) as exc:
-                raise DpauditError(f"Opacus cannot make this model private: {str(exc).splitlines()[0]}") from None
+                raise DpauditError(
+                    f"Opacus cannot make this model private: {str(exc).splitlines()[0]}"
+                ) from None
         if self.ghost:
             self.train_module, self.optimizer, self.criterion, _ = out
         else:
@@ -193,7 +224,9 @@ class StepRunner:
         self.optimizer.expected_batch_size = self.expected_batch
 
     def _noisy_grads(self, optimizer: Any) -> None:
-        self.hooks.on_noisy_grads(step=self._step, params=optimizer.params, expected_batch_size=self.expected_batch)
+        self.hooks.on_noisy_grads(
+            step=self._step, params=optimizer.params, expected_batch_size=self.expected_batch
+        )
 
     # ------------------------------------------------------------------ steps
     def lot(self, step: int) -> list[int]:
@@ -211,8 +244,14 @@ class StepRunner:
         loss_sum = 0.0
         for j, chunk in enumerate(chunks):
             last = j == len(chunks) - 1
-            inputs, targets = collate(self.examples, chunk, pad_id=self.pad_id, task=self.built.task,
-                                      input_names=self.built.input_names, device=self.device)
+            inputs, targets = collate(
+                self.examples,
+                chunk,
+                pad_id=self.pad_id,
+                task=self.built.task,
+                input_names=self.built.input_names,
+                device=self.device,
+            )
             with autocast(self.device, self.config.precision):
                 logits = self.train_module(**inputs).logits
             if self.plan.dp:
@@ -224,7 +263,9 @@ class StepRunner:
                 loss_sum += float(loss.item()) * len(chunk)
                 if self.hooks.wants_per_sample_grads:
                     ids = [self.examples.ids[i] for i in chunk]
-                    self.hooks.on_per_sample_grads(step=step, params=self.optimizer.params, example_ids=ids)
+                    self.hooks.on_per_sample_grads(
+                        step=step, params=self.optimizer.params, example_ids=ids
+                    )
                 self.optimizer.signal_skip_step(do_skip=not last)
                 if last:
                     self.noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
@@ -243,8 +284,11 @@ class StepRunner:
         """An empty Poisson lot: the update is noise alone (private) or a zero gradient."""
         import torch
 
-        params = list(self.optimizer.params) if self.plan.dp else [
-            p for g in self.optimizer.param_groups for p in g["params"]]
+        params = (
+            list(self.optimizer.params)
+            if self.plan.dp
+            else [p for g in self.optimizer.param_groups for p in g["params"]]
+        )
         for p in params:
             if self.plan.dp and not self.ghost:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
@@ -274,8 +318,15 @@ def _refuse_tied_trainable_embeddings(model: Any) -> None:
     if get_in is None or get_out is None:
         return
     emb_in, emb_out = get_in(), get_out()
-    if emb_in is not None and emb_out is not None and emb_in.weight is emb_out.weight and emb_in.weight.requires_grad:
-        raise DpauditError("Opacus ghost clipping refuses tied input/output embeddings; use grad_sample_mode = hooks")
+    if (
+        emb_in is not None
+        and emb_out is not None
+        and emb_in.weight is emb_out.weight
+        and emb_in.weight.requires_grad
+    ):
+        raise DpauditError(
+            "Opacus ghost clipping refuses tied input/output embeddings; use grad_sample_mode = hooks"
+        )
 
 
 def timed_steps(runner: StepRunner, steps: Sequence[int]) -> list[float]:

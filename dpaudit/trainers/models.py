@@ -82,12 +82,16 @@ def resolve_device(spec: str) -> Any:
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
-        raise DpauditError(f"train.device = {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise DpauditError(
+            f"train.device = {spec!r} is not a device (use auto, cpu, cuda or cuda:N)"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DpauditError(f"train.device = {spec!r} but no CUDA device is visible")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DpauditError(f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise DpauditError(
+                f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     elif device.type != "cpu":
         raise DpauditError(f"train.device = {spec!r}: only cpu and cuda devices are supported")
     return device
@@ -115,7 +119,9 @@ def check_precision(device: Any, precision: str) -> str:
     if device.type != "cuda":
         return "fp32"
     if precision == "fp16":
-        raise DpauditError("train.precision = fp16 needs loss scaling, which per-example clipping does not support; use bf16")
+        raise DpauditError(
+            "train.precision = fp16 needs loss scaling, which per-example clipping does not support; use bf16"
+        )
     return precision
 
 
@@ -140,14 +146,18 @@ def build_model(config: TrainConfig, tokenizer: Any, *, seed: int, max_length: i
         _fit_vocabulary(model, tokenizer)
     max_positions = _max_positions(model.config)
     if max_positions is not None and max_length > max_positions:
-        raise DpauditError(f"data.max_length = {max_length} exceeds the {max_positions} positions of model {config.model!r}")
+        raise DpauditError(
+            f"data.max_length = {max_length} exceeds the {max_positions} positions of model {config.model!r}"
+        )
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     params = inspect.signature(model.forward).parameters
     input_names = tuple(n for n in ("position_ids",) if n in params)
     if "token_type_ids" in params and getattr(model.config, "type_vocab_size", None):
         input_names += ("token_type_ids",)  # BERT-like; GPT-2 would embed them with wte
-    built = BuiltModel(model, config.task, config.mode, input_names, (), max_positions=max_positions)
+    built = BuiltModel(
+        model, config.task, config.mode, input_names, (), max_positions=max_positions
+    )
     return apply_mode(built, config)
 
 
@@ -164,23 +174,46 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
     positions = max(128, max_length)
     special = {
         "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else tokenizer.eos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
     if config.model == "embedded:gpt2-tiny":
         cfg = GPT2Config(
-            vocab_size=vocab, n_embd=128, n_layer=2, n_head=4, n_positions=positions,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-            num_labels=config.num_labels, **special,
+            vocab_size=vocab,
+            n_embd=128,
+            n_layer=2,
+            n_head=4,
+            n_positions=positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            num_labels=config.num_labels,
+            **special,
         )
-        return GPT2LMHeadModel(cfg) if config.task == "causal_lm" else GPT2ForSequenceClassification(cfg)
+        return (
+            GPT2LMHeadModel(cfg)
+            if config.task == "causal_lm"
+            else GPT2ForSequenceClassification(cfg)
+        )
     if config.model == "embedded:bert-tiny":
         if config.task != "classification":
-            raise DpauditError("embedded:bert-tiny is a classifier; use train.task = classification or embedded:gpt2-tiny")
+            raise DpauditError(
+                "embedded:bert-tiny is a classifier; use train.task = classification or embedded:gpt2-tiny"
+            )
         cfg = BertConfig(
-            vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=512, max_position_embeddings=positions, hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0, num_labels=config.num_labels, tie_word_embeddings=False,
+            vocab_size=vocab,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=positions,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            num_labels=config.num_labels,
+            tie_word_embeddings=False,
             **special,
         )
         return BertForSequenceClassification(cfg)
@@ -223,7 +256,9 @@ def load_pretrained(name_or_path: str | Path, *, task: str, num_labels: int | No
 def _check_weights_dir(path: Path) -> None:
     if not (path / "config.json").is_file():
         if (path / "adapter_config.json").is_file():
-            raise DpauditError(f"{path}: a PEFT adapter directory; point train.model at a full model (merge the adapter first)")
+            raise DpauditError(
+                f"{path}: a PEFT adapter directory; point train.model at a full model (merge the adapter first)"
+            )
         raise DpauditError(f"{path}: no config.json; not a Hugging Face model directory")
     if any(path.glob("*.safetensors")):
         return
@@ -278,7 +313,9 @@ def apply_mode(built: BuiltModel, config: TrainConfig) -> BuiltModel:
                 p.requires_grad_(True)
     built.trainable = tuple(n for n, p in built.model.named_parameters() if p.requires_grad)
     if not built.trainable:
-        raise DpauditError(f"train.mode = {config.mode}: no trainable parameters in {config.model!r}")
+        raise DpauditError(
+            f"train.mode = {config.mode}: no trainable parameters in {config.model!r}"
+        )
     return built
 
 
@@ -297,10 +334,14 @@ def _wrap_lora(model: Any, config: TrainConfig) -> tuple[Any, tuple[str, ...]]:
     )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecations raised inside PEFT
+            warnings.simplefilter(
+                "ignore", FutureWarning
+            )  # transformers deprecations raised inside PEFT
             peft_model = get_peft_model(model, lora)
     except ValueError as exc:
-        raise DpauditError(f"train.mode = lora: {str(exc).splitlines()[0]} (set train.lora_targets)") from None
+        raise DpauditError(
+            f"train.mode = lora: {str(exc).splitlines()[0]} (set train.lora_targets)"
+        ) from None
     targets = peft_model.peft_config["default"].target_modules
     return peft_model, tuple(sorted(targets)) if targets else ()
 

@@ -94,36 +94,78 @@ def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
     if n < 1:
         raise DpauditError("no training examples")
     if config.batch_size > n:
-        raise DpauditError(f"train.batch_size = {config.batch_size} exceeds the {n} training examples")
+        raise DpauditError(
+            f"train.batch_size = {config.batch_size} exceeds the {n} training examples"
+        )
     q = config.batch_size / n
-    steps = max(1, math.floor(config.epochs * n / config.batch_size + 0.5))  # epochs / q, rounded half up
+    steps = max(
+        1, math.floor(config.epochs * n / config.batch_size + 0.5)
+    )  # epochs / q, rounded half up
     if config.delta is not None:
         delta, delta_source = float(config.delta), "config"
     else:
         delta, delta_source = default_delta(n), "default 1/n^1.1"
     if not dp:
-        return PrivacyPlan(False, n, config.batch_size, q, steps, config.epochs, 0.0, None, delta,
-                           delta_source, config.accountant, "none", None, config.poisson_sampling)
+        return PrivacyPlan(
+            False,
+            n,
+            config.batch_size,
+            q,
+            steps,
+            config.epochs,
+            0.0,
+            None,
+            delta,
+            delta_source,
+            config.accountant,
+            "none",
+            None,
+            config.poisson_sampling,
+        )
     if config.noise_multiplier is not None:
         sigma, source, target = float(config.noise_multiplier), "config", None
     else:
         from dpaudit.accounting import calibrate_noise
 
         try:
-            sigma = float(calibrate_noise(
-                target_epsilon=config.target_epsilon, delta=delta, sampling_rate=q, steps=steps,
-                accountant=config.accountant, allow_approximate=config.allow_approximate_accountant,
-            ))
+            sigma = float(
+                calibrate_noise(
+                    target_epsilon=config.target_epsilon,
+                    delta=delta,
+                    sampling_rate=q,
+                    steps=steps,
+                    accountant=config.accountant,
+                    allow_approximate=config.allow_approximate_accountant,
+                )
+            )
         except DpauditError:
             raise
         except (ValueError, RuntimeError) as exc:
-            raise DpauditError(f"cannot calibrate noise for ε = {config.target_epsilon}: {exc}") from None
+            raise DpauditError(
+                f"cannot calibrate noise for ε = {config.target_epsilon}: {exc}"
+            ) from None
         source, target = "calibrated", float(config.target_epsilon)
-    return PrivacyPlan(True, n, config.batch_size, q, steps, config.epochs, sigma, float(config.max_grad_norm),
-                       delta, delta_source, config.accountant, source, target, config.poisson_sampling)
+    return PrivacyPlan(
+        True,
+        n,
+        config.batch_size,
+        q,
+        steps,
+        config.epochs,
+        sigma,
+        float(config.max_grad_norm),
+        delta,
+        delta_source,
+        config.accountant,
+        source,
+        target,
+        config.poisson_sampling,
+    )
 
 
-def make_ledger(plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, ...] = ALL_ACCOUNTANTS) -> Any:
+def make_ledger(
+    plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, ...] = ALL_ACCOUNTANTS
+) -> Any:
     """The :class:`~dpaudit.accounting.PrivacyLedger` of ``steps_done`` steps of ``plan``.
 
     ε comes from :func:`~dpaudit.accounting.compute_epsilons` for exactly
@@ -139,11 +181,21 @@ def make_ledger(plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, .
     elif steps_done == 0:
         eps, errors = {name: 0.0 for name in accountants}, {}
     else:
-        eps, errors = compute_epsilons(sampling_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-                                       steps=steps_done, delta=plan.delta, accountants=accountants)
+        eps, errors = compute_epsilons(
+            sampling_rate=plan.sample_rate,
+            noise_multiplier=plan.noise_multiplier,
+            steps=steps_done,
+            delta=plan.delta,
+            accountants=accountants,
+        )
     return PrivacyLedger(
-        mechanism=plan.mechanism, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm, steps=steps_done, delta=plan.delta, epsilons=dict(eps),
+        mechanism=plan.mechanism,
+        sample_rate=plan.sample_rate,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        steps=steps_done,
+        delta=plan.delta,
+        epsilons=dict(eps),
         errors=dict(errors),
     )
 

@@ -113,18 +113,30 @@ def train_references(
         ref_dir, ref_seed = out_dir / f"ref-{j}", reference_seed(seed, j)
         if (ref_dir / COMPLETE_FILE).is_file():
             saved = read_json(ref_dir / COMPLETE_FILE).get("recipe")
-            recipe = training_recipe(members, config=config, tokenizer=tokenizer, seed=ref_seed,
-                                     max_length=max_length, device_type=saved.get("device_type", device_type)
-                                     if isinstance(saved, dict) else device_type)
+            recipe = training_recipe(
+                members,
+                config=config,
+                tokenizer=tokenizer,
+                seed=ref_seed,
+                max_length=max_length,
+                device_type=saved.get("device_type", device_type)
+                if isinstance(saved, dict)
+                else device_type,
+            )
             if saved != recipe:
-                raise DpauditError(f"{ref_dir}: trained with a different recipe; remove it to retrain")
+                raise DpauditError(
+                    f"{ref_dir}: trained with a different recipe; remove it to retrain"
+                )
             continue
         jobs.append((j, members, ref_dir, ref_seed))
 
     steps = [max(1, int(config.epochs * len(m) / config.batch_size + 0.5)) for _, m, _, _ in jobs]
     if progress:
-        print(f"references: {k} models, {k - len(jobs)} already trained, {len(jobs)} to train "
-              f"({sum(steps)} steps in all)", file=sys.stderr)
+        print(
+            f"references: {k} models, {k - len(jobs)} already trained, {len(jobs)} to train "
+            f"({sum(steps)} steps in all)",
+            file=sys.stderr,
+        )
     fan = list(devices) if devices is not None else _visible_gpus(config)
     if len(fan) > 1 and jobs:
         _fan_out(jobs, fan, config, tokenizer, max_length)
@@ -134,12 +146,24 @@ def train_references(
         for n, (_j, members, ref_dir, ref_seed) in enumerate(jobs):
             probe = _CostProbe(sum(steps)) if progress and n == 0 else None
             t = time.perf_counter()
-            train_model(members, config=config, tokenizer=tokenizer, out_dir=ref_dir, seed=ref_seed,
-                        max_length=max_length, resume=True, progress=progress, hooks=probe)
+            train_model(
+                members,
+                config=config,
+                tokenizer=tokenizer,
+                out_dir=ref_dir,
+                seed=ref_seed,
+                max_length=max_length,
+                resume=True,
+                progress=progress,
+                hooks=probe,
+            )
             if progress and n == 0 and len(jobs) > 1:
                 rest = (time.perf_counter() - t) * sum(steps[1:]) / steps[0]
-                print(f"references: first model took {time.perf_counter() - t:.0f} s; "
-                      f"~{rest / 60:.1f} min for the other {len(jobs) - 1}", file=sys.stderr)
+                print(
+                    f"references: first model took {time.perf_counter() - t:.0f} s; "
+                    f"~{rest / 60:.1f} min for the other {len(jobs) - 1}",
+                    file=sys.stderr,
+                )
     _check_members(out_dir, population, membership)
     return membership
 
@@ -153,17 +177,22 @@ def _visible_gpus(config: TrainConfig) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] if count > 1 else []
 
 
-def _fan_out(jobs: list, devices: list[str], config: TrainConfig, tokenizer: Any, max_length: int) -> None:
+def _fan_out(
+    jobs: list, devices: list[str], config: TrainConfig, tokenizer: Any, max_length: int
+) -> None:
     """One spawned worker process per device, each training its round-robin share in turn."""
     import dataclasses
     import multiprocessing
 
-    shares = [jobs[i:: len(devices)] for i in range(len(devices))]
+    shares = [jobs[i :: len(devices)] for i in range(len(devices))]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx) as pool:
         futures = [
-            pool.submit(_worker, share, dataclasses.replace(config, device=dev), tokenizer, max_length)
-            for share, dev in zip(shares, devices, strict=True) if share
+            pool.submit(
+                _worker, share, dataclasses.replace(config, device=dev), tokenizer, max_length
+            )
+            for share, dev in zip(shares, devices, strict=True)
+            if share
         ]
         for future in futures:
             future.result()
@@ -174,9 +203,21 @@ def _worker(share: list, config: TrainConfig, tokenizer: Any, max_length: int) -
 
     for j, members, ref_dir, ref_seed in share:
         t = time.perf_counter()
-        train_model(members, config=config, tokenizer=tokenizer, out_dir=ref_dir, seed=ref_seed,
-                    max_length=max_length, resume=True, progress=False)
-        print(f"ref-{j} done on {config.device} in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+        train_model(
+            members,
+            config=config,
+            tokenizer=tokenizer,
+            out_dir=ref_dir,
+            seed=ref_seed,
+            max_length=max_length,
+            resume=True,
+            progress=False,
+        )
+        print(
+            f"ref-{j} done on {config.device} in {time.perf_counter() - t:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _check_members(out_dir: Path, population: list[Record], membership: np.ndarray) -> None:
@@ -185,7 +226,9 @@ def _check_members(out_dir: Path, population: list[Record], membership: np.ndarr
         trained = read_json(out_dir / f"ref-{j}" / "train_ids.json")["ids"]
         expected = [population[i].id for i in np.flatnonzero(membership[:, j])]
         if trained != expected:
-            raise DpauditError(f"{out_dir / f'ref-{j}'}: trained ids do not match column {j} of membership.npy")
+            raise DpauditError(
+                f"{out_dir / f'ref-{j}'}: trained ids do not match column {j} of membership.npy"
+            )
 
 
 class _CostProbe(TrainHooks):
@@ -201,11 +244,15 @@ class _CostProbe(TrainHooks):
             self.first = step
         elif step - self.first == self.after:
             per = (time.perf_counter() - self.t0) / self.after
-            print(f"\nreferences: ~{per:.2f} s/step measured, ~{per * self.total_steps / 60:.1f} min in all",
-                  file=sys.stderr)
+            print(
+                f"\nreferences: ~{per:.2f} s/step measured, ~{per * self.total_steps / 60:.1f} min in all",
+                file=sys.stderr,
+            )
 
 
 def load_membership(out_dir: str | Path) -> tuple[np.ndarray, list[str]]:
     """Read ``membership.npy`` and the population ids (row order)."""
     out_dir = Path(out_dir)
-    return np.load(out_dir / MEMBERSHIP_FILE, allow_pickle=False), read_json(out_dir / POPULATION_FILE)["ids"]
+    return np.load(out_dir / MEMBERSHIP_FILE, allow_pickle=False), read_json(
+        out_dir / POPULATION_FILE
+    )["ids"]
