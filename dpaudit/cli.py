@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from dpaudit import __version__
-from dpaudit.checkpoint import audit_checkpoint_command
+from dpaudit.workflows.checkpoint_audit import audit_checkpoint_command
 from dpaudit.errors import DpauditError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -261,7 +261,7 @@ def prepare(
     resume: bool,
 ) -> None:
     """Run the data stage of CONFIG: load or synthesize data, split it, plant canaries."""
-    from dpaudit.pipeline import run_prepare
+    from dpaudit.workflows.run import run_prepare
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
     summary = run_prepare(cfg, resume=resume, argv=sys.argv)
@@ -274,7 +274,7 @@ def demo(
     sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool
 ) -> None:
     """The main job on the embedded default: `dpaudit run configs/quickstart.toml`."""
-    from dpaudit.pipeline import demo_config_path, run_all
+    from dpaudit.workflows.run import demo_config_path, run_all
 
     cfg = _load_run_config(str(demo_config_path()), sets, name, runs_dir, seed)
     click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
@@ -406,7 +406,7 @@ def train(
     the ledger keeps counting every step ever taken.
     """
     from dpaudit.config import load_config
-    from dpaudit.pipeline import run_train
+    from dpaudit.workflows.run import run_train
 
     train_over = {
         "dp": False if no_dp else None,
@@ -443,7 +443,7 @@ def train_references(
     (examples x models) goes to references/membership.npy so that online and
     offline LiRA and RMIA can use it. Finished models are kept on a rerun.
     """
-    from dpaudit.pipeline import run_train_references
+    from dpaudit.workflows.run import run_train_references
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
     click.echo("\n".join(run_train_references(cfg, num=num, argv=sys.argv)))
@@ -569,7 +569,7 @@ def _attack(
     sets: tuple[str, ...],
     resume: bool,
 ) -> None:
-    from dpaudit.pipeline import run_attacks
+    from dpaudit.workflows.run import run_attacks
 
     click.echo(
         "\n".join(
@@ -662,7 +662,7 @@ def audit(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: 
     'violation' when eps_lb exceeds the claimed epsilon (DP or its accounting
     is broken), else 'consistent'. Written to <run>/audit/bounds.json.
     """
-    from dpaudit.pipeline import run_audit
+    from dpaudit.workflows.run import run_audit
 
     click.echo("\n".join(run_audit(run_dir, models=models or None, sets=sets, resume=resume)))
 
@@ -735,7 +735,7 @@ def run(
     inputs are unchanged are skipped and an interrupted training continues from
     its last checkpoint.
     """
-    from dpaudit.pipeline import run_all
+    from dpaudit.workflows.run import run_all
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
     click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
@@ -767,7 +767,7 @@ def report(
     run_dir: str, reveal: bool | None, formats: tuple[str, ...], out_dir: str | None
 ) -> None:
     """Re-render report.html, report.md and report.json from the run directory alone."""
-    from dpaudit.pipeline import run_report
+    from dpaudit.workflows.run import run_report
 
     click.echo(
         "\n".join(run_report(run_dir, reveal=reveal, formats=formats or None, out_dir=out_dir))
@@ -814,7 +814,7 @@ def sweep(
     (inf = non-private). Runs are named <name>-<key><value>; the comparison goes
     to <runs_dir>/<name>-sweep/.
     """
-    from dpaudit.pipeline import run_sweep
+    from dpaudit.workflows.run import run_sweep
 
     if seed is not None:
         sets = (*sets, f"seed={seed}")

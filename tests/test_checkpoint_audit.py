@@ -63,7 +63,7 @@ def dpaudit_cli():
 
     if "audit-checkpoint" in cli.commands:
         return cli
-    from dpaudit.checkpoint import audit_checkpoint_command
+    from dpaudit.workflows.checkpoint_audit import audit_checkpoint_command
 
     return _Group(
         name="dpaudit", commands={**cli.commands, "audit-checkpoint": audit_checkpoint_command}
@@ -78,7 +78,7 @@ def source(tmp_path_factory, dpaudit_cli):
     from dpaudit.attacks.stage import balanced_examples
     from dpaudit.datasets.loaders import write_records
     from dpaudit.datasets.prepare import load_prepared
-    from dpaudit.pipeline import config_of_run, stage_seeds
+    from dpaudit.workflows.run import config_of_run, stage_seeds
 
     root = tmp_path_factory.mktemp("checkpoint")
     (root / "tiny.toml").write_text(TINY)
@@ -448,7 +448,7 @@ def test_references_trained_here_and_given(source, dpaudit_cli):
 
 
 def test_reference_directories_are_recognised(source, tmp_path):
-    from dpaudit.checkpoint import _reference_dirs
+    from dpaudit.workflows.checkpoint_audit import _reference_dirs
     from dpaudit.trainers.references import assign_membership
 
     root = tmp_path / "references"

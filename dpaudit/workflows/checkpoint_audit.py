@@ -629,7 +629,7 @@ def run_checkpoint_audit(
 ) -> tuple[dict[str, Any], list[str]]:
     """:func:`audit_checkpoint`, also returning the lines the CLI prints."""
     from dpaudit.atomic import read_json, write_json
-    from dpaudit.pipeline import stage_seeds
+    from dpaudit.workflows.run import stage_seeds
     from dpaudit.rundir import RunDir, sha256_file
     from dpaudit.trainers.safe_load import load_checkpoint
 
@@ -773,7 +773,7 @@ def run_checkpoint_audit(
 
     report_json = run.path / "report" / "report.json"
     if report:
-        from dpaudit.pipeline import run_report
+        from dpaudit.workflows.run import run_report
 
         lines += run_report(
             run.path, reveal=config.report.reveal, formats=tuple(config.report.formats)
