@@ -17,16 +17,31 @@ from dpaudit.rundir import RunDir
 DEMO_NAME = "demo"
 
 
-def demo_config_path() -> Path:
-    """``configs/quickstart.toml`` in a source checkout; the demo's config."""
-    path = Path(__file__).resolve().parent.parent / "configs" / "quickstart.toml"
-    if not path.is_file():
-        from dpaudit.errors import DpauditError
+def packaged_config(name: str) -> Path:
+    """The path of a config shipped inside the package (``dpaudit/configs/<name>.toml``).
 
-        raise DpauditError(
-            f"{path}: quickstart config not found (run the demo from a source checkout)"
-        )
-    return path
+    Read through :mod:`importlib.resources`, so it works from a wheel as well as
+    from a source checkout (where ``configs/`` links to the same files).
+
+    Raises:
+        DpauditError: no such packaged config (the message lists those shipped).
+    """
+    from importlib import resources
+
+    from dpaudit.errors import DpauditError
+
+    root = resources.files("dpaudit") / "configs"
+    stem = name.removesuffix(".toml")
+    path = root / f"{stem}.toml"
+    if not path.is_file():
+        shipped = sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
+        raise DpauditError(f"no packaged config {name!r} (shipped: {', '.join(shipped)})")
+    return Path(str(path))
+
+
+def demo_config_path() -> Path:
+    """The demo's config: the packaged ``quickstart.toml``."""
+    return packaged_config("quickstart")
 
 
 def run_prepare(
