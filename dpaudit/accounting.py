@@ -2,7 +2,8 @@
 
 Every accountant answers one question: after ``steps`` steps of DP-SGD with
 sampling rate q and noise multiplier σ, what is ε at a given δ? They live in
-the string-keyed registry :data:`ACCOUNTANTS`:
+the registry :data:`ACCOUNTANTS` (a :class:`~dpaudit.registry.Registry`); the
+built-in ones are:
 
 ========== ========== ==================================================
 name       rigorous   method
@@ -17,6 +18,11 @@ edgeworth  no         Edgeworth expansion (Wang et al. 2022; EW-Tune)
 Approximate accountants can state an ε *below* the true one, so
 :func:`calibrate_noise` refuses them unless ``allow_approximate=True``.
 Heavy libraries (Opacus imports torch) are imported inside the functions.
+
+A new accountant is one call, :func:`register_accountant`; it is then accepted
+by ``train.accountant``, listed in every privacy ledger written afterwards,
+labelled rigorous or approximate in the report (from its ``rigorous``
+declaration) and read by the gate.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from dpaudit.errors import DpauditError, unknown_name
+from dpaudit.errors import DpauditError
+from dpaudit.registry import Registry
 
 __all__ = [
     "ACCOUNTANTS",
@@ -43,13 +50,14 @@ __all__ = [
     "PrvAccountant",
     "RDP_ORDERS",
     "RdpAccountant",
+    "accountant_names",
     "accountant_report",
     "calibrate_noise",
     "compute_epsilons",
     "get_accountant",
+    "is_rigorous",
+    "register_accountant",
 ]
-
-DEFAULT_ACCOUNTANTS = ("rdp", "prv", "gdp", "pld", "edgeworth")
 
 #: RDP orders: Opacus' default grid plus orders close to 1 (for large ε) and
 #: large orders up to 1024 (for small ε, where the optimum moves to high α).
@@ -435,24 +443,83 @@ class EdgeworthAccountant(Accountant):
 
 
 # ----------------------------------------------------------------------------- registry
-ACCOUNTANTS: dict[str, type[Accountant]] = {
-    cls.name: cls
-    for cls in (RdpAccountant, PrvAccountant, GdpAccountant, PldAccountant, EdgeworthAccountant)
-}
+ACCOUNTANTS: Registry[type[Accountant]] = Registry("accountant")
+"""Accountant name → class, in registration order (the order of every ledger)."""
+
+
+def register_accountant(
+    name: str, cls: type[Accountant], *, replace: bool = False
+) -> type[Accountant]:
+    """Register ``cls`` as the accountant ``name``: the one call a plug-in makes.
+
+    ``cls`` subclasses :class:`Accountant` and declares ``rigorous`` (``True``
+    only for a proven upper bound on ε) and a one-line ``description``, its
+    own or inherited. When ``cls`` does not set ``name`` itself it is given
+    ``name``. Afterwards ``name`` is accepted by ``train.accountant``,
+    appears in every ledger written, and is labelled in reports.
+
+    Returns:
+        ``cls``.
+
+    Raises:
+        DpauditError: ``cls`` is not an :class:`Accountant` subclass, lacks a
+            declaration, names itself differently, or ``name`` is taken.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Accountant)):
+        raise DpauditError(f"accountant {name!r}: {cls!r} is not an Accountant subclass")
+    if not isinstance(getattr(cls, "rigorous", None), bool):
+        raise DpauditError(
+            f"accountant {name!r}: {cls.__name__} must declare rigorous = True/False"
+        )
+    if not isinstance(getattr(cls, "description", None), str):
+        raise DpauditError(f"accountant {name!r}: {cls.__name__} must declare a description")
+    own = cls.__dict__.get("name")
+    if own is None:
+        cls.name = name
+    elif own != name:
+        raise DpauditError(f"accountant {name!r}: {cls.__name__}.name is {own!r}")
+    return ACCOUNTANTS.register(name, cls, replace=replace)
+
+
+for _cls in (RdpAccountant, PrvAccountant, GdpAccountant, PldAccountant, EdgeworthAccountant):
+    register_accountant(_cls.name, _cls)
+del _cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_ACCOUNTANTS":  # every accountant registered now
+        return ACCOUNTANTS.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "DEFAULT_ACCOUNTANTS"])
+
+
+def is_rigorous(name: str) -> bool:
+    """Whether accountant ``name`` gives a proven upper bound on ε (not an approximation).
+
+    Raises:
+        DpauditError: unknown accountant (with a did-you-mean).
+    """
+    return bool(ACCOUNTANTS.get(name).rigorous)
+
+
+def accountant_names(*, rigorous: bool) -> tuple[str, ...]:
+    """The registered accountants that are (``rigorous=True``) or are not rigorous, in order."""
+    return tuple(n for n, cls in ACCOUNTANTS.items() if bool(cls.rigorous) == rigorous)
 
 
 def get_accountant(name: str, **kw: Any) -> Accountant:
     """Build the accountant registered as ``name`` (keyword arguments to its constructor)."""
-    if name not in ACCOUNTANTS:
-        raise unknown_name("accountant", name, ACCOUNTANTS)
-    return ACCOUNTANTS[name](**kw)
+    return ACCOUNTANTS.get(name)(**kw)
 
 
-def _check_names(accountants: Iterable[str]) -> tuple[str, ...]:
-    names = tuple(accountants)
+def _check_names(accountants: Iterable[str] | None) -> tuple[str, ...]:
+    """The names asked for (``None``: every registered accountant), each checked."""
+    names = ACCOUNTANTS.names() if accountants is None else tuple(accountants)
     for name in names:
-        if name not in ACCOUNTANTS:
-            raise unknown_name("accountant", name, ACCOUNTANTS)
+        ACCOUNTANTS.get(name)
     return names
 
 
@@ -462,9 +529,9 @@ def compute_epsilons(
     noise_multiplier: float,
     steps: int,
     delta: float,
-    accountants: Iterable[str] = DEFAULT_ACCOUNTANTS,
+    accountants: Iterable[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """ε under each accountant; a failing one is recorded, not raised.
+    """ε under each accountant (``None``: every registered one); a failing one is recorded, not raised.
 
     Inputs are validated first (a bad input raises :class:`DpauditError`);
     then an :class:`AccountantError` of one accountant lands in the errors
@@ -474,7 +541,7 @@ def compute_epsilons(
         (epsilons by name, error messages by name).
     """
     names = _check_names(accountants)
-    kw = dict(
+    kw: dict[str, Any] = dict(
         sampling_rate=_check_rate(sampling_rate),
         noise_multiplier=_check_sigma(noise_multiplier),
         steps=_check_steps(steps),
@@ -484,7 +551,7 @@ def compute_epsilons(
     errors: dict[str, str] = {}
     for name in names:
         try:
-            epsilons[name] = ACCOUNTANTS[name](**kw).epsilon(delta)
+            epsilons[name] = ACCOUNTANTS.get(name)(**kw).epsilon(delta)
         except AccountantError as exc:
             errors[name] = str(exc)
     return epsilons, errors
@@ -502,16 +569,14 @@ def calibrate_noise(
     """Smallest σ whose ε(δ) under ``accountant`` is at most ``target_epsilon``.
 
     Raises:
-        DpauditError: ``accountant`` is approximate (gdp, edgeworth) and
+        DpauditError: ``accountant`` is unknown, or approximate (``rigorous = False``) and
             ``allow_approximate`` is false: it can understate ε, so noise
             calibrated with it may not deliver the promised guarantee.
         AccountantError: no σ meets the target.
     """
-    if accountant not in ACCOUNTANTS:
-        raise unknown_name("accountant", accountant, ACCOUNTANTS)
-    cls = ACCOUNTANTS[accountant]
+    cls = ACCOUNTANTS.get(accountant)
     if not cls.rigorous and not allow_approximate:
-        rigorous = ", ".join(n for n, c in ACCOUNTANTS.items() if c.rigorous)
+        rigorous = ", ".join(accountant_names(rigorous=True))
         raise DpauditError(
             f"accountant {accountant!r} is an approximation that can understate epsilon; refusing to calibrate "
             f"noise with it (use one of {rigorous}, or allow approximate accountants explicitly)"
@@ -526,7 +591,7 @@ def accountant_report(
     delta: float,
     noise_multiplier: float | None = None,
     epsilon: float | None = None,
-    accountants: Iterable[str] = DEFAULT_ACCOUNTANTS,
+    accountants: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The ``dpaudit accountant --json`` payload.
 
@@ -534,8 +599,8 @@ def accountant_report(
     "steps", "noise_multiplier": σ, "epsilon": {name: ε}, "errors"}``.
     Inverse (``epsilon`` given): ``{"delta", "sampling_rate", "steps",
     "epsilon": ε, "noise_multiplier": {name: σ}, "errors"}``. The inverse
-    mode lists every requested accountant, approximate ones included: it is a
-    comparison, not a calibration.
+    mode lists every requested accountant (``None``: every registered one),
+    approximate ones included: it is a comparison, not a calibration.
     """
     if (noise_multiplier is None) == (epsilon is None):
         raise DpauditError("give exactly one of noise_multiplier and epsilon")
@@ -551,7 +616,9 @@ def accountant_report(
     errors = {}
     for name in names:
         try:
-            sigmas[name] = ACCOUNTANTS[name].noise_for(target, delta, sampling_rate=q, steps=steps)
+            sigmas[name] = ACCOUNTANTS.get(name).noise_for(
+                target, delta, sampling_rate=q, steps=steps
+            )
         except AccountantError as exc:
             errors[name] = str(exc)
     return {**head, "epsilon": target, "noise_multiplier": sigmas, "errors": errors}

@@ -3,11 +3,17 @@
 One frozen dataclass per subsystem (:class:`DataConfig`, :class:`TrainConfig`,
 :class:`AttackConfig`, :class:`AuditConfig`, :class:`ReportConfig`) inside
 :class:`RunConfig`. Every field carries a help string and, where it has one,
-a validated range or a set of choices, declared with :func:`option`.
+a validated range or a fixed set of choices, declared with :func:`option`.
 
 Precedence, highest first: explicit CLI option > ``--set section.key=value``
 > TOML file > defaults (:func:`load_config`). Unknown sections or keys are
 errors with a did-you-mean suggestion.
+
+Names that live in registries of higher layers (attacks and their
+parameters, accountants, audit methods, report formats) are not checked
+here: :func:`dpaudit.workflows.validate.check_config` checks them against the
+registries, and :func:`dpaudit.workflows.validate.load_config` is this
+module's :func:`load_config` followed by that check.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from dpaudit.errors import ConfigError, InputError, did_you_mean
 
@@ -178,12 +186,10 @@ class TrainConfig(_Section):
         None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1
     )
     accountant: str = option(
-        "pld",
-        "Accountant used to calibrate noise and report epsilon",
-        choices=("rdp", "prv", "pld", "gdp", "edgeworth"),
+        "pld", "Accountant used to calibrate noise and report epsilon (a registered accountant)"
     )
     allow_approximate_accountant: bool = option(
-        False, "Allow calibrating noise with an approximate accountant (gdp, edgeworth)"
+        False, "Allow calibrating noise with an approximate (non-rigorous) accountant"
     )
     poisson_sampling: bool = option(
         True, "Poisson sampling of batches (what the accountants assume)"
@@ -226,14 +232,25 @@ class AttackConfig(_Section):
         ["loss", "zlib", "mink", "minkpp", "reference", "lira", "rmia"],
         "Membership inference attacks to run",
     )
+    params: dict[str, dict[str, Any]] = option(
+        {},
+        "Per-attack parameters, one [attack.params.<attack>] table each "
+        "(e.g. [attack.params.lira] online = false)",
+    )
     mink_k: float = option(
-        0.2, "Fraction k of lowest-probability tokens for min-k% and min-k%++", gt=0, le=1
+        0.2,
+        "Fraction k of lowest-probability tokens for min-k% and min-k%++ "
+        "(unless [attack.params.mink] sets k)",
+        gt=0,
+        le=1,
     )
     fprs: list[float] = option(
         [0.001, 0.01, 0.1], "False-positive rates at which TPR is reported", gt=0, lt=1
     )
     bootstrap: int = option(200, "Bootstrap resamples for confidence intervals", ge=0)
-    rmia_gamma: float = option(1.0, "RMIA dominance factor gamma", gt=0)
+    rmia_gamma: float = option(
+        1.0, "RMIA dominance factor gamma (unless [attack.params.rmia] sets gamma)", gt=0
+    )
     exposure_enumeration_limit: int = option(
         1_000_000, "Enumerate the secret space exactly up to this size; extrapolate above", ge=1
     )
@@ -250,7 +267,7 @@ class AuditConfig(_Section):
     """How empirical epsilon lower bounds are computed."""
 
     SECTION = "audit"
-    method: str = option("one-run", "Audit method", choices=("one-run", "threshold"))
+    method: str = option("one-run", "Audit method (a registered audit method)")
     confidence: float = option(0.95, "Confidence 1-beta of the lower bound", gt=0, lt=1)
     delta: float | None = option(
         None, "Delta for the lower bound; empty = the ledger's delta", gt=0, lt=1
@@ -270,9 +287,7 @@ class ReportConfig(_Section):
     """Report formats and the release policy the verdict is judged against."""
 
     SECTION = "report"
-    formats: list[str] = option(
-        ["html", "md", "json"], "Report formats", choices=("html", "md", "json")
-    )
+    formats: list[str] = option(["html", "md", "json"], "Report formats (registered formats)")
     reveal: bool = option(False, "Print recovered secrets and PII in reports (off: masked)")
     max_epsilon: float | None = option(None, "Policy: maximum claimed epsilon", gt=0)
     max_auc: float | None = option(None, "Policy: maximum membership-inference AUC", ge=0, le=1)
@@ -328,8 +343,23 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def coerce_value(where: str, value: Any, tp: Any) -> Any:
+    """Coerce a TOML or command-line value to the type ``tp`` (``str``, ``int``,
+    ``float``, ``bool``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Any``).
+
+    Strings from ``--set`` are parsed (``"true"``, ``"3"``, ``"0.5"``,
+    ``"none"`` for an optional value, ``"a,b"`` for a list).
+
+    Raises:
+        ConfigError: the value does not fit; ``key`` is ``where``.
+    """
+    return _coerce(where, value, tp)
+
+
 def _coerce(where: str, value: Any, tp: Any) -> Any:
     """Coerce a TOML or command-line value to the declared field type."""
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -347,6 +377,11 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}", key=where)
         return [_coerce(where, v, item) for v in value]
+    if origin is dict:
+        _, inner = args
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table, got {value!r}", key=where)
+        return {str(k): _coerce(f"{where}.{k}", v, inner) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -422,7 +457,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; malformed files raise an :class:`InputError` with the line."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "config file not found")
+        shipped = ", ".join(sorted(packaged_configs())) or "none"
+        raise InputError(path, f"config file not found (packaged configs, by name: {shipped})")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -436,7 +472,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
-    """Parse ``section.key=value`` strings into nested overrides (values stay strings)."""
+    """Parse ``section.key=value`` strings into nested overrides.
+
+    Values stay strings (the field types coerce them), except those of
+    ``attack.params.<attack>.<param>=value``, whose field types live with the
+    attack: they are read as TOML values where they parse as one (``true``,
+    ``0.5``, ``[1, 2]``, ``"text"``) and kept as strings otherwise.
+    """
     out: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
@@ -446,10 +488,26 @@ def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
         if len(parts) == 1 and parts[0] in _TOP_KEYS:
             out[parts[0]] = value
             continue
+        section = SECTION_ALIASES.get(parts[0], parts[0])
+        if len(parts) == 4 and section == "attack" and parts[1] == "params" and all(parts):
+            table = out.setdefault(section, {}).setdefault("params", {})
+            table.setdefault(parts[2], {})[parts[3]] = _literal(value)
+            continue
         if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        out.setdefault(SECTION_ALIASES.get(parts[0], parts[0]), {})[parts[1]] = value
+            raise ConfigError(
+                f"--set {item!r}: expected section.key=value "
+                "(or attack.params.<attack>.<param>=value)"
+            )
+        out.setdefault(section, {})[parts[1]] = value
     return out
+
+
+def _literal(text: str) -> Any:
+    """``text`` read as a TOML value, or ``text`` itself when it is not one."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -483,6 +541,7 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
+        path = resolve_config_path(path)
         data = read_toml(path)
         try:
             config_from_dict(data)
@@ -505,19 +564,65 @@ def load_config(
     return config_from_dict(data)
 
 
-def _key_line(path: Path, dotted: str | None) -> int | None:
-    """1-based line of ``section.key`` in a TOML file, for error messages."""
+def packaged_configs() -> dict[str, Path]:
+    """``{name: path}`` of the configs shipped inside the package (``dpaudit/configs/*.toml``).
+
+    Read through :mod:`importlib.resources`, so they are found in a wheel install
+    as in a source checkout (where ``configs/`` links to the same files).
+    """
+    from importlib import resources
+
+    root = resources.files("dpaudit") / "configs"
+    if not root.is_dir():
+        return {}
+    return {
+        p.name.removesuffix(".toml"): Path(str(p))
+        for p in root.iterdir()
+        if p.name.endswith(".toml")
+    }
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists; else a packaged config of that name (``quickstart``,
+    ``configs/quickstart.toml``); else ``path`` (so the reader names the missing file)."""
+    given = Path(path)
+    if given.exists():
+        return given
+    shipped = packaged_configs()
+    stem = given.name.removesuffix(".toml")
+    if stem in shipped and (given.parent == Path(".") or given.parent.name == "configs"):
+        return shipped[stem]
+    return given
+
+
+def key_line(path: Path, dotted: str | None) -> int | None:
+    """1-based line of ``section.key`` in a TOML file, for error messages (``None``: not found).
+
+    A nested key (``attack.params.lira.online``) not found as written falls
+    back to its table header (``[attack.params.lira]``), then to its parents.
+    """
     if not dotted:
         return None
-    section, _, key = dotted.rpartition(".")
-    current = ""
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        header = re.match(r"^\s*\[([^\]]+)\]", line)
-        if header:
-            current = header.group(1).strip()
-        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            return number
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    while dotted:
+        section, _, key = dotted.rpartition(".")
+        current = ""
+        for number, line in enumerate(lines, start=1):
+            header = re.match(r"^\s*\[([^\]]+)\]", line)
+            if header:
+                current = header.group(1).strip()
+                if current == dotted:
+                    return number
+            elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+                return number
+        dotted = section
     return None
+
+
+_key_line = key_line
 
 
 def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -533,37 +638,30 @@ def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_toml(config: RunConfig) -> str:
-    """Render a config as TOML (``None`` values are written as comments)."""
-    lines: list[str] = []
+    """Render a config as TOML (``tomli_w``), so that :func:`load_config` reads it back equal.
+
+    TOML has no null: an unset (``None``) setting is left out, and reading the
+    file back gives its default (``None``) again; inside the per-attack tables
+    (``[attack.params.<attack>]``) ``None`` is written as ``"none"``, which the
+    attack registry reads back as ``None``. Infinite floats are TOML's
+    ``inf``/``-inf``; tuples are arrays.
+    """
     data = config.to_dict()
-    for key in _TOP_KEYS:
-        lines.append(f"{key} = {_toml_value(data[key])}")
+    document: dict[str, Any] = {key: data[key] for key in _TOP_KEYS}
     for section in SECTIONS:
-        lines.append("")
-        lines.append(f"[{section}]")
-        for key, value in data[section].items():
-            if value is None:
-                lines.append(f"# {key} = (unset)")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+        document[section] = {
+            key: _toml_value(value) for key, value in data[section].items() if value is not None
+        }
+    return tomli_w.dumps(document)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int,)):
-        return str(value)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot render {type(value).__name__} as TOML")  # pragma: no cover
+def _toml_value(value: Any) -> Any:
+    """``value`` as ``tomli_w`` can write it: ``None`` in a table becomes ``"none"``."""
+    if isinstance(value, Mapping):
+        return {str(k): "none" if v is None else _toml_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml_value(v) for v in value]
+    return value
 
 
 def describe_fields() -> list[tuple[str, str, Any]]:

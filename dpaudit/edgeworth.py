@@ -21,7 +21,7 @@ whose privacy-loss log-likelihood ratio (PLLR) is
 
     L(z) = log dQ/dP(z) = log(1 − q + q·exp(z/σ − 1/(2σ²))).
 
-(With z = x/σ this is the FORMULAS.md expression written for x ~ N(0, σ²).)
+(docs/formulas.md#edgeworth also writes it in the unstandardised coordinate x = σz.)
 T steps compose to the sum of T i.i.d. copies of L, so the cumulants of the
 sum are T times the per-step cumulants. Wang, Gao, Zhang, Shen, Su (2022),
 "Edgeworth Accountant: An Analytical Approach to Differential Privacy

@@ -145,7 +145,7 @@ def test_bad_report_files_name_the_file(report_path, tmp_path):
     newer = tmp_path / "newer.json"
     data = json.loads(report_path.read_text())
     newer.write_text(json.dumps({**data, "schema_version": "2.0"}))
-    with pytest.raises(InputError, match="unsupported '2.0'"):
+    with pytest.raises(InputError, match="schema_version '2.0' of report.json is not supported"):
         gate(newer, max_auc=0.5)
     with pytest.raises(InputError, match="no report.json"):
         gate(tmp_path, max_auc=0.5)

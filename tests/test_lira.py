@@ -331,6 +331,7 @@ def test_lira_is_deterministic(setup):
     np.testing.assert_array_equal(run(), run())
 
 
+@pytest.mark.slow  # trains five classifiers (~6 s); the stub tests above cover the scoring
 def test_classifier_lira_on_tiny_gpt2_classifiers():
     """Four-label classifiers memorising random labels; LiRA on the scaled logit."""
     pytest.importorskip("torch")

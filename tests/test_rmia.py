@@ -284,6 +284,7 @@ def test_rmia_is_deterministic(setup):
     np.testing.assert_array_equal(_rmia(setup, RmiaAttack()), _rmia(setup, RmiaAttack()))
 
 
+@pytest.mark.slow  # trains five classifiers (~6 s); the stub tests above cover the scoring
 def test_classifier_rmia_on_tiny_gpt2_classifiers():
     """Four-label classifiers memorising random labels; Pr(x | θ) = p(true label)."""
     pytest.importorskip("torch")

@@ -52,7 +52,7 @@ Implementation choices, where the paper leaves room:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -277,8 +277,20 @@ class LiraAttack(_Base):
     """
 
     name: ClassVar[str] = "lira"
-    online: bool = True
-    fixed_variance: bool | None = None
+    task: ClassVar[str] = "causal_lm"
+    needs_references: ClassVar[bool] = True
+    needs_ref_membership: ClassVar[bool] = True
+    needs_population: ClassVar[bool] = False
+    online: bool = field(
+        default=True,
+        metadata={"help": "Online LiRA (IN and OUT Gaussians); false = offline (OUT only)"},
+    )
+    fixed_variance: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pool the variance across examples; unset = decide from the reference counts"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.online, bool):
@@ -337,6 +349,7 @@ class ClassifierLiraAttack(LiraAttack):
     to the logit-scaled confidence of the true label, ``log p_y − log(1 − p_y)``."""
 
     name: ClassVar[str] = "clf_lira"
+    task: ClassVar[str] = "classification"
 
     def _statistic(self, model: ScoringModel, examples: Sequence[Record]) -> np.ndarray:
         return scaled_logit(*true_label_logits(model, examples, self.name))

@@ -1,8 +1,8 @@
 """Score-based membership inference attacks on token log-probabilities and classifier outputs.
 
 Each attack turns a model's view of an example into one number per example,
-oriented so that a higher score means "more likely a member" (``FORMULAS.md``,
-"Attack scores"). The maths lives in small pure functions over
+oriented so that a higher score means "more likely a member"
+(docs/formulas.md#membership-scores). The maths lives in small pure functions over
 log-probability arrays; the :class:`Attack` classes only fetch what the model
 computes (one cached forward pass shared by every log-probability attack, see
 :class:`~dpaudit.attacks.scoring.HFScoringModel`) and package the result as
@@ -23,13 +23,20 @@ Orientation, per attack (n scored tokens, ``lp_t = log p(x_t | x_<t)``):
   example better than models that never saw it.
 - ``clf_loss``: ``log softmax(logits)[y]`` (the negated cross-entropy);
   ``clf_confidence``: ``softmax(logits)[y]``.
+
+Every attack class declares, as class variables, the model it attacks
+(``task``: ``"causal_lm"`` or ``"classification"``) and what its ``score``
+needs besides the target (``needs_references``, ``needs_ref_membership``,
+``needs_population``); its parameters are dataclass fields with a
+``metadata={"help": ...}`` (configurable as ``[attack.params.<name>]``).
+:mod:`dpaudit.attacks.registry` reads these declarations.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -74,9 +81,24 @@ def minkpp_z(stats: TokenStats) -> np.ndarray:
 
 @runtime_checkable
 class Attack(Protocol):
-    """A membership inference attack: one score per example, higher = more likely member."""
+    """A membership inference attack: one score per example, higher = more likely member.
+
+    Class variables:
+        name: the registry name (configs, CLI, output directories).
+        task: the model attacked, ``"causal_lm"`` or ``"classification"``.
+        needs_references: ``score`` takes ``references`` (reference models).
+        needs_ref_membership: ``score`` takes ``ref_membership``
+            ((examples × references) bool: which reference trained on which example).
+        needs_population: ``score`` takes ``population`` (records no reference trained on).
+        legacy_fields: parameter → the ``[attack]`` scalar setting that feeds it
+            when ``[attack.params.<name>]`` does not set it (``{"k": "mink_k"}``).
+    """
 
     name: ClassVar[str]
+    task: ClassVar[str]
+    needs_references: ClassVar[bool]
+    needs_ref_membership: ClassVar[bool]
+    needs_population: ClassVar[bool]
 
     @property
     def params(self) -> dict[str, Any]:
@@ -96,16 +118,24 @@ class Attack(Protocol):
 
 
 class _Base:
-    """Shared plumbing: parameters, input checks and packaging of the scores."""
+    """Shared plumbing: declarations, parameters, input checks and packaging of the scores."""
 
     name: ClassVar[str] = ""
+    task: ClassVar[str] = "causal_lm"
+    needs_references: ClassVar[bool] = False
+    needs_ref_membership: ClassVar[bool] = False
+    needs_population: ClassVar[bool] = False
+    legacy_fields: ClassVar[Mapping[str, str]] = {}
 
     @property
     def params(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
 
     def _package(
-        self, examples: Sequence[Record], scores: Sequence[float], is_member: Sequence[bool]
+        self,
+        examples: Sequence[Record],
+        scores: Sequence[float] | np.ndarray,
+        is_member: Sequence[bool],
     ) -> AttackScores:
         return AttackScores(
             attack=self.name,
@@ -172,6 +202,7 @@ class LossAttack(_LogprobAttack):
     the Connection to Overfitting"): score = ``(1/n) Σ_t log p(x_t | x_<t)``."""
 
     name: ClassVar[str] = "loss"
+    task: ClassVar[str] = "causal_lm"
 
     def _statistic(self, logprobs: np.ndarray, text: str) -> float:
         return mean_logprob(logprobs)
@@ -188,6 +219,7 @@ class ZlibAttack(_LogprobAttack):
     """
 
     name: ClassVar[str] = "zlib"
+    task: ClassVar[str] = "causal_lm"
 
     def _statistic(self, logprobs: np.ndarray, text: str) -> float:
         return mean_logprob(logprobs) / zlib_bytes(text)
@@ -202,7 +234,12 @@ class MinKAttack(_LogprobAttack):
     """
 
     name: ClassVar[str] = "mink"
-    k: float = 0.2
+    task: ClassVar[str] = "causal_lm"
+    legacy_fields: ClassVar[Mapping[str, str]] = {"k": "mink_k"}
+    k: float = field(
+        default=0.2,
+        metadata={"help": "Fraction k of lowest-scoring tokens averaged, in (0, 1]"},
+    )
 
     def __post_init__(self) -> None:
         _check_k(self)
@@ -221,7 +258,12 @@ class MinKPlusPlusAttack(_Base):
     """
 
     name: ClassVar[str] = "minkpp"
-    k: float = 0.2
+    task: ClassVar[str] = "causal_lm"
+    legacy_fields: ClassVar[Mapping[str, str]] = {"k": "mink_k"}
+    k: float = field(
+        default=0.2,
+        metadata={"help": "Fraction k of lowest-scoring tokens averaged, in (0, 1]"},
+    )
 
     def __post_init__(self) -> None:
         _check_k(self)
@@ -254,6 +296,7 @@ class LowercaseAttack(_Base):
     """
 
     name: ClassVar[str] = "lowercase"
+    task: ClassVar[str] = "causal_lm"
 
     def score(
         self,
@@ -287,6 +330,8 @@ class ReferenceAttack(_Base):
     """
 
     name: ClassVar[str] = "reference"
+    task: ClassVar[str] = "causal_lm"
+    needs_references: ClassVar[bool] = True
 
     def score(
         self,
@@ -320,6 +365,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class _ClassifierAttack(_Base):
     """An attack on a sequence classifier's log-probability of each example's true label."""
 
+    task: ClassVar[str] = "classification"
+
     def _transform(self, true_logprob: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -351,6 +398,7 @@ class ClassifierLossAttack(_ClassifierAttack):
     the negated cross-entropy of the true label."""
 
     name: ClassVar[str] = "clf_loss"
+    task: ClassVar[str] = "classification"
 
     def _transform(self, true_logprob: np.ndarray) -> np.ndarray:
         return true_logprob
@@ -362,6 +410,7 @@ class ClassifierConfidenceAttack(_ClassifierAttack):
     ``softmax(logits)[y]``, the probability of the true label."""
 
     name: ClassVar[str] = "clf_confidence"
+    task: ClassVar[str] = "classification"
 
     def _transform(self, true_logprob: np.ndarray) -> np.ndarray:
         return np.exp(true_logprob)

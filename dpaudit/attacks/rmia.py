@@ -38,8 +38,8 @@ models, γ = 2 already leaves every score at 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -188,8 +188,22 @@ class RmiaAttack(_Base):
     """
 
     name: ClassVar[str] = "rmia"
-    gamma: float = 1.0
-    offline_a: float | None = None
+    task: ClassVar[str] = "causal_lm"
+    needs_references: ClassVar[bool] = True
+    needs_ref_membership: ClassVar[bool] = False
+    needs_population: ClassVar[bool] = True
+    legacy_fields: ClassVar[Mapping[str, str]] = {"gamma": "rmia_gamma"}
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "Dominance factor gamma: x's likelihood ratio must beat z's by it, > 0"},
+    )
+    offline_a: float | None = field(
+        default=None,
+        metadata={
+            "help": "Offline RMIA: a in [0, 1] approximating Pr(x) from OUT references; "
+            "unset = online"
+        },
+    )
 
     def __post_init__(self) -> None:
         check_gamma(self.gamma)
@@ -255,6 +269,7 @@ class ClassifierRmiaAttack(RmiaAttack):
     the softmax probability of the true label."""
 
     name: ClassVar[str] = "clf_rmia"
+    task: ClassVar[str] = "classification"
 
     def _logp(self, model: ScoringModel, records: Sequence[Record]) -> np.ndarray:
         logits, labels = true_label_logits(model, records, self.name)

@@ -80,13 +80,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
 def gate(
     report_json_path: str | Path,
     *,
-    max_epsilon_lower: float | None = None,
-    max_epsilon: float | None = None,
-    max_auc: float | None = None,
-    max_tpr_at_low_fpr: float | None = None,
-    max_exposure: float | None = None,
-    max_pii_extraction_rate: float | None = None,
     model: str = "target",
+    **thresholds: float | None,
 ) -> GateResult:
     """Judge ``model`` in a report against thresholds.
 
@@ -96,32 +91,30 @@ def gate(
 
     Args:
         report_json_path: a ``report.json``, or a run or report directory holding one.
-        max_epsilon_lower: maximum empirical ε lower bound.
-        max_epsilon: maximum claimed ε (primary accountant); a non-private model fails.
-        max_auc: maximum membership-inference AUC over all attacks.
-        max_tpr_at_low_fpr: maximum TPR at 0.1% FPR over all attacks.
-        max_exposure: maximum exposure (bits) of an inserted canary.
-        max_pii_extraction_rate: maximum share of training PII values extracted.
         model: ``target`` (default) or ``baseline``.
+        **thresholds: limits by name in
+            :data:`~dpaudit.reports.policy.POLICY_THRESHOLDS` (``None``: not
+            given). Built in: ``max_epsilon`` (claimed ε, primary accountant;
+            a non-private model fails), ``max_epsilon_lower`` (empirical ε
+            lower bound), ``max_auc`` and ``max_tpr_at_low_fpr`` (best over
+            all attacks; TPR at 0.1% FPR), ``max_exposure`` (bits, of an
+            inserted canary), ``max_pii_extraction_rate`` (share of training
+            PII values extracted).
 
     Raises:
-        DpauditError: a bad report file (named), an unknown model, or no
-            threshold at all (neither given nor in the report's policy).
+        DpauditError: an unknown threshold (did-you-mean), a bad report file
+            (named), an unknown model, or no threshold at all (neither given
+            nor in the report's policy).
     """
+    for name in thresholds:
+        policy.POLICY_THRESHOLDS.get(name)
     path = resolve_report_path(report_json_path)
     report = load_report(path)
     if model not in report["models"]:
         raise InputError(
             path, f"no model {model!r} in this report (has: {', '.join(sorted(report['models']))})"
         )
-    given = {
-        "max_epsilon": max_epsilon,
-        "max_epsilon_lower": max_epsilon_lower,
-        "max_auc": max_auc,
-        "max_tpr_at_low_fpr": max_tpr_at_low_fpr,
-        "max_exposure": max_exposure,
-        "max_pii_extraction_rate": max_pii_extraction_rate,
-    }
+    given = {name: thresholds.get(name) for name in policy.POLICY_THRESHOLDS.names()}
     for name, value in given.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise DpauditError(f"gate threshold {name} must be a number, got {value!r}")

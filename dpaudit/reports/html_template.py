@@ -145,8 +145,8 @@ Do not distribute.</div>
   <tbody>{% for r in v.guarantee.rows %}<tr><td>{{ r.label }}</td>{% for m in v.models %}<td>{{ r[m] }}</td>{% endfor %}</tr>{% endfor %}</tbody>
 </table>
 <h3>ε under every accountant</h3>
-<p class="muted"><strong>Rigorous</strong> accountants (rdp, prv, pld) give proven upper bounds on ε.
-<strong>Approximate</strong> ones (gdp, edgeworth) are estimates that can fall below the true ε; they are shown for
+<p class="muted"><strong>Rigorous</strong> accountants ({{ accountants.rigorous }}) give proven upper bounds on ε.
+<strong>Approximate</strong> ones ({{ accountants.approximate }}) are estimates that can fall below the true ε; they are shown for
 comparison and never carry the claim.</p>
 {% if v.guarantee.approximate_primary %}<div class="warning severe">The claimed ε comes from an approximate accountant, not a proven upper bound.</div>{% endif %}
 <table>

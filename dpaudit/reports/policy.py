@@ -17,14 +17,22 @@ Rules:
   bound ε_lb exceeds the claimed ε (the audit refutes the DP claim), passes
   when it does not, and is not-applicable for a non-private model or a run
   without an audit.
+
+Thresholds live in the registry :data:`POLICY_THRESHOLDS`: each
+:class:`Threshold` says what it is called, how it reads its value from a
+model summary and how the value is shown. Those with ``in_config`` are
+settings of the ``[report]`` section; the others are gate-only. The gate's
+keyword arguments and CLI options come from the registry, so
+:func:`register_threshold` is the one call that adds a threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dpaudit.registry import Registry
 from dpaudit.reports import fmt
 
 PASS = "pass"
@@ -35,39 +43,146 @@ VERDICTS = (PASS, FAIL, NOT_APPLICABLE)
 LOW_FPR = 0.001
 """The FPR at which ``max_tpr_at_low_fpr`` reads the TPR (0.1%)."""
 
-CONFIG_THRESHOLDS = (
-    "max_epsilon",
-    "max_auc",
-    "max_tpr_at_low_fpr",
-    "max_exposure",
-    "max_pii_extraction_rate",
-)
-"""Thresholds of the ``[report]`` config section (``ReportConfig``)."""
-
-THRESHOLDS = ("max_epsilon", "max_epsilon_lower", *CONFIG_THRESHOLDS[1:])
-"""Every threshold the gate understands (``max_epsilon_lower`` is gate-only)."""
-
 AUDIT_CHECK = "audit_consistent"
+AUDIT_DESCRIPTION = "Empirical audit does not contradict the claimed ε"
 
-_LABELS = {
-    "max_epsilon": "claimed ε",
-    "max_epsilon_lower": "empirical ε lower bound",
-    "max_auc": "MIA AUC",
-    "max_tpr_at_low_fpr": "MIA TPR at 0.1% FPR",
-    "max_exposure": "canary exposure (bits)",
-    "max_pii_extraction_rate": "PII extraction rate",
-}
 
-DESCRIPTIONS = {
-    "max_epsilon": "Claimed ε (primary accountant) at most",
-    "max_epsilon_lower": "Empirical ε lower bound at most",
-    "max_auc": "Best membership-inference AUC at most",
-    "max_tpr_at_low_fpr": "Best MIA true-positive rate at 0.1% false positives at most",
-    "max_exposure": "Highest exposure of an inserted canary (bits) at most",
-    "max_pii_extraction_rate": "Share of training PII values extracted by sampling at most",
-    AUDIT_CHECK: "Empirical audit does not contradict the claimed ε",
-}
-"""One line per check, in the words a privacy officer reads (HTML and Markdown)."""
+@dataclass(frozen=True)
+class Threshold:
+    """A release threshold: a measured value must be at most the limit.
+
+    Attributes:
+        label: the value in words, in every check's detail line ("MIA AUC").
+        description: one line a privacy officer reads (HTML and Markdown reports).
+        measure: ``measure(summary) -> (value, source)``: the value in a
+            report's ``models.<m>.summary`` (``None``: not measured) and what it
+            came from (an attack or accountant name, or ``None``).
+        show: ``show(value) -> str`` as reports print the value.
+        in_config: a setting of the ``[report]`` section (else gate-only).
+        per_attack: the value is the best over attacks, and ``source`` names it.
+    """
+
+    label: str
+    description: str
+    measure: Callable[[Mapping[str, Any]], tuple[Any, str | None]]
+    show: Callable[[Any], str]
+    in_config: bool = True
+    per_attack: bool = False
+
+
+POLICY_THRESHOLDS: Registry[Threshold] = Registry("policy threshold")
+"""Threshold name → :class:`Threshold`, in the order checks are listed."""
+
+
+def register_threshold(name: str, threshold: Threshold, *, replace: bool = False) -> Threshold:
+    """Register a threshold: the gate then accepts ``name`` (``--<name>`` in the CLI).
+
+    Raises:
+        DpauditError: ``name`` is taken (unless ``replace``) or malformed.
+    """
+    return POLICY_THRESHOLDS.register(name, threshold, replace=replace)
+
+
+def _key(key: str) -> Callable[[Mapping[str, Any]], tuple[Any, str | None]]:
+    return lambda summary: (summary.get(key), None)
+
+
+def _best(key: str) -> Callable[[Mapping[str, Any]], tuple[Any, str | None]]:
+    def measure(summary: Mapping[str, Any]) -> tuple[Any, str | None]:
+        entry = summary.get(key)
+        if not entry:
+            return None, None
+        return entry.get("value"), entry.get("attack")
+
+    return measure
+
+
+def _fixed3(value: Any) -> str:
+    return fmt.fixed(value, 3)
+
+
+for _name, _threshold in (
+    (
+        "max_epsilon",
+        Threshold(
+            "claimed ε",
+            "Claimed ε (primary accountant) at most",
+            lambda s: (s.get("epsilon"), s.get("primary_accountant")),
+            fmt.eps,
+        ),
+    ),
+    (
+        "max_epsilon_lower",
+        Threshold(
+            "empirical ε lower bound",
+            "Empirical ε lower bound at most",
+            _key("epsilon_lower"),
+            fmt.eps,
+            in_config=False,
+        ),
+    ),
+    (
+        "max_auc",
+        Threshold(
+            "MIA AUC",
+            "Best membership-inference AUC at most",
+            _best("max_auc"),
+            _fixed3,
+            per_attack=True,
+        ),
+    ),
+    (
+        "max_tpr_at_low_fpr",
+        Threshold(
+            "MIA TPR at 0.1% FPR",
+            "Best MIA true-positive rate at 0.1% false positives at most",
+            _best("max_tpr_at_low_fpr"),
+            _fixed3,
+            per_attack=True,
+        ),
+    ),
+    (
+        "max_exposure",
+        Threshold(
+            "canary exposure (bits)",
+            "Highest exposure of an inserted canary (bits) at most",
+            _key("max_exposure"),
+            lambda v: fmt.num(v, 3),
+        ),
+    ),
+    (
+        "max_pii_extraction_rate",
+        Threshold(
+            "PII extraction rate",
+            "Share of training PII values extracted by sampling at most",
+            _key("pii_extraction_rate"),
+            _fixed3,
+        ),
+    ),
+):
+    register_threshold(_name, _threshold)
+del _name, _threshold
+
+
+def __getattr__(name: str) -> Any:
+    """Views of :data:`POLICY_THRESHOLDS`, computed on access (plug-ins included).
+
+    ``THRESHOLDS`` (every name the gate understands), ``CONFIG_THRESHOLDS``
+    (those of the ``[report]`` section) and ``DESCRIPTIONS`` (name → one line,
+    ``audit_consistent`` included).
+    """
+    if name == "THRESHOLDS":
+        return POLICY_THRESHOLDS.names()
+    if name == "CONFIG_THRESHOLDS":
+        return tuple(n for n, t in POLICY_THRESHOLDS.items() if t.in_config)
+    if name == "DESCRIPTIONS":
+        out = {n: t.description for n, t in POLICY_THRESHOLDS.items()}
+        return {**out, AUDIT_CHECK: AUDIT_DESCRIPTION}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "CONFIG_THRESHOLDS", "DESCRIPTIONS", "THRESHOLDS"])
 
 
 @dataclass(frozen=True)
@@ -104,30 +219,15 @@ class PolicyCheck:
 
 
 def _measured(summary: Mapping[str, Any], name: str) -> tuple[Any, str | None]:
-    """The summary value behind a threshold, and the attack it came from."""
-    if name == "max_epsilon":
-        return summary.get("epsilon"), summary.get("primary_accountant")
-    if name == "max_epsilon_lower":
-        return summary.get("epsilon_lower"), None
-    if name in ("max_auc", "max_tpr_at_low_fpr"):
-        entry = summary.get(name)
-        if not entry:
-            return None, None
-        return entry.get("value"), entry.get("attack")
-    if name == "max_exposure":
-        return summary.get("max_exposure"), None
-    if name == "max_pii_extraction_rate":
-        return summary.get("pii_extraction_rate"), None
-    raise KeyError(name)
+    """The summary value behind a threshold, and the attack (or accountant) it came from."""
+    if name not in POLICY_THRESHOLDS:
+        raise KeyError(name)
+    return POLICY_THRESHOLDS.get(name).measure(summary)
 
 
 def show_value(name: str, value: Any) -> str:
     """A measured value as reports print it: ε with 2 decimals, rates with 3, exposure 3 digits."""
-    if name in ("max_epsilon", "max_epsilon_lower"):
-        return fmt.eps(value)
-    if name == "max_exposure":
-        return fmt.num(value, 3)
-    return fmt.fixed(value, 3)
+    return POLICY_THRESHOLDS.get(name).show(value)
 
 
 def check_threshold(
@@ -135,8 +235,9 @@ def check_threshold(
 ) -> PolicyCheck:
     """Judge ``summary``'s value for ``name`` against ``limit`` (see the module rules)."""
     value, source = _measured(summary, name)
-    label = f"{model} {_LABELS[name]}"
-    attack = source if name in ("max_auc", "max_tpr_at_low_fpr") else None
+    spec = POLICY_THRESHOLDS.get(name)
+    label = f"{model} {spec.label}"
+    attack = source if spec.per_attack else None
     limit_f = fmt.as_float(limit)
     if limit_f is None:
         shown = show_value(name, value) if value is not None else "not measured"
@@ -211,17 +312,18 @@ def evaluate(
     model: str = "target",
     include_audit: bool = True,
 ) -> list[PolicyCheck]:
-    """Every check of ``thresholds`` (names from :data:`THRESHOLDS`) plus ``audit_consistent``.
+    """Every check of ``thresholds`` (names in :data:`POLICY_THRESHOLDS`) plus ``audit_consistent``.
 
     Raises:
         KeyError: an unknown threshold name.
     """
-    unknown = sorted(set(thresholds) - set(THRESHOLDS))
+    names = POLICY_THRESHOLDS.names()
+    unknown = sorted(set(thresholds) - set(names))
     if unknown:
         raise KeyError(f"unknown thresholds {unknown}")
     checks = [
         check_threshold(summary, name, thresholds.get(name), model=model)
-        for name in THRESHOLDS
+        for name in names
         if name in thresholds
     ]
     if include_audit:

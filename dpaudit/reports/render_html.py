@@ -57,7 +57,16 @@ def render_html(
             figure is left out and the tables remain.
         generated: time of rendering for the footer (omitted when ``None``).
     """
+    from dpaudit.accounting import accountant_names
+
     template = _environment().from_string(TEMPLATE)
+    accountants = {  # from the registry: a registered accountant is described with the others
+        "rigorous": ", ".join(accountant_names(rigorous=True)),
+        "approximate": ", ".join(accountant_names(rigorous=False)),
+    }
     return template.render(
-        v=build_view(report, generated=generated), plots=report_figures(report, curves), css=CSS
+        v=build_view(report, generated=generated),
+        plots=report_figures(report, curves),
+        css=CSS,
+        accountants=accountants,
     )

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dpaudit.accounting import accountant_names
 from dpaudit.reports.view import build_view
 
 __all__ = ["render_markdown"]
@@ -70,8 +71,10 @@ def render_markdown(report: Mapping[str, Any], *, generated: str | None = None) 
     out += _table(
         ["", *_models_header(models)], [[r["label"], *(r[m] for m in models)] for r in g["rows"]]
     )
+    rigorous = ", ".join(accountant_names(rigorous=True))  # from the registry
+    approximate = ", ".join(accountant_names(rigorous=False))
     out += [
-        "ε by accountant (rigorous: rdp, prv, pld are proven upper bounds; approximate: gdp, edgeworth "
+        f"ε by accountant (rigorous: {rigorous} are proven upper bounds; approximate: {approximate} "
         "are estimates shown for comparison):",
         "",
     ]

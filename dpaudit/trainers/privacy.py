@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpaudit.atomic import read_json, write_json
 from dpaudit.config import TrainConfig
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, InputError
+from dpaudit.runfiles.io import read_run_file, write_run_file
+from dpaudit.runfiles.privacy import PrivacyFile
 
 PRIVACY_FILE = "privacy.json"
 MECHANISM_POISSON = "poisson-subsampled-gaussian"
 MECHANISM_SHUFFLE = "shuffled-gaussian"
 MECHANISM_NONE = "none"
-ALL_ACCOUNTANTS = ("rdp", "prv", "gdp", "pld", "edgeworth")
 
 
 def default_delta(n: int) -> float:
@@ -164,17 +164,20 @@ def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
 
 
 def make_ledger(
-    plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, ...] = ALL_ACCOUNTANTS
+    plan: PrivacyPlan, steps_done: int, *, accountants: tuple[str, ...] | None = None
 ) -> Any:
     """The :class:`~dpaudit.accounting.PrivacyLedger` of ``steps_done`` steps of ``plan``.
 
     ε comes from :func:`~dpaudit.accounting.compute_epsilons` for exactly
-    (q, σ, steps_done, δ), with every accountant by default (the partial
-    ledgers written at checkpoints use the primary one only, for speed); a
-    non-private run spends ε = ∞.
+    (q, σ, steps_done, δ), with every accountant registered in
+    :data:`~dpaudit.accounting.ACCOUNTANTS` at the time of writing by default
+    (the partial ledgers written at checkpoints use the primary one only, for
+    speed); a non-private run spends ε = ∞.
     """
-    from dpaudit.accounting import PrivacyLedger, compute_epsilons
+    from dpaudit.accounting import ACCOUNTANTS, PrivacyLedger, compute_epsilons
 
+    if accountants is None:
+        accountants = ACCOUNTANTS.names()
     if not plan.dp:
         eps = {name: math.inf for name in accountants}
         errors: dict[str, str] = {}
@@ -201,15 +204,16 @@ def make_ledger(
 
 
 def write_privacy(path: str | Path, plan: PrivacyPlan, ledger: Any, *, complete: bool) -> Path:
-    """Write ``privacy.json``: the ledger's fields plus how the plan was made.
+    """Write ``privacy.json`` (:class:`~dpaudit.runfiles.privacy.PrivacyFile`): the ledger's
+    fields plus how the plan was made.
 
-    Top-level keys are the :class:`PrivacyLedger` fields, then ``epsilon``
-    (the primary accountant's), ``primary_accountant``, ``epochs`` (taken:
-    steps × q), ``planned_steps``, ``complete``, ``delta_source``,
+    The :class:`PrivacyLedger` fields, then ``epsilon`` (the primary
+    accountant's), ``primary_accountant``, ``epochs`` (taken: steps × q),
+    ``planned_epochs``, ``planned_steps``, ``complete``, ``delta_source``,
     ``noise_source``, ``target_epsilon``, ``batch_size``, ``n_examples`` and
     ``poisson_sampling``. :func:`read_privacy` recovers the ledger.
     """
-    payload = dict(ledger.to_dict())
+    payload = {k: v for k, v in ledger.to_dict().items() if k != "schema_version"}
     payload.update(
         epsilon=ledger.epsilons.get(plan.accountant, math.inf),
         primary_accountant=plan.accountant,
@@ -224,16 +228,30 @@ def write_privacy(path: str | Path, plan: PrivacyPlan, ledger: Any, *, complete:
         n_examples=plan.n,
         poisson_sampling=plan.poisson,
     )
-    payload.pop("schema_version", None)
-    return write_json(path, payload)
+    return write_run_file(path, PrivacyFile.from_dict(payload))
+
+
+def read_privacy_file(path: str | Path) -> PrivacyFile:
+    """Read ``privacy.json`` as its definition.
+
+    Raises:
+        InputError: missing, malformed, an unsupported ``schema_version`` or
+            invalid contents (the message names ``path``).
+    """
+    return read_run_file(path, PrivacyFile)
 
 
 def read_privacy(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Read ``privacy.json``; return (PrivacyLedger, the whole mapping)."""
-    import dataclasses
+    """Read ``privacy.json``; return (PrivacyLedger, the whole file as a JSON-ready mapping).
 
+    Raises:
+        InputError: as :func:`read_privacy_file`.
+    """
     from dpaudit.accounting import PrivacyLedger
 
-    data = read_json(path)
-    names = {f.name for f in dataclasses.fields(PrivacyLedger)}
-    return PrivacyLedger.from_dict({k: v for k, v in data.items() if k in names}), data
+    file = read_privacy_file(path)
+    try:
+        ledger = PrivacyLedger.from_dict(file.ledger_fields())
+    except DpauditError as exc:
+        raise InputError(path, str(exc)) from None
+    return ledger, file.to_dict()

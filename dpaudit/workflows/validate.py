@@ -1,0 +1,286 @@
+"""Validate a whole config against the registries, before any work is done.
+
+:mod:`dpaudit.config` checks types, ranges and keys, but cannot see the names
+registered by higher layers. :func:`check_config` checks them all, in well
+under a second and without writing anything:
+
+- ``attack.attacks``: every name is a registered attack;
+- ``attack.params``: every table names a registered attack, every key is one
+  of its parameters, every value has the parameter's type, and the attack
+  accepts the resolved parameters (each attack is built once);
+- ``train.accountant``: a registered accountant, and a rigorous one when it
+  calibrates the noise unless ``train.allow_approximate_accountant``;
+- ``audit.method``, ``report.formats``: registered audit methods and report formats;
+- the ``[report]`` policy settings: registered policy thresholds.
+
+Errors are :class:`~dpaudit.errors.ConfigError` with a did-you-mean, on one
+line; :func:`load_config` (which every CLI command that reads a config uses)
+adds where the value came from: ``file:line``, ``--set`` or ``option``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dpaudit import config as _config
+from dpaudit.config import RunConfig
+from dpaudit.errors import ConfigError, DpauditError
+
+__all__ = [
+    "check_config",
+    "check_run_config",
+    "check_sweep",
+    "describe_fields",
+    "field_choices",
+    "load_config",
+]
+
+
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """Allowed values of the settings whose values are registry names, by dotted setting."""
+    from dpaudit.accounting import ACCOUNTANTS
+    from dpaudit.attacks.registry import ATTACKS
+    from dpaudit.audit.methods import AUDIT_METHODS
+    from dpaudit.reports import REPORT_FORMATS
+
+    return {
+        "train.accountant": ACCOUNTANTS.names(),
+        "attack.attacks": ATTACKS.names(),
+        "attack.params": ATTACKS.names(),
+        "audit.method": AUDIT_METHODS.names(),
+        "report.formats": REPORT_FORMATS.names(),
+    }
+
+
+def describe_fields() -> list[tuple[str, str, Any]]:
+    """:func:`dpaudit.config.describe_fields` with the registries' allowed values and attack parameters.
+
+    Returns:
+        (dotted name, help, default) rows: every setting (the help of a
+        registry-backed one ends with its allowed values), then one
+        ``attack.params.<attack>.<param>`` row per parameter of every
+        registered attack.
+    """
+    from dpaudit.attacks.registry import ATTACKS, param_fields
+
+    choices = field_choices()
+    rows = []
+    for name, help_text, default in _config.describe_fields():
+        if name in choices:
+            help_text = f"{help_text}; one of: {', '.join(choices[name])}"
+        rows.append((name, help_text, default))
+    for attack in ATTACKS.names():
+        for param, _, default, help_text in param_fields(attack):
+            rows.append((f"attack.params.{attack}.{param}", help_text, default))
+    return rows
+
+
+def check_config(config: RunConfig, *, source: str | Path | None = None) -> None:
+    """Check every registry name and attack parameter of ``config``.
+
+    Args:
+        config: a resolved config.
+        source: the TOML file the config came from; the message then starts
+            with ``<file>:<line>:`` (the line of the offending key when found).
+
+    Raises:
+        ConfigError: the first problem, one line with a did-you-mean;
+            ``key`` is the dotted setting at fault.
+    """
+    try:
+        _check(config)
+    except ConfigError as exc:
+        if source is None:
+            raise
+        raise ConfigError(f"{_in_file(Path(source), exc.key)}: {exc}", key=exc.key) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    sets: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """:func:`dpaudit.config.load_config`, then :func:`check_config` on the result.
+
+    A registry error names where the value came from: ``--set: ...`` when a
+    ``--set`` gave it, ``option: ...`` for an explicit option, else
+    ``<file>:<line>: ...``.
+
+    Raises:
+        ConfigError: a bad value, key or name (nothing has been written).
+        InputError: the file is missing or is not valid TOML.
+    """
+    config = _config.load_config(path, sets=sets, overrides=overrides)
+    try:
+        _check(config)
+    except ConfigError as exc:
+        key = exc.key
+        if _given(key, _config.parse_set(sets)):
+            where = "--set"
+        elif overrides and _given(key, _config._drop_none(overrides)):
+            where = "option"
+        elif path is not None:
+            where = _in_file(_config.resolve_config_path(path), key)
+        else:
+            raise
+        raise ConfigError(f"{where}: {exc}", key=key) from None
+    return config
+
+
+def check_run_config(run_dir: str | Path, sets: Sequence[str] = ()) -> RunConfig:
+    """The config recorded in a run's manifest with ``sets`` applied, checked
+    (what ``dpaudit attack``/``audit --run DIR --set ...`` use).
+
+    Raises:
+        ConfigError: a bad ``--set`` (``--set: ...``) or recorded value.
+        DpauditError: not a run directory.
+    """
+    from dpaudit.workflows.run import config_of_run
+
+    try:
+        config = config_of_run(run_dir, tuple(sets))
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}", key=exc.key) from None
+    try:
+        _check(config)
+    except ConfigError as exc:
+        where = "--set" if _given(exc.key, _config.parse_set(sets)) else f"{run_dir}"
+        raise ConfigError(f"{where}: {exc}", key=exc.key) from None
+    return config
+
+
+def check_sweep(
+    config_path: str | Path,
+    *,
+    sets: Sequence[str],
+    name: str | None = None,
+    runs_dir: str | None = None,
+) -> int:
+    """Check every grid point of a sweep (see :func:`dpaudit.workflows.run.sweep_axes`).
+
+    Returns:
+        the number of grid points.
+
+    Raises:
+        ConfigError: a point's config is invalid (the first one found).
+    """
+    import itertools
+
+    from dpaudit.workflows.run import sweep_axes
+
+    fixed, axes = sweep_axes(tuple(sets))
+    overrides = {"name": name, "runs_dir": runs_dir}
+    points = list(itertools.product(*axes)) or [()]
+    for combo in points:
+        load_config(config_path, sets=[*fixed, *combo], overrides=overrides)
+    return len(points)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _check(config: RunConfig) -> None:
+    _check_attacks(config)
+    _check_accountant(config)
+    from dpaudit.audit.methods import AUDIT_METHODS
+    from dpaudit.reports import REPORT_FORMATS
+    from dpaudit.reports.policy import POLICY_THRESHOLDS
+
+    _known(AUDIT_METHODS, config.audit.method, "audit.method")
+    for fmt in config.report.formats:
+        _known(REPORT_FORMATS, fmt, "report.formats")
+    for f in dataclasses.fields(config.report):
+        if f.name.startswith("max_"):
+            _known(POLICY_THRESHOLDS, f.name, f"report.{f.name}")
+
+
+def _known(registry: Any, name: str, key: str) -> None:
+    try:
+        registry.get(name)
+    except DpauditError as exc:
+        raise ConfigError(f"{key}: {exc}", key=key) from None
+
+
+def _check_attacks(config: RunConfig) -> None:
+    from dpaudit.attacks.registry import ATTACKS, attack_params, get_attack
+
+    a = config.attack
+    for name in a.attacks:
+        _known(ATTACKS, name, "attack.attacks")
+    for name in a.params:
+        _known(ATTACKS, name, f"attack.params.{name}")
+    for name in dict.fromkeys([*a.attacks, *a.params]):
+        params = attack_params(a, name)
+        try:
+            get_attack(name, **params)
+        except ConfigError:
+            raise
+        except DpauditError as exc:
+            key = _culprit(name, params, a) or f"attack.params.{name}"
+            raise ConfigError(f"{key}: {exc}", key=key) from None
+
+
+def _culprit(name: str, params: Mapping[str, Any], attack_config: Any) -> str | None:
+    """The dotted setting of the one parameter that the attack refuses on its own."""
+    from dpaudit.attacks.registry import ATTACKS, get_attack
+
+    legacy = dict(getattr(ATTACKS.get(name), "legacy_fields", {}) or {})
+    given = attack_config.params.get(name) or {}
+    for param, value in params.items():
+        try:
+            get_attack(name, **{param: value})
+        except DpauditError:
+            if param not in given and param in legacy:
+                return f"attack.{legacy[param]}"
+            return f"attack.params.{name}.{param}"
+    return None
+
+
+def _check_accountant(config: RunConfig) -> None:
+    from dpaudit.accounting import ACCOUNTANTS, accountant_names
+
+    t = config.train
+    _known(ACCOUNTANTS, t.accountant, "train.accountant")
+    calibrates = t.private and t.noise_multiplier is None
+    if (
+        calibrates
+        and not ACCOUNTANTS.get(t.accountant).rigorous
+        and not t.allow_approximate_accountant
+    ):
+        raise ConfigError(
+            f"train.accountant: {t.accountant!r} is an approximation that can understate epsilon, "
+            f"so it cannot calibrate the noise (use one of {', '.join(accountant_names(rigorous=True))}, "
+            "or set train.allow_approximate_accountant = true)",
+            key="train.accountant",
+        )
+
+
+# --------------------------------------------------------------------------- where a value came from
+
+
+def _leaves(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{dotted}.")
+        else:
+            yield dotted
+
+
+def _given(key: str | None, nested: Mapping[str, Any]) -> bool:
+    """Whether the dotted ``key`` (or a setting inside or above it) is set in ``nested``."""
+    if not key:
+        return False
+    return any(
+        leaf == key or leaf.startswith(f"{key}.") or key.startswith(f"{leaf}.")
+        for leaf in _leaves(nested)
+    )
+
+
+def _in_file(path: Path, key: str | None) -> str:
+    line = _config.key_line(path, key)
+    return f"{path}:{line}" if line else str(path)
