@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit import __version__
-from dpaudit.atomic import SCHEMA_VERSION, atomic_write_text, read_json, write_json
+from dpaudit.atomic import atomic_write_text
 from dpaudit.config import RunConfig, to_toml
 from dpaudit.errors import DpauditError
+from dpaudit.runfiles.io import read_run_file, write_run_file
+from dpaudit.runfiles.manifest import ManifestFile
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
@@ -171,20 +173,39 @@ class RunDir:
         return run
 
     # -------------------------------------------------------------- manifest
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as a dict (raises if the directory is not a run)."""
+    def manifest_file(self) -> ManifestFile:
+        """The manifest as its definition.
+
+        Raises:
+            DpauditError: the directory is not a run (no ``manifest.json``).
+            InputError: the manifest is malformed, invalid or of a
+                ``schema_version`` this dpaudit does not read.
+        """
         path = self.path / MANIFEST
         if not path.exists():
             raise DpauditError(f"{self.path}: not a dpaudit run directory (no {MANIFEST})")
-        return read_json(path)
+        return read_run_file(path, ManifestFile)
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as a JSON-ready dict (see :meth:`manifest_file`)."""
+        return self.manifest_file().to_dict()
 
     def _write(self, manifest: Mapping[str, Any]) -> None:
         data = {k: v for k, v in manifest.items() if k != "schema_version"}
         data["updated"] = _now()
-        write_json(self.path / MANIFEST, data, schema_version=SCHEMA_VERSION)
+        try:
+            model = ManifestFile.from_dict(data)
+        except DpauditError as exc:
+            raise DpauditError(f"{self.path / MANIFEST}: {exc}") from None
+        write_run_file(self.path / MANIFEST, model)
 
     def update(self, **fields: Any) -> None:
-        """Set top-level manifest fields (e.g. ``device``, ``seeds``)."""
+        """Set top-level manifest fields (e.g. ``device``, ``seeds``).
+
+        Raises:
+            DpauditError: a field :class:`~dpaudit.runfiles.manifest.ManifestFile`
+                does not define, or a value of the wrong type.
+        """
         manifest = self.manifest()
         manifest.update(fields)
         self._write(manifest)
@@ -224,7 +245,7 @@ class RunDir:
 
     def _set_stage(self, name: str, record: StageRecord) -> None:
         manifest = self.manifest()
-        manifest.setdefault("stages", {})[name] = record.__dict__
+        manifest.setdefault("stages", {})[name] = dict(record.__dict__)
         self._write(manifest)
 
     @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Attack outputs as values: per-example scores and the metrics derived from them.
 
-:class:`AttackScores` is the source of truth of every attack (DESIGN.md): one
+:class:`AttackScores` is the source of truth of every attack
+(docs/design.md#attack-scores-and-metrics): one
 score per example, *higher = more likely a member*, with the ground-truth
 membership bit. Every metric is recomputed from it, so it is what goes to disk
 (``attacks/<attack>/scores.parquet``: ids, membership and scores, never raw
@@ -25,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from dpaudit.atomic import SCHEMA_VERSION, atomic_path, dumps, read_json, to_jsonable, write_json
+from dpaudit.atomic import SCHEMA_VERSION, atomic_path, dumps, to_jsonable
 from dpaudit.errors import DpauditError, InputError
+from dpaudit.runfiles.attacks import AttackMetricsFile
+from dpaudit.runfiles.io import read_run_file, write_run_file
 
 __all__ = [
     "AttackMetrics",
@@ -290,23 +293,25 @@ class AttackMetrics:
             seed=int(data.get("seed", 0)),
         )
 
+    def to_file(self) -> AttackMetricsFile:
+        """The ``metrics.json`` definition of these metrics."""
+        return AttackMetricsFile.from_dict(self.to_dict())
+
+    @classmethod
+    def from_file(cls, file: AttackMetricsFile) -> AttackMetrics:
+        """Inverse of :meth:`to_file`."""
+        return cls.from_dict(file.model_dump())
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``<directory>/metrics.json`` atomically (with ``schema_version``)."""
-        return write_json(Path(directory) / METRICS_FILE, self.to_dict())
+        """Write ``<directory>/metrics.json`` atomically (:class:`AttackMetricsFile`)."""
+        return write_run_file(Path(directory) / METRICS_FILE, self.to_file())
 
     @classmethod
     def load(cls, directory: str | Path) -> AttackMetrics:
         """Read what :meth:`save` wrote.
 
         Raises:
-            InputError: missing or malformed file, or unknown schema version.
+            InputError: missing or malformed file, an unsupported
+                ``schema_version`` or invalid contents (the message names the file).
         """
-        path = Path(directory) / METRICS_FILE
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(path, "expected a JSON object")
-        _check_schema(path, data)
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(path, f"invalid metrics: {exc!r}") from None
+        return cls.from_file(read_run_file(Path(directory) / METRICS_FILE, AttackMetricsFile))

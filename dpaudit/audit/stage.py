@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from dpaudit.atomic import read_json, write_json
-from dpaudit.audit.lower_bound import EpsilonLowerBound, audit_one_run, audit_threshold
+from dpaudit.audit.lower_bound import EpsilonLowerBound
+from dpaudit.audit.methods import AUDIT_METHODS
 from dpaudit.audit.verdict import AuditVerdict, judge
 from dpaudit.config import RunConfig
 from dpaudit.datasets.prepare import PreparedData
 from dpaudit.errors import DpauditError
 from dpaudit.rundir import RunDir, sha256_text
+from dpaudit.runfiles.audit import BoundsFile
+from dpaudit.runfiles.io import read_run_file, write_run_file
 
 BOUNDS_FILE = "bounds.json"
 
@@ -30,20 +32,9 @@ BOUNDS_FILE = "bounds.json"
 def lower_bound_from_scores(
     scores: np.ndarray, included: np.ndarray, config: RunConfig, *, delta: float, seed: int
 ) -> EpsilonLowerBound:
-    """The configured audit (one-run with a union-bounded guess grid, or held-out threshold)."""
-    a = config.audit
-    if a.method == "one-run":
-        return audit_one_run(
-            scores, included, delta=delta, confidence=a.confidence, grid=list(a.guesses) or None
-        )
-    return audit_threshold(
-        scores,
-        included,
-        delta=delta,
-        confidence=a.confidence,
-        heldout_fraction=a.heldout_fraction,
-        seed=seed,
-    )
+    """The configured audit method (:data:`~dpaudit.audit.methods.AUDIT_METHODS`) on these canaries."""
+    method = AUDIT_METHODS.get(config.audit.method)
+    return method.run(scores, included, config.audit, delta=delta, seed=seed)
 
 
 def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], str]:
@@ -124,12 +115,18 @@ def run_audit_stage(
     seed: int,
     resume: bool = False,
     progress: bool = True,
+    model: Any = None,
 ) -> AuditVerdict | None:
-    """Audit ``<run>/<model_name>``; merge the result into ``audit/bounds.json``."""
+    """Audit ``<run>/<model_name>``; merge the result into ``audit/bounds.json``.
+
+    ``model`` is the model to score (anything ``load_scoring_model`` accepts);
+    default the weights in ``<run>/<model_name>/``. The claim is read from
+    ``<run>/<model_name>/privacy.json`` either way.
+    """
     from dpaudit.attacks.stage import load_scoring_model
 
     model_dir = run.path / model_name
-    if not model_dir.is_dir():
+    if model is None and not model_dir.is_dir():
         raise DpauditError(f"{model_dir}: no trained model; run `dpaudit train` first")
     stage = f"audit/{model_name}"
     inputs = run.output_hashes(model_name)
@@ -138,13 +135,22 @@ def run_audit_stage(
     if resume and run.can_skip(stage, inputs) and path.is_file():
         return None
     with run.stage(stage, inputs):
-        model = load_scoring_model(model_dir, config, progress=progress)
-        verdict = audit_model(model, prepared, config, model_dir / "privacy.json", seed=seed)
-        existing = read_json(path) if path.is_file() else {}
-        models = dict(existing.get("models", {}))
-        models[model_name] = verdict.to_dict()
-        write_json(path, {"models": models})
+        scorer = load_scoring_model(
+            model_dir if model is None else model, config, progress=progress
+        )
+        verdict = audit_model(scorer, prepared, config, model_dir / "privacy.json", seed=seed)
+        record_verdict(path, model_name, verdict)
     return verdict
+
+
+def record_verdict(path: Path, model_name: str, verdict: AuditVerdict) -> Path:
+    """Merge ``verdict`` into ``audit/bounds.json`` (:class:`BoundsFile`) as ``models.<model_name>``.
+
+    The other models' entries are kept. Raises ``InputError`` when an existing
+    file is not a valid ``bounds.json``.
+    """
+    bounds = read_run_file(path, BoundsFile) if path.is_file() else BoundsFile()
+    return write_run_file(path, bounds.with_model(model_name, verdict.to_entry()))
 
 
 def verdict_line(model_name: str, verdict: AuditVerdict) -> str:

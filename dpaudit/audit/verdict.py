@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpaudit.audit.lower_bound import EpsilonLowerBound
+from dpaudit.runfiles.audit import AuditEntry
 
 CONSISTENT = "consistent"
 VIOLATION = "violation"
@@ -42,6 +43,7 @@ class AuditVerdict:
     tightness: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a mapping (ε may be ``inf``; JSON writers encode it)."""
         return {
             "lower": self.lower.to_dict(),
             "upper": dict(self.upper),
@@ -50,6 +52,26 @@ class AuditVerdict:
             "per_accountant": dict(self.per_accountant),
             "tightness": dict(self.tightness),
         }
+
+    def to_entry(self) -> AuditEntry:
+        """The ``audit/bounds.json`` entry of this verdict (:class:`~dpaudit.runfiles.audit.AuditEntry`)."""
+        return AuditEntry.from_dict(self.to_dict())
+
+    @classmethod
+    def from_entry(cls, entry: AuditEntry) -> AuditVerdict:
+        """Inverse of :meth:`to_entry`.
+
+        Raises:
+            DpauditError: the lower bound is not a valid :class:`EpsilonLowerBound`.
+        """
+        return cls(
+            lower=EpsilonLowerBound.from_dict(entry.lower.model_dump()),
+            upper=dict(entry.upper),
+            primary_accountant=entry.primary_accountant,
+            verdict=entry.verdict,
+            per_accountant=dict(entry.per_accountant),
+            tightness=dict(entry.tightness),
+        )
 
 
 def _one(lower: float, upper: float) -> str:

@@ -13,24 +13,36 @@ docs/report-schema.md.
 - :func:`write_report_files`: write an already collected report.
 - :func:`~dpaudit.reports.gate.gate`: pass/fail a ``report.json`` against thresholds.
 - :func:`~dpaudit.reports.compare.compare_runs`: one table over several runs.
+
+Formats live in the registry :data:`REPORT_FORMATS` (``html``, ``md``,
+``json``): a :class:`ReportFormat` names its file and writes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dpaudit.atomic import atomic_write_text, write_json
-from dpaudit.errors import unknown_name
+from dpaudit.atomic import atomic_write_text
+from dpaudit.registry import Registry
 from dpaudit.reports.collect import RunData, collect, collect_report
-from dpaudit.reports.schema import REPORT_SCHEMA_VERSION, report_problems, validate_report
+from dpaudit.reports.schema import (
+    REPORT_SCHEMA_VERSION,
+    parse_report,
+    report_problems,
+    validate_report,
+)
+from dpaudit.runfiles.io import write_run_file
 
 __all__ = [
     "FORMATS",
     "REPORT_FILES",
+    "REPORT_FORMATS",
     "REPORT_SCHEMA_VERSION",
+    "ReportFormat",
     "RunData",
     "build_report",
     "collect",
@@ -41,16 +53,71 @@ __all__ = [
     "write_report_files",
 ]
 
-FORMATS = ("html", "md", "json")
-REPORT_FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
 REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class ReportFormat:
+    """One report format.
+
+    Attributes:
+        filename: the file written in the report directory (``report.html``).
+        write: ``write(report, path, *, curves, generated) -> path``: render the
+            validated ``report.json`` mapping into ``path`` atomically.
+    """
+
+    filename: str
+    write: Callable[..., Path]
+
+
+REPORT_FORMATS: Registry[ReportFormat] = Registry("report format")
+"""Format name (``report.formats``, ``dpaudit report --format``) → :class:`ReportFormat`."""
+
+
+def _write_json(
+    report: Mapping[str, Any], path: Path, *, curves: Any = None, generated: str | None = None
+) -> Path:
+    return write_run_file(path, parse_report(report))
+
+
+def _write_md(
+    report: Mapping[str, Any], path: Path, *, curves: Any = None, generated: str | None = None
+) -> Path:
+    from dpaudit.reports.render_md import render_markdown
+
+    return atomic_write_text(path, render_markdown(report, generated=generated))
+
+
+def _write_html(
+    report: Mapping[str, Any], path: Path, *, curves: Any = None, generated: str | None = None
+) -> Path:
+    from dpaudit.reports.render_html import render_html
+
+    return atomic_write_text(path, render_html(report, curves, generated=generated))
+
+
+REPORT_FORMATS.register("html", ReportFormat("report.html", _write_html))
+REPORT_FORMATS.register("md", ReportFormat("report.md", _write_md))
+REPORT_FORMATS.register("json", ReportFormat("report.json", _write_json))
+
+
+def __getattr__(name: str) -> Any:
+    """``FORMATS`` and ``REPORT_FILES``: computed from :data:`REPORT_FORMATS`, plug-ins included."""
+    if name == "FORMATS":
+        return REPORT_FORMATS.names()
+    if name == "REPORT_FILES":
+        return {n: f.filename for n, f in REPORT_FORMATS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "FORMATS", "REPORT_FILES"])
 
 
 def _formats(formats: Iterable[str]) -> tuple[str, ...]:
     out = tuple(dict.fromkeys(formats))
     for f in out:
-        if f not in FORMATS:
-            raise unknown_name("report format", f, FORMATS)
+        REPORT_FORMATS.get(f)
     return out
 
 
@@ -62,7 +129,7 @@ def write_report_files(
     report: Mapping[str, Any],
     out_dir: str | Path,
     *,
-    formats: Iterable[str] = FORMATS,
+    formats: Iterable[str] | None = None,
     curves: Mapping[str, Any] | None = None,
     generated: str | None = None,
 ) -> dict[str, Path]:
@@ -71,7 +138,8 @@ def write_report_files(
     Args:
         report: a mapping from :func:`collect_report` (validated again here).
         out_dir: destination directory (created if needed).
-        formats: any of ``html``, ``md``, ``json``.
+        formats: names in :data:`REPORT_FORMATS` (``html``, ``md``, ``json``);
+            ``None``: every registered format.
         curves: ROC curves for the HTML figure (:attr:`RunData.curves`).
         generated: footer time of the HTML and Markdown; default: now (UTC).
             ``report.json`` never holds it.
@@ -82,28 +150,17 @@ def write_report_files(
     Raises:
         DpauditError: an unknown format or an invalid report.
     """
-    formats = _formats(formats)
+    names = _formats(REPORT_FORMATS.names() if formats is None else formats)
     validate_report(report)
     out_dir = Path(out_dir)
     generated = generated if generated is not None else _now()
     written: dict[str, Path] = {}
-    if "json" in formats:
-        payload = {k: v for k, v in report.items() if k != "schema_version"}
-        written["json"] = write_json(
-            out_dir / REPORT_FILES["json"], payload, schema_version=REPORT_SCHEMA_VERSION
+    for name in names:
+        fmt = REPORT_FORMATS.get(name)
+        written[name] = fmt.write(
+            report, out_dir / fmt.filename, curves=curves, generated=generated
         )
-    if "md" in formats:
-        from dpaudit.reports.render_md import render_markdown
-
-        written["md"] = atomic_write_text(
-            out_dir / REPORT_FILES["md"], render_markdown(report, generated=generated)
-        )
-    if "html" in formats:
-        from dpaudit.reports.render_html import render_html
-
-        html = render_html(report, curves, generated=generated)
-        written["html"] = atomic_write_text(out_dir / REPORT_FILES["html"], html)
-    return {f: written[f] for f in formats}
+    return written
 
 
 def _build(
@@ -117,7 +174,9 @@ def _build(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     data = collect(run_dir, reveal=reveal, policy_overrides=policy)
     if formats is None:
-        formats = (data.report.get("config", {}).get("report") or {}).get("formats") or FORMATS
+        formats = (data.report.get("config", {}).get("report") or {}).get(
+            "formats"
+        ) or REPORT_FORMATS.names()
     target = Path(out_dir) if out_dir is not None else data.run_dir / REPORT_DIR
     written = write_report_files(
         data.report, target, formats=formats, curves=data.curves, generated=generated

@@ -1,133 +1,95 @@
-"""Build the report mapping (``report.json``) from a run directory alone.
+"""Build the report (``report.json``) from a run directory alone.
 
 Reads only files documented in docs/run-directory.md, never live objects, so a
 report can be rebuilt at any time and gives the same ``report.json`` byte for
-byte (nothing in it depends on when or where it was rendered). Keys are
-documented in docs/report-schema.md.
+byte (nothing in it depends on when or where it was rendered). Every file is
+read through its definition in :mod:`dpaudit.runfiles` (a file of a
+``schema_version`` this dpaudit does not read is refused, naming it), and the
+report is the typed :class:`~dpaudit.runfiles.report.Report`, documented in
+docs/report-schema.md.
 
-Public files are read through a whitelist of keys: a value that is not listed
-(a secret or a PII value written by mistake into a public file) never reaches
-the report. Recovered secrets and PII come only from ``recovered.json``, and
-only when the report is built with ``reveal=True``.
+Each section copies only the fields its report definition declares: a secret
+never reaches the report from a public file (which cannot hold one anyway).
+Recovered secrets and PII come only from ``recovered.json``, and only when the
+report is built with ``reveal=True``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
+
+from pydantic import BaseModel
 
 from dpaudit import __version__
-from dpaudit.atomic import read_json, to_jsonable
 from dpaudit.errors import DpauditError, InputError
 from dpaudit.reports import policy
-from dpaudit.reports.schema import (
-    MODEL_NAMES,
-    REPORT_SCHEMA_VERSION,
-    accountant_kind,
-    validate_report,
-)
+from dpaudit.reports.schema import MODEL_NAMES, accountant_kind
 from dpaudit.rundir import RunDir, sha256_file
+from dpaudit.runfiles.attacks import (
+    AttackMetricsFile,
+    BlindFile,
+    CanaryFile,
+    MemorizationFile,
+    PiiFile,
+    RecoveredFile,
+)
+from dpaudit.runfiles.audit import BoundsFile
+from dpaudit.runfiles.base import RunFile
+from dpaudit.runfiles.io import read_run_file
+from dpaudit.runfiles.manifest import ManifestFile
+from dpaudit.runfiles.privacy import PrivacyFile, UtilityFile
+from dpaudit.runfiles.report import (
+    AttackSection,
+    AuditSection,
+    BlindSection,
+    CanaryRow,
+    CanarySection,
+    EpsilonLower,
+    ExtractedCount,
+    Fingerprints,
+    Generator,
+    Headline,
+    InferredPii,
+    MaxAuc,
+    MaxTpr,
+    MemorizationSection,
+    ModelSection,
+    PiiExtractionSummary,
+    PiiRankingSummary,
+    PiiSection,
+    PolicyItem,
+    PolicySection,
+    PrivacySection,
+    Recovered,
+    RecoveredCanary,
+    Report,
+    RunSection,
+    SecretSpace,
+    StageSummary,
+    Summary,
+    TprAtLowFpr,
+    UtilitySection,
+)
 
 __all__ = ["RunData", "collect", "collect_report"]
 
-_PRIVACY_KEYS = (
-    "delta",
-    "mechanism",
-    "unit",
-    "adjacency",
-    "sample_rate",
-    "noise_multiplier",
-    "max_grad_norm",
-    "steps",
-    "epochs",
-    "planned_steps",
-    "planned_epochs",
-    "complete",
-    "delta_source",
-    "noise_source",
-    "target_epsilon",
-    "batch_size",
-    "n_examples",
-    "poisson_sampling",
-)
-_CANARY_RESULT_KEYS = (
-    "canary_id",
-    "repetitions",
-    "included",
-    "insertions",
-    "exposure",
-    "method",
-    "rank",
-    "space_size",
-    "secret_space",
-    "extracted",
-    "scope",
-    "n_candidates",
-)
-_MEMORIZATION_KEYS = (
-    "rate",
-    "n_evaluated",
-    "n_skipped_too_short",
-    "by_duplication",
-    "prefix_tokens",
-    "suffix_tokens",
-)
-_EXTRACTION_KEYS = (
-    "params",
-    "n_generations",
-    "n_mentions",
-    "precision",
-    "recall",
-    "n_leaked",
-    "per_kind",
-    "by_duplicates",
-)
-_RANKING_KEYS = (
-    "attack",
-    "kind",
-    "params",
-    "n_records",
-    "n_skipped",
-    "accuracy",
-    "chance",
-    "true_in_candidates",
-    "mean_candidates",
-    "by_duplicates",
-)
-_UTILITY_KEYS = (
-    "task",
-    "mode",
-    "eval_loss",
-    "eval_perplexity",
-    "eval_example_loss",
-    "eval_accuracy",
-    "eval_f1",
-    "train_loss",
-    "train_perplexity",
-    "train_example_loss",
-    "train_accuracy",
-    "train_f1",
-    "n_train",
-    "n_eval",
-    "steps",
-    "seconds_per_step",
-    "trainable_parameters",
-    "total_parameters",
-    "precision",
-)
 _HEADLINE_UTILITY = (("eval_perplexity", False), ("eval_accuracy", True), ("eval_loss", False))
+_F = TypeVar("_F", bound=RunFile)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass
 class RunData:
-    """What :func:`collect` read: the report mapping and the ROC curves for plotting.
+    """What :func:`collect` read: the report and the ROC curves for plotting.
 
     Attributes:
-        report: the JSON-ready report (exactly what ``report.json`` holds).
+        report: the JSON-ready report: ``Report.to_dict()``, exactly what
+            ``report.json`` holds.
         curves: ``{model: {attack: {"fpr": [...], "tpr": [...]}}}`` from each
             ``metrics.json`` (kept out of ``report.json`` to keep it small).
         run_dir: the run directory.
@@ -149,73 +111,58 @@ class _Reader:
         self.hashes[path.relative_to(self.root).as_posix()] = sha256_file(path)
         return path
 
-    def json(self, *parts: str) -> Any | None:
-        """The JSON at ``root/parts`` (``None`` when absent); malformed files raise InputError."""
+    def read(self, model: type[_F], *parts: str) -> _F | None:
+        """``root/parts`` as ``model`` (``None`` when absent); a bad file raises InputError."""
         path = self.root.joinpath(*parts)
         if not path.is_file():
             return None
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(path, "expected a JSON object")
+        file = read_run_file(path, model)
         self.track(path)
-        return data
+        return file
 
 
-def _pick(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    return {k: data[k] for k in keys if k in data}
-
-
-def _f(value: Any) -> float:
-    return float(value) if value is not None else math.nan
+def _copy(target: type[_M], source: BaseModel, **computed: Any) -> _M:
+    """``target`` from the fields it shares with ``source``, plus ``computed``."""
+    shared = target.model_fields.keys() & type(source).model_fields.keys()
+    values = {name: getattr(source, name) for name in shared if name not in computed}
+    return target(**values, **computed)
 
 
 # -- one section per file ---------------------------------------------------------------------
 
 
-def _privacy(reader: _Reader, model: str, warnings: list[str]) -> dict[str, Any] | None:
-    from dpaudit.trainers.privacy import read_privacy
-
-    path = reader.root / model / "privacy.json"
-    if not path.is_file():
+def _privacy(reader: _Reader, model: str, warnings: list[str]) -> PrivacySection | None:
+    file = reader.read(PrivacyFile, model, "privacy.json")
+    if file is None:
         warnings.append(f"{model}: no privacy ledger ({model}/privacy.json)")
         return None
-    try:
-        ledger, payload = read_privacy(path)
-    except InputError:
-        raise
-    except DpauditError as exc:
-        raise InputError(path, str(exc)) from None
-    reader.track(path)
-    primary = str(payload.get("primary_accountant", "pld"))
-    epsilons = {k: float(v) for k, v in sorted(ledger.epsilons.items())}
-    out = _pick(payload, _PRIVACY_KEYS)
-    out.update(
-        dp=ledger.mechanism != "none",
-        epsilon=float(payload.get("epsilon", epsilons.get(primary, math.inf))),
+    primary = file.primary_accountant
+    epsilons = dict(sorted(file.epsilons.items()))
+    out = _copy(
+        PrivacySection,
+        file,
+        dp=file.mechanism != "none",
+        epsilon=file.claimed_epsilon,
         epsilon_upper=epsilons,
         accountant_kind={k: accountant_kind(k) for k in epsilons},
-        accountant_errors=dict(ledger.errors),
-        primary_accountant=primary,
-        unit=ledger.unit,
-        adjacency=ledger.adjacency,
+        accountant_errors=dict(sorted(file.errors.items())),
     )
-    out.setdefault("epochs", None)
-    if payload.get("complete") is False:
+    if file.complete is False:
         warnings.append(
-            f"{model}: training did not complete; ε is for the {ledger.steps} steps taken"
+            f"{model}: training did not complete; ε is for the {file.steps} steps taken"
         )
-    for name, message in sorted(ledger.errors.items()):
+    for name, message in sorted(file.errors.items()):
         warnings.append(f"{model}: accountant {name} failed: {message}")
-    if ledger.mechanism == "claimed":
+    if file.mechanism == "claimed":
         warnings.append(
-            f"{model}: ε = {out['epsilon']:g} at δ = {ledger.delta:g} is the publisher's claim; dpaudit did not "
+            f"{model}: ε = {out.epsilon:g} at δ = {file.delta:g} is the publisher's claim; dpaudit did not "
             "train or account this model, only audits the claim"
         )
-    elif out["dp"] and accountant_kind(primary) == "approximate":
+    elif out.dp and accountant_kind(primary) == "approximate":
         warnings.append(
             f"{model}: the claimed ε comes from {primary}, an approximate accountant, not a proven upper bound"
         )
-    elif out["dp"] and accountant_kind(primary) == "unknown":
+    elif out.dp and accountant_kind(primary) == "unknown":
         warnings.append(
             f"{model}: the claimed ε comes from {primary!r}, an accountant dpaudit does not know"
         )
@@ -223,46 +170,44 @@ def _privacy(reader: _Reader, model: str, warnings: list[str]) -> dict[str, Any]
 
 
 def _audit(
-    bounds: Mapping[str, Any] | None,
+    bounds: BoundsFile | None,
     model: str,
     path: Path,
-    privacy: Mapping | None,
+    privacy: PrivacySection | None,
     warnings: list[str],
-) -> dict[str, Any] | None:
+) -> AuditSection | None:
     from dpaudit.audit.lower_bound import EpsilonLowerBound
 
-    entry = (bounds or {}).get("models", {}).get(model)
+    entry = bounds.models.get(model) if bounds is not None else None
     if entry is None:
         warnings.append(f"{model}: no empirical audit (audit/bounds.json)")
         return None
     try:
-        lower = EpsilonLowerBound.from_dict(entry["lower"])
-        upper = {k: float(v) for k, v in sorted(entry["upper"].items())}
-        out = {
-            "epsilon_lower": {
-                "value": lower.epsilon,
-                "confidence": lower.confidence,
-                "delta": lower.delta,
-                "method": lower.method,
-                "n_canaries": lower.n_canaries,
-                "n_guesses": lower.n_guesses,
-                "n_correct": lower.n_correct,
-                "threshold_selection": lower.threshold_selection,
-            },
-            "epsilon_upper": upper,
-            "primary_accountant": str(entry["primary_accountant"]),
-            "verdict": str(entry["verdict"]),
-            "per_accountant": {
-                k: str(v) for k, v in sorted(entry.get("per_accountant", {}).items())
-            },
-            "tightness": {k: float(v) for k, v in sorted(entry.get("tightness", {}).items())},
-        }
-    except (KeyError, TypeError, ValueError, AttributeError, DpauditError) as exc:
+        lower = EpsilonLowerBound.from_dict(entry.lower.model_dump())
+    except DpauditError as exc:
         raise InputError(path, f"models.{model}: invalid audit entry: {exc}") from None
-    out["claimed_epsilon"] = upper.get(out["primary_accountant"], math.inf)
-    if privacy is not None and not math.isclose(lower.delta, float(privacy["delta"])):
+    upper = dict(sorted(entry.upper.items()))
+    out = AuditSection(
+        epsilon_lower=EpsilonLower(
+            value=lower.epsilon,
+            confidence=lower.confidence,
+            delta=lower.delta,
+            method=lower.method,
+            n_canaries=lower.n_canaries,
+            n_guesses=lower.n_guesses,
+            n_correct=lower.n_correct,
+            threshold_selection=lower.threshold_selection,
+        ),
+        epsilon_upper=upper,
+        claimed_epsilon=upper.get(entry.primary_accountant, math.inf),
+        primary_accountant=entry.primary_accountant,
+        verdict=entry.verdict,
+        per_accountant=dict(sorted(entry.per_accountant.items())),
+        tightness=dict(sorted(entry.tightness.items())),
+    )
+    if privacy is not None and not math.isclose(lower.delta, privacy.delta):
         warnings.append(
-            f"{model}: the audit tests δ = {lower.delta:g}, the ledger reports δ = {float(privacy['delta']):g}; "
+            f"{model}: the audit tests δ = {lower.delta:g}, the ledger reports δ = {privacy.delta:g}; "
             "audit ε upper bounds are recomputed at the audit's δ"
         )
     return out
@@ -278,218 +223,184 @@ def _tpr_at(roc: Mapping[str, Any], budget: float) -> float | None:
 
 def _attacks(
     reader: _Reader, model: str
-) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
-    from dpaudit.attacks.scores import METRICS_FILE, AttackMetrics
+) -> tuple[dict[str, AttackSection], dict[str, dict[str, list[float]]]]:
+    from dpaudit.attacks.scores import METRICS_FILE
 
-    root = reader.root / "attacks" / model
-    attacks: dict[str, Any] = {}
+    attacks: dict[str, AttackSection] = {}
     curves: dict[str, dict[str, list[float]]] = {}
+    root = reader.root / "attacks" / model
     if not root.is_dir():
         return attacks, curves
     for directory in sorted(p for p in root.iterdir() if (p / METRICS_FILE).is_file()):
-        metrics = AttackMetrics.load(directory)
-        reader.track(directory / METRICS_FILE)
-        data = metrics.to_dict()
-        roc = data.pop("roc", {})
-        data.pop("seed", None)
-        data["min_resolvable_fpr"] = 1.0 / metrics.n_nonmember if metrics.n_nonmember else math.nan
+        metrics = reader.read(AttackMetricsFile, "attacks", model, directory.name, METRICS_FILE)
+        assert metrics is not None  # the file exists
         low = next(
-            (v for k, v in data["tpr_at_fpr"].items() if math.isclose(float(k), policy.LOW_FPR)),
+            (v for k, v in metrics.tpr_at_fpr.items() if math.isclose(float(k), policy.LOW_FPR)),
             None,
         )
-        data["tpr_at_low_fpr"] = (
-            {"tpr": low["tpr"], "ci": low["ci"], "fpr": policy.LOW_FPR, "source": "stored"}
+        at_low = (
+            TprAtLowFpr(tpr=low.tpr, ci=low.ci, fpr=policy.LOW_FPR, source="stored")
             if low is not None
-            else {
-                "tpr": _tpr_at(roc, policy.LOW_FPR),
-                "ci": None,
-                "fpr": policy.LOW_FPR,
-                "source": "roc",
-            }
+            else TprAtLowFpr(
+                tpr=_tpr_at(metrics.roc, policy.LOW_FPR), ci=None, fpr=policy.LOW_FPR, source="roc"
+            )
         )
-        attacks[directory.name] = data
-        if roc:
+        attacks[directory.name] = _copy(
+            AttackSection,
+            metrics,
+            tpr_at_low_fpr=at_low,
+            min_resolvable_fpr=(1.0 / metrics.n_nonmember if metrics.n_nonmember else math.nan),
+        )
+        if metrics.roc:
             curves[directory.name] = {
-                "fpr": list(roc.get("fpr", [])),
-                "tpr": list(roc.get("tpr", [])),
+                "fpr": list(metrics.roc.get("fpr", [])),
+                "tpr": list(metrics.roc.get("tpr", [])),
             }
     return attacks, curves
 
 
-def _canaries(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if data is None or not data.get("results"):
+def _canaries(file: CanaryFile | None) -> CanarySection | None:
+    if file is None or not file.results:
         return None
-    results = [_pick(r, _CANARY_RESULT_KEYS) for r in data["results"]]
-    results.sort(key=lambda r: str(r.get("canary_id")))
-    for r in results:
-        if "insertions" not in r:
-            r["insertions"] = int(r.get("repetitions", 0)) if r.get("included") else 0
-    inserted = [r for r in results if r["insertions"] > 0]
-    sizes = {
-        str(r.get("secret_space", "")): int(r["space_size"]) for r in results if r.get("space_size")
-    }
-    extracted = [r for r in inserted if r.get("extracted") is not None]
-    return {
-        "n_canaries": len(results),
-        "n_inserted": len(inserted),
-        "exposure_by_repetition": dict(data.get("exposure_by_repetition", {})),
-        "max_exposure": max((_f(r.get("exposure")) for r in inserted), default=None),
-        "max_exposure_not_inserted": max(
-            (_f(r.get("exposure")) for r in results if r["insertions"] == 0), default=None
+    results = sorted((_copy(CanaryRow, r) for r in file.results), key=lambda r: str(r.canary_id))
+    inserted = [r for r in results if r.insertions > 0]
+    sizes = {str(r.secret_space): int(r.space_size) for r in results if r.space_size}
+    extracted = [r for r in inserted if r.extracted is not None]
+    return CanarySection(
+        n_canaries=len(results),
+        n_inserted=len(inserted),
+        exposure_by_repetition=dict(file.exposure_by_repetition),
+        max_exposure=max((r.exposure for r in inserted), default=None),
+        max_exposure_not_inserted=max(
+            (r.exposure for r in results if r.insertions == 0), default=None
         ),
-        "secret_spaces": {
-            spec: {"size": n, "log2_size": math.log2(n)} for spec, n in sorted(sizes.items())
+        secret_spaces={
+            spec: SecretSpace(size=n, log2_size=math.log2(n)) for spec, n in sorted(sizes.items())
         },
-        "max_possible_exposure": max((math.log2(n) for n in sizes.values()), default=None),
-        "methods": dict(sorted(Counter(str(r.get("method")) for r in results).items())),
-        "extraction": dict(data.get("extraction", {})),
-        "extracted_greedy": {
-            "extracted": sum(bool(r["extracted"]) for r in extracted),
-            "n": len(extracted),
-        },
-        "results": results,
-    }
+        max_possible_exposure=max((math.log2(n) for n in sizes.values()), default=None),
+        methods=dict(sorted(Counter(str(r.method) for r in results).items())),
+        extraction=dict(file.extraction),
+        extracted_greedy=ExtractedCount(
+            extracted=sum(bool(r.extracted) for r in extracted), n=len(extracted)
+        ),
+        results=results,
+    )
 
 
-def _memorization(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if data is None:
+def _memorization(file: MemorizationFile | None) -> MemorizationSection | None:
+    if file is None:
         return None
-    out = _pick(data, _MEMORIZATION_KEYS)
-    out["n_memorized"] = len(data.get("memorized_ids", []))
-    return out
+    return _copy(MemorizationSection, file, n_memorized=len(file.memorized_ids))
 
 
-def _pii(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if data is None or not data:
+def _pii(file: PiiFile | None) -> PiiSection | None:
+    if file is None:
         return None
-    out: dict[str, Any] = {
-        "extraction": None,
-        "extraction_rate": None,
-        "rankings": {},
-        "by_kind": {},
-    }
     by_kind: dict[str, dict[str, Any]] = {}
-    extraction = data.get("extraction")
-    if isinstance(extraction, Mapping):
-        ex = _pick(extraction, _EXTRACTION_KEYS)
-        ex["rate"] = ex.get("recall")
-        out["extraction"], out["extraction_rate"] = ex, ex.get("recall")
-        for kind, m in sorted(ex.get("per_kind", {}).items()):
+    extraction = None
+    if file.extraction is not None:
+        extraction = _copy(PiiExtractionSummary, file.extraction, rate=file.extraction.recall)
+        for kind, m in sorted(file.extraction.per_kind.items()):
             by_kind.setdefault(kind, {}).update(
-                extraction_rate=m.get("recall"),
-                extraction_precision=m.get("precision"),
-                extracted=m.get("matched"),
-                truth=m.get("truth"),
-                detected=m.get("detected"),
+                extraction_rate=m.recall,
+                extraction_precision=m.precision,
+                extracted=m.matched,
+                truth=m.truth,
+                detected=m.detected,
             )
-    for key, value in sorted(data.items()):
-        if key == "extraction" or not isinstance(value, Mapping) or "accuracy" not in value:
-            continue
-        ranking = _pick(value, _RANKING_KEYS)
-        out["rankings"][key] = ranking
-        kind = str(ranking.get("kind", "?"))
-        by_kind.setdefault(kind, {}).update(
-            {f"{key}_accuracy": ranking.get("accuracy"), f"{key}_chance": ranking.get("chance")}
+    rankings: dict[str, PiiRankingSummary] = {}
+    for name, game in sorted(file.rankings().items()):
+        rankings[name] = _copy(PiiRankingSummary, game)
+        by_kind.setdefault(game.kind, {}).update(
+            {f"{name}_accuracy": game.accuracy, f"{name}_chance": game.chance}
         )
-    out["by_kind"] = dict(sorted(by_kind.items()))
-    return out
+    return PiiSection(
+        extraction_rate=extraction.recall if extraction is not None else None,
+        extraction=extraction,
+        rankings=rankings,
+        by_kind=dict(sorted(by_kind.items())),
+    )
 
 
-def _utility(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if data is None:
+def _utility(file: UtilityFile | None) -> UtilitySection | None:
+    if file is None:
         return None
-    out = _pick(data, _UTILITY_KEYS)
-    out["headline"] = next(
+    headline = next(
         (
-            {"metric": key, "value": data[key], "higher_is_better": better}
+            Headline(metric=key, value=getattr(file, key), higher_is_better=better)
             for key, better in _HEADLINE_UTILITY
-            if data.get(key) is not None
+            if getattr(file, key) is not None
         ),
         None,
     )
-    return out
+    return _copy(UtilitySection, file, headline=headline)
 
 
-def _recovered(data: Mapping[str, Any] | None) -> dict[str, Any]:
+def _recovered(file: RecoveredFile | None) -> Recovered:
     """Secrets and PII the attacks recovered, from ``recovered.json`` (reveal only)."""
-    data = data or {}
     canaries = [
-        {
-            "canary_id": r.get("canary_id"),
-            "secret": r.get("secret"),
-            "insertions": r.get("insertions", 0),
-            "exposure": r.get("exposure"),
-            "extracted": r.get("extracted"),
-        }
-        for r in (data.get("canary") or {}).get("results", [])
-    ]
-    canaries.sort(
-        key=lambda r: (
-            -_f(r["exposure"]) if r["exposure"] is not None else 0.0,
-            str(r["canary_id"]),
+        RecoveredCanary(
+            canary_id=r.canary_id,
+            secret=r.secret,
+            insertions=r.insertions,
+            exposure=r.exposure,
+            extracted=r.extracted,
         )
-    )
-    pii = data.get("pii") or {}
-    leaked = list((pii.get("extraction") or {}).get("leaked", []))
-    inferred = []
-    for key, value in sorted(pii.items()):
-        if key == "extraction" or not isinstance(value, Mapping):
-            continue
-        for row in value.get("records", []):
-            if float(row.get("credit", 0)) >= 1.0 and "truth" in row:
-                inferred.append(
-                    {
-                        "attack": key,
-                        "kind": value.get("kind"),
-                        "record_id": row.get("record_id"),
-                        "truth": row.get("truth"),
-                        "guess": row.get("guess"),
-                    }
-                )
-    return {"canaries": canaries, "pii_extracted": leaked, "pii_inferred": inferred}
-
-
-def _summary(model: Mapping[str, Any]) -> dict[str, Any]:
-    privacy, audit, attacks = model["privacy"], model["audit"], model["attacks"]
-    epsilon = privacy["epsilon"] if privacy else (audit["claimed_epsilon"] if audit else None)
-    primary = (
-        privacy["primary_accountant"]
-        if privacy
-        else (audit["primary_accountant"] if audit else None)
-    )
-    best_auc = max(sorted(attacks.items()), key=lambda kv: _f(kv[1]["auc"]), default=None)
-    with_low = [
-        (k, v) for k, v in sorted(attacks.items()) if v["tpr_at_low_fpr"]["tpr"] is not None
+        for r in (file.canary.results if file is not None and file.canary is not None else [])
     ]
-    best_low = max(with_low, key=lambda kv: _f(kv[1]["tpr_at_low_fpr"]["tpr"]), default=None)
-    utility = model["utility"]
-    return {
-        "epsilon": epsilon,
-        "primary_accountant": primary,
-        "delta": privacy["delta"] if privacy else None,
-        "epsilon_lower": audit["epsilon_lower"]["value"] if audit else None,
-        "epsilon_lower_confidence": audit["epsilon_lower"]["confidence"] if audit else None,
-        "audit_verdict": audit["verdict"] if audit else None,
-        "max_auc": {"value": best_auc[1]["auc"], "attack": best_auc[0]} if best_auc else None,
-        "max_tpr_at_low_fpr": (
-            {
-                "value": best_low[1]["tpr_at_low_fpr"]["tpr"],
-                "attack": best_low[0],
-                "fpr": policy.LOW_FPR,
-            }
-            if best_low
-            else None
+    canaries.sort(key=lambda r: (-r.exposure if r.exposure is not None else 0.0, str(r.canary_id)))
+    pii = file.pii if file is not None else None
+    leaked = list(pii.extraction.leaked or []) if pii and pii.extraction else []
+    inferred = [
+        InferredPii(
+            attack=name, kind=game.kind, record_id=row.record_id, truth=row.truth, guess=row.guess
+        )
+        for name, game in sorted(pii.rankings().items() if pii else [])
+        for row in game.records
+        if row.credit >= 1.0 and row.truth is not None
+    ]
+    return Recovered(canaries=canaries, pii_extracted=leaked, pii_inferred=inferred)
+
+
+def _summary(
+    privacy: PrivacySection | None,
+    audit: AuditSection | None,
+    attacks: Mapping[str, AttackSection],
+    canaries: CanarySection | None,
+    memorization: MemorizationSection | None,
+    pii: PiiSection | None,
+    utility: UtilitySection | None,
+) -> Summary:
+    epsilon = privacy.epsilon if privacy else (audit.claimed_epsilon if audit else None)
+    primary = (
+        privacy.primary_accountant if privacy else (audit.primary_accountant if audit else None)
+    )
+    best_auc = max(sorted(attacks.items()), key=lambda kv: kv[1].auc, default=None)
+    lows = [(v.tpr_at_low_fpr.tpr, k) for k, v in sorted(attacks.items())]
+    best_low = max(
+        ((tpr, k) for tpr, k in lows if tpr is not None), key=lambda t: t[0], default=None
+    )
+    return Summary(
+        epsilon=epsilon,
+        primary_accountant=primary,
+        delta=privacy.delta if privacy else None,
+        epsilon_lower=audit.epsilon_lower.value if audit else None,
+        epsilon_lower_confidence=audit.epsilon_lower.confidence if audit else None,
+        audit_verdict=audit.verdict if audit else None,
+        max_auc=MaxAuc(value=best_auc[1].auc, attack=best_auc[0]) if best_auc else None,
+        max_tpr_at_low_fpr=(
+            MaxTpr(value=best_low[0], attack=best_low[1], fpr=policy.LOW_FPR) if best_low else None
         ),
-        "max_exposure": model["canaries"]["max_exposure"] if model["canaries"] else None,
-        "pii_extraction_rate": model["pii"]["extraction_rate"] if model["pii"] else None,
-        "memorization_rate": model["memorization"]["rate"] if model["memorization"] else None,
-        "utility": utility["headline"] if utility else None,
-    }
+        max_exposure=canaries.max_exposure if canaries else None,
+        pii_extraction_rate=pii.extraction_rate if pii else None,
+        memorization_rate=memorization.rate if memorization else None,
+        utility=utility.headline if utility else None,
+    )
 
 
 def _model(
-    reader: _Reader, name: str, bounds: Mapping | None, reveal: bool, warnings: list[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    reader: _Reader, name: str, bounds: BoundsFile | None, reveal: bool, warnings: list[str]
+) -> tuple[ModelSection, dict[str, Any]]:
     privacy = _privacy(reader, name, warnings)
     audit = _audit(bounds, name, reader.root / "audit" / "bounds.json", privacy, warnings)
     attacks, curves = _attacks(reader, name)
@@ -497,66 +408,70 @@ def _model(
         warnings.append(
             f"{name}: no membership-inference results (attacks/{name}/<attack>/metrics.json)"
         )
-    canaries = _canaries(reader.json("attacks", name, "canary.json"))
+    canaries = _canaries(reader.read(CanaryFile, "attacks", name, "canary.json"))
     if canaries is None:
         warnings.append(f"{name}: no canary exposure results (attacks/{name}/canary.json)")
-    elif canaries["methods"].get("extrapolated"):
+    elif canaries.methods.get("extrapolated"):
         warnings.append(
-            f"{name}: exposure of {canaries['methods']['extrapolated']} canaries is extrapolated "
+            f"{name}: exposure of {canaries.methods['extrapolated']} canaries is extrapolated "
             "(skew-normal fit), which can understate the highest exposures by several bits"
         )
-    model: dict[str, Any] = {
-        "privacy": privacy,
-        "audit": audit,
-        "attacks": attacks,
-        "canaries": canaries,
-        "memorization": _memorization(reader.json("attacks", name, "memorization.json")),
-        "pii": _pii(reader.json("attacks", name, "pii.json")),
-        "utility": _utility(reader.json(name, "metrics.json")),
-    }
-    model["summary"] = _summary(model)
+    memorization = _memorization(
+        reader.read(MemorizationFile, "attacks", name, "memorization.json")
+    )
+    pii = _pii(reader.read(PiiFile, "attacks", name, "pii.json"))
+    utility = _utility(reader.read(UtilityFile, name, "metrics.json"))
+    recovered = None
     if reveal:
-        recovered = reader.json("attacks", name, "recovered.json")
-        if recovered is None:
+        file = reader.read(RecoveredFile, "attacks", name, "recovered.json")
+        if file is None:
             warnings.append(
                 f"{name}: reveal requested but attacks/{name}/recovered.json is missing"
             )
-        model["recovered"] = _recovered(recovered)
+        recovered = _recovered(file)
+    model = ModelSection(
+        privacy=privacy,
+        audit=audit,
+        attacks=attacks,
+        canaries=canaries,
+        memorization=memorization,
+        pii=pii,
+        utility=utility,
+        summary=_summary(privacy, audit, attacks, canaries, memorization, pii, utility),
+        recovered=recovered,
+    )
     return model, curves
 
 
-def _run_section(run: RunDir, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    config = manifest.get("config") or {}
-    stages = {
-        name: _pick(record, ("status", "seconds", "finished", "error"))
-        for name, record in sorted((manifest.get("stages") or {}).items())
-        if not name.startswith("report")
-    }
-    return {
-        "name": str(config.get("name") or run.path.name),
-        "created": manifest.get("created"),
-        "dpaudit_version": manifest.get("dpaudit_version"),
-        "git_commit": manifest.get("git_commit"),
-        "argv": list(manifest.get("argv") or []),
-        "seeds": dict(manifest.get("seeds") or {}),
-        "device": manifest.get("device"),
-        "platform": manifest.get("platform"),
-        "stages": stages,
-        "config_changed_on_resume": bool(manifest.get("config_changed_on_resume", False)),
-    }
-
-
-def _fingerprints(manifest: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, Any]:
-    stages = manifest.get("stages") or {}
-    return {
-        "inputs": dict(manifest.get("inputs") or {}),
-        "outputs": {
-            name: dict(sorted(record.get("outputs", {}).items()))
-            for name, record in sorted(stages.items())
-            if record.get("outputs") and not name.startswith("report")
+def _run_section(run: RunDir, manifest: ManifestFile) -> RunSection:
+    return RunSection(
+        name=str(manifest.config.get("name") or run.path.name),
+        created=manifest.created,
+        dpaudit_version=manifest.dpaudit_version,
+        git_commit=manifest.git_commit,
+        argv=list(manifest.argv),
+        seeds=dict(manifest.seeds),
+        device=manifest.device,
+        platform=manifest.platform,
+        stages={
+            name: _copy(StageSummary, record)
+            for name, record in sorted(manifest.stages.items())
+            if not name.startswith("report")
         },
-        "sources": dict(sorted(sources.items())),
-    }
+        config_changed_on_resume=manifest.config_changed_on_resume,
+    )
+
+
+def _fingerprints(manifest: ManifestFile, sources: Mapping[str, str]) -> Fingerprints:
+    return Fingerprints(
+        inputs=dict(manifest.inputs),
+        outputs={
+            name: dict(sorted(record.outputs.items()))
+            for name, record in sorted(manifest.stages.items())
+            if record.outputs and not name.startswith("report")
+        },
+        sources=dict(sorted(sources.items())),
+    )
 
 
 def _thresholds(
@@ -571,6 +486,57 @@ def _thresholds(
             raise unknown_name("policy threshold", key, policy.CONFIG_THRESHOLDS)
         out[key] = value
     return {k: (None if v is None else float(v)) for k, v in out.items()}
+
+
+def collect_model(
+    run_dir: str | Path,
+    *,
+    reveal: bool | None = None,
+    policy_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Report, dict[str, Any], Path]:
+    """The typed report of a run, its ROC curves and the run directory (see :func:`collect`)."""
+    run = RunDir(run_dir)
+    manifest = run.manifest_file()
+    config = manifest.config
+    if reveal is None:
+        reveal = bool((config.get("report") or {}).get("reveal", False))
+    reader = _Reader(run.path)
+    warnings: list[str] = []
+    bounds = reader.read(BoundsFile, "audit", "bounds.json")
+    present = [
+        m for m in MODEL_NAMES if (run.path / m).is_dir() or (run.path / "attacks" / m).is_dir()
+    ]
+    if "target" not in present:
+        raise DpauditError(
+            f"{run.path}: no target model (no target/ or attacks/target/); run `dpaudit train` first"
+        )
+    models: dict[str, ModelSection] = {}
+    curves: dict[str, Any] = {}
+    for name in present:
+        models[name], curves[name] = _model(reader, name, bounds, bool(reveal), warnings)
+    blind = reader.read(BlindFile, "attacks", "blind.json")
+    thresholds = _thresholds(config, policy_overrides)
+    checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
+    report = Report(
+        revealed=bool(reveal),
+        run=_run_section(run, manifest),
+        generator=Generator(dpaudit_version=__version__),
+        policy=PolicySection(
+            thresholds=thresholds,
+            configured=any(v is not None for v in thresholds.values()),
+            items={c.name: PolicyItem(**c.to_dict()) for c in checks},
+            failed=[c.name for c in checks if c.verdict == policy.FAIL],
+            verdict=cast(Literal["pass", "fail"], policy.overall(checks)),
+            model="target",
+        ),
+        models=models,
+        blind_baseline=_copy(BlindSection, blind) if blind is not None else None,
+        fingerprints=_fingerprints(manifest, reader.hashes),
+        versions=dict(manifest.versions),
+        config=dict(config),
+        warnings=warnings,
+    )
+    return report, curves, run.path
 
 
 def collect(
@@ -590,72 +556,11 @@ def collect(
 
     Raises:
         DpauditError: not a run directory, no target model, or a malformed
-            file (named in the message).
+            file or one of a ``schema_version`` this dpaudit does not read
+            (named in the message).
     """
-    run = RunDir(run_dir)
-    manifest = run.manifest()
-    config = manifest.get("config") or {}
-    if reveal is None:
-        reveal = bool((config.get("report") or {}).get("reveal", False))
-    reader = _Reader(run.path)
-    warnings: list[str] = []
-    bounds = reader.json("audit", "bounds.json")
-    present = [
-        m for m in MODEL_NAMES if (run.path / m).is_dir() or (run.path / "attacks" / m).is_dir()
-    ]
-    if "target" not in present:
-        raise DpauditError(
-            f"{run.path}: no target model (no target/ or attacks/target/); run `dpaudit train` first"
-        )
-    models: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    for name in present:
-        models[name], curves[name] = _model(reader, name, bounds, reveal, warnings)
-    blind = reader.json("attacks", "blind.json")
-    blind_section = (
-        _pick(
-            blind,
-            (
-                "auc",
-                "auc_ci",
-                "n_member",
-                "n_nonmember",
-                "folds",
-                "confidence",
-                "warning",
-                "method",
-            ),
-        )
-        if blind is not None
-        else None
-    )
-    if blind_section is not None:
-        blind_section.setdefault("warning", None)
-    thresholds = _thresholds(config, policy_overrides)
-    checks = policy.evaluate(models["target"]["summary"], thresholds, model="target")
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "revealed": bool(reveal),
-        "run": _run_section(run, manifest),
-        "generator": {"dpaudit_version": __version__},
-        "policy": {
-            "thresholds": thresholds,
-            "configured": any(v is not None for v in thresholds.values()),
-            "items": {c.name: c.to_dict() for c in checks},
-            "failed": [c.name for c in checks if c.verdict == policy.FAIL],
-            "verdict": policy.overall(checks),
-            "model": "target",
-        },
-        "models": models,
-        "blind_baseline": blind_section,
-        "fingerprints": _fingerprints(manifest, reader.hashes),
-        "versions": dict(manifest.get("versions") or {}),
-        "config": dict(config),
-        "warnings": warnings,
-    }
-    report = to_jsonable(report)
-    validate_report(report)
-    return RunData(report=report, curves=curves, run_dir=run.path)
+    report, curves, path = collect_model(run_dir, reveal=reveal, policy_overrides=policy_overrides)
+    return RunData(report=report.to_dict(), curves=curves, run_dir=path)
 
 
 def collect_report(

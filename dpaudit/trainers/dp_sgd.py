@@ -44,14 +44,8 @@ from dpaudit.atomic import atomic_write_text, dumps, read_json, write_json
 from dpaudit.config import TrainConfig
 from dpaudit.datasets.records import Record
 from dpaudit.errors import DpauditError
-from dpaudit.trainers.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_state,
-    recipe_differences,
-    remove_checkpoints,
-    save_checkpoint,
-)
+from dpaudit.runfiles.io import write_run_file
+from dpaudit.runfiles.privacy import UtilityFile
 from dpaudit.trainers.hooks import StopTraining, TrainHooks
 from dpaudit.trainers.privacy import (
     PRIVACY_FILE,
@@ -60,6 +54,14 @@ from dpaudit.trainers.privacy import (
     plan_privacy,
     read_privacy,
     write_privacy,
+)
+from dpaudit.trainers.resume import (
+    latest_training_state,
+    load_training_state,
+    read_state,
+    recipe_differences,
+    remove_training_states,
+    save_training_state,
 )
 
 COMPLETE_FILE = "complete.json"
@@ -216,7 +218,7 @@ def train_model(
         device_type=device.type,
         hooks_key=hooks.recipe_key,
     )
-    ckpt = latest_checkpoint(out_dir)
+    ckpt = latest_training_state(out_dir)
     if (out_dir / COMPLETE_FILE).is_file():
         if not resume:
             raise DpauditError(
@@ -249,7 +251,9 @@ def train_model(
     start, log = 0, []
     if ckpt is not None:
         _check_recipe(read_state(ckpt).get("recipe", {}), recipe, ckpt)
-        state = load_checkpoint(ckpt, model=runner.model, optimizer=runner.optimizer, device=device)
+        state = load_training_state(
+            ckpt, model=runner.model, optimizer=runner.optimizer, device=device
+        )
         start, log = int(state["step"]), list(state.get("log", []))
     else:
         torch.manual_seed(
@@ -319,7 +323,7 @@ def train_model(
     _save_model(model, built, tokenizer, out_dir)
     write_json(out_dir / IDS_FILE, {"ids": list(examples.ids)})
     _write_log(out_dir, log)
-    write_json(out_dir / METRICS_FILE, metrics)
+    write_run_file(out_dir / METRICS_FILE, UtilityFile.from_dict(metrics))
     ledger = make_ledger(plan, done)
     write_privacy(out_dir / PRIVACY_FILE, plan, ledger, complete=True)
     seconds = time.perf_counter() - started
@@ -333,7 +337,7 @@ def train_model(
             "finished": _now(),
         },
     )
-    remove_checkpoints(out_dir)
+    remove_training_states(out_dir)
     return TrainResult(
         out_dir,
         ledger,
@@ -378,7 +382,7 @@ def _check_recipe(saved: dict[str, Any], recipe: dict[str, Any], where: Path) ->
 def _checkpoint(
     out_dir: Path, runner: Any, plan: PrivacyPlan, recipe: dict, log: list, done: int
 ) -> None:
-    save_checkpoint(
+    save_training_state(
         out_dir,
         step=done,
         model=runner.model,

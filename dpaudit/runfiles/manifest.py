@@ -1,0 +1,79 @@
+"""``manifest.json``: the provenance of a run and the record of its stages."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from dpaudit.runfiles.base import JsonFloat, RunFile, RunModel, describe
+
+__all__ = ["InputEntry", "ManifestFile", "StageEntry"]
+
+
+class InputEntry(RunModel):
+    """One input file (a dataset, a checkpoint's weights)."""
+
+    path: str = describe("Where it was read.")
+    sha256: str = describe("SHA-256 of its bytes.")
+
+
+class StageEntry(RunModel):
+    """One stage of the run (`data`, `target`, `attacks/<model>`, `audit/<model>`, ...)."""
+
+    status: Literal["pending", "running", "done", "failed"] = describe(
+        "`done` once it finished; `failed` with `error` set."
+    )
+    inputs: dict[str, str] = describe(
+        "Input label → SHA-256: the stage is skipped on `--resume` only when these match.",
+        keys="label",
+        default_factory=dict,
+    )
+    outputs: dict[str, str] = describe(
+        "Output file → SHA-256 (later stages hash these as their inputs).",
+        keys="file",
+        default_factory=dict,
+    )
+    started: str | None = describe("Start time (ISO 8601, UTC).", default=None)
+    finished: str | None = describe("End time (ISO 8601, UTC).", default=None)
+    seconds: JsonFloat | None = describe("Wall-clock duration.", default=None)
+    error: str | None = describe("The one-line error of a failed stage.", default=None)
+
+
+class ManifestFile(RunFile):
+    """Provenance of the run: versions, git commit, command line, resolved config, seeds,
+    device, input hashes and the status of every stage. Rewritten atomically after every change.
+    """
+
+    KIND: ClassVar[str] = "manifest.json"
+    PATH: ClassVar[str] = "manifest.json"
+
+    dpaudit_version: str = describe("dpaudit version that created the run.")
+    created: str = describe("When the run directory was created (ISO 8601, UTC).")
+    updated: str = describe("Last change of this file (ISO 8601, UTC).")
+    argv: list[str] = describe("Command line that created (or resumed) the run.")
+    versions: dict[str, str | None] = describe(
+        "Package → installed version (`dpaudit`, `python`, `torch`, `transformers`, `peft`, "
+        "`opacus`, `dp-accounting`, `numpy`, `scikit-learn`; `null` = not installed).",
+        keys="package",
+    )
+    git_commit: str | None = describe(
+        "Commit of the dpaudit source tree, when it is a git checkout."
+    )
+    platform: str | None = describe("OS and architecture.")
+    config: dict[str, Any] = describe("The resolved run configuration (`RunConfig.to_dict()`).")
+    seeds: dict[str, int] = describe(
+        "Stage → seed (`master`, `target`, `baseline`, `references`, `attacks`, `audit`).",
+        keys="stage",
+        default_factory=dict,
+    )
+    device: str | None = describe("Training device (`cpu`, `cuda:0`, ...).", default=None)
+    inputs: dict[str, InputEntry] = describe(
+        "Label → input file (the dataset, a checkpoint's weights).",
+        keys="label",
+        default_factory=dict,
+    )
+    stages: dict[str, StageEntry] = describe(
+        "Stage name → its record.", keys="stage", default_factory=dict
+    )
+    config_changed_on_resume: bool = describe(
+        "The configuration changed when the run was last resumed.", default=False
+    )
