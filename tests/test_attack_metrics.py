@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from dpaudit.atomic import read_json
 from dpaudit.attacks.metrics import (
@@ -22,6 +22,9 @@ from dpaudit.attacks.metrics import (
     percentile_interval,
     roc_curve_points,
     tpr_at_fpr,
+)
+from dpaudit.attacks.metrics import (
+    mann_whitney_auc as vectorised_auc,
 )
 from dpaudit.attacks.scores import AttackMetrics, AttackScores
 from dpaudit.errors import DpauditError, InputError
@@ -101,6 +104,28 @@ class TestAuc:
     def test_single_class_is_refused(self):
         with pytest.raises(DpauditError, match="members and non-members"):
             auc([1.0, 2.0], [True, True])
+
+    @settings(max_examples=100, deadline=None)
+    @given(data=labelled_scores(tie_heavy=True))
+    def test_equals_sklearn_with_ties(self, data):
+        scores, member = data
+        assert auc(scores, member) == pytest.approx(roc_auc_score(member, scores), abs=1e-12)
+
+    def test_vectorised_over_leading_axes(self):
+        rng = np.random.default_rng(2)
+        scores = rng.integers(0, 5, size=(4, 3, 24)).astype(float)
+        member = rng.random((4, 3, 24)) < 0.5
+        member[..., 0], member[..., 1] = True, False
+        batched = vectorised_auc(scores, member)
+        assert batched.shape == (4, 3)
+        for i in range(4):
+            for j in range(3):
+                assert batched[i, j] == pytest.approx(auc(scores[i, j], member[i, j]), abs=1e-12)
+        # one membership vector broadcasts over every row
+        assert vectorised_auc(scores[0], member[0, 0])[1] == pytest.approx(
+            auc(scores[0, 1], member[0, 0]), abs=1e-12
+        )
+        assert np.isnan(vectorised_auc([1.0, 2.0], [True, True]))  # unvalidated: one class
 
 
 class TestTprAtFpr:
@@ -210,6 +235,17 @@ class TestBootstrap:
         assert samples.shape == (30, 3)
         assert np.all(samples[:, 0] == 100) and np.all(samples[:, 1] == 200)
         assert np.all(samples[:, 2] < 300)  # with replacement: duplicates appear
+
+    def test_vectorised_statistic_sees_the_same_resamples(self):
+        # 120 resamples cross the batch boundary (50 per call)
+        loop = bootstrap_samples(auc, *self.data, n=120, seed=5)
+        batched = bootstrap_samples(vectorised_auc, *self.data, n=120, seed=5, vectorized=True)
+        assert batched.shape == (120,)
+        np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-12)
+        assert bootstrap_ci(vectorised_auc, *self.data, n=120, seed=5, vectorized=True) == (
+            pytest.approx(bootstrap_ci(auc, *self.data, n=120, seed=5)[0], abs=1e-12),
+            pytest.approx(bootstrap_ci(auc, *self.data, n=120, seed=5)[1], abs=1e-12),
+        )
 
     def test_wider_at_higher_level(self):
         lo90, hi90 = bootstrap_ci(auc, *self.data, n=200, seed=0, level=0.9)

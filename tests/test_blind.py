@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dpaudit.attacks.blind import (
-    BlindBaselineResult,
-    auc_from_scores,
-    blind_baseline,
-    bootstrap_auc_ci,
-)
+from dpaudit.attacks.blind import BlindBaselineResult, blind_baseline
+from dpaudit.attacks.metrics import bootstrap_ci, mann_whitney_auc
 from dpaudit.datasets.synth import synthesize
 from dpaudit.errors import DpauditError
 
@@ -27,33 +23,6 @@ def clinical() -> list[str]:
 def random_split(clinical) -> tuple[list[str], list[str]]:
     order = np.random.default_rng(0).permutation(len(clinical))
     return [clinical[i] for i in order[:300]], [clinical[i] for i in order[300:]]
-
-
-def test_auc_matches_sklearn_reference_with_ties():
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        pos = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
-        neg = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
-        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-        expected = roc_auc_score(labels, np.r_[pos, neg])
-        assert auc_from_scores(pos, neg) == pytest.approx(expected)
-
-
-def test_auc_vectorised_over_leading_axes():
-    rng = np.random.default_rng(2)
-    pos, neg = rng.normal(size=(4, 15)), rng.normal(size=(4, 9))
-    batched = auc_from_scores(pos, neg)
-    assert batched.shape == (4,)
-    for i in range(4):
-        assert batched[i] == pytest.approx(float(auc_from_scores(pos[i], neg[i])))
-
-
-def test_bootstrap_ci_brackets_auc_and_is_seeded():
-    rng = np.random.default_rng(3)
-    pos, neg = rng.normal(0.5, 1, 200), rng.normal(0, 1, 200)
-    low, high = bootstrap_auc_ci(pos, neg, n_boot=300, seed=4)
-    assert low < float(auc_from_scores(pos, neg)) < high
-    assert bootstrap_auc_ci(pos, neg, n_boot=300, seed=4) == (low, high)
 
 
 def test_same_distribution_split_is_not_flagged(random_split):
@@ -106,6 +75,22 @@ def test_cv_correction_widens_the_plain_bootstrap(random_split):
     assert wide.auc == plain.auc
     assert wide.auc_ci[0] < plain.auc_ci[0] <= plain.auc <= plain.auc_ci[1] < wide.auc_ci[1]
     assert "Nadeau-Bengio" in wide.method and "Nadeau-Bengio" not in plain.method
+    # Nadeau & Bengio 2003: the variance grows by 1 + K/(K-1), so the interval by its root
+    factor = np.sqrt(1 + 5 / 4)
+    assert wide.auc - wide.auc_ci[0] == pytest.approx(factor * (plain.auc - plain.auc_ci[0]))
+    assert wide.auc_ci[1] - wide.auc == pytest.approx(factor * (plain.auc_ci[1] - plain.auc))
+
+
+def test_auc_and_interval_are_the_shared_metrics(random_split):
+    # The split check has no AUC or bootstrap of its own: it is metrics' on the out-of-fold scores.
+    members, nonmembers = random_split[0][:80], random_split[1][:60]
+    plain = blind_baseline(members, nonmembers, seed=3, bootstrap=120, cv_correction=False)
+    is_member = np.r_[np.ones(80, bool), np.zeros(60, bool)]
+    assert plain.auc == pytest.approx(roc_auc_score(is_member, plain.scores), abs=1e-12)
+    assert plain.auc == float(mann_whitney_auc(plain.scores, is_member))
+    shared = bootstrap_ci(mann_whitney_auc, plain.scores, is_member, n=120, seed=3, vectorized=True)
+    assert plain.auc_ci == shared
+    assert plain.auc_ci[0] < plain.auc < plain.auc_ci[1]
 
 
 def test_tiny_inputs_reduce_folds():

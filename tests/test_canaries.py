@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -32,7 +33,7 @@ from dpaudit.datasets.canaries import (
     write_canaries,
     write_inclusion,
 )
-from dpaudit.datasets.records import Canary, Record
+from dpaudit.datasets.records import ONE_RUN, SECRET_SHARER, Canary, Record
 from dpaudit.errors import DpauditError, InputError
 
 
@@ -234,6 +235,32 @@ def test_write_read_round_trip(tmp_path):
     ]
 
 
+def test_role_is_a_field_written_and_read(tmp_path):
+    ss = make_canaries(prefix="a ", secret_space="digits:4", repetitions=(1, 2), seed=0)
+    one_run = make_one_run_canaries(m=3, secret_space="digits:4", prefix="b ", seed=1)
+    assert {c.role for c in ss} == {SECRET_SHARER} and {c.role for c in one_run} == {ONE_RUN}
+    # the role travels in the file, whatever the id says
+    odd = [dataclasses.replace(c, id=f"canary-ss-{i}") for i, c in enumerate(one_run)]
+    path = write_canaries(tmp_path / "c.jsonl", ss + odd)
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [d["role"] for d in lines] == [SECRET_SHARER] * 2 + [ONE_RUN] * 3
+    assert [c.role for c in read_canaries(path)] == [SECRET_SHARER] * 2 + [ONE_RUN] * 3
+    unassigned = Canary("canary-7", "c ", "1 2 3 4", "digits:4", 1, True)
+    assert unassigned.role is None
+    assert read_canaries(write_canaries(tmp_path / "u.jsonl", [unassigned])) == [unassigned]
+
+
+def test_files_without_role_take_it_from_the_id_tag(tmp_path):
+    rows = [
+        {"id": "canary-ss-0000", "prefix": "a ", "secret": "1 2", "secret_space": "digits:2"},
+        {"id": "canary-or-0000", "prefix": "a ", "secret": "3 4", "secret_space": "digits:2"},
+        {"id": "canary-0000", "prefix": "a ", "secret": "5 6", "secret_space": "digits:2"},
+    ]
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps({**r, "repetitions": 1}) + "\n" for r in rows))
+    assert [c.role for c in read_canaries(path)] == [SECRET_SHARER, ONE_RUN, None]
+
+
 def test_canaries_file_has_no_inclusion_bits(tmp_path):
     canaries = make_one_run_canaries(m=10, secret_space="digits:4", prefix="a ", seed=0)
     text = write_canaries(tmp_path / "c.jsonl", canaries).read_text(encoding="utf-8")
@@ -253,6 +280,7 @@ def test_canaries_file_has_no_inclusion_bits(tmp_path):
         ('{"id": "canary-0009", "prefix": "a ", "secret": "1 2 3 4", "secret_space": "digit:4", "repetitions": 1}', "bad secret space"),
         ('{"id": "rec-9", "prefix": "a ", "secret": "1 2 3 4", "secret_space": "digits:4", "repetitions": 1}', "canary-"),
         ('{"id": "canary-0000", "prefix": "a ", "secret": "1 2 3 4", "secret_space": "digits:4", "repetitions": 1}', "duplicate"),
+        ('{"id": "canary-0009", "prefix": "a ", "secret": "1 2 3 4", "secret_space": "digits:4", "repetitions": 1, "role": "exposure"}', "role 'exposure' is not one of"),
     ],
 )  # fmt: skip
 def test_malformed_canary_file_names_line(tmp_path, bad_line, message):

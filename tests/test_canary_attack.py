@@ -278,7 +278,7 @@ def trained():
     filler = [Record(f"f-{i:02d}", t) for i, t in enumerate(make_texts(40, seed=5))]
     texts = [r.text for r in insert_canaries(filler, CANARIES, seed=0)]
     tok = train_bpe_tokenizer(texts, vocab_size=400)
-    model = overfit(tiny_causal_lm(tok, seed=0), tok, texts, steps=100)
+    model = overfit(tiny_causal_lm(tok, seed=0), tok, texts, steps=60)
     return model, tok
 
 

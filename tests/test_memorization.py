@@ -49,7 +49,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def scorer(tok):
-    model = overfit(tiny_causal_lm(tok, seed=0), tok, [r.text for r in TRAIN], steps=100)
+    model = overfit(tiny_causal_lm(tok, seed=0), tok, [r.text for r in TRAIN], steps=60)
     return HFScoringModel(model, tok, device="cpu", batch_size=8, progress=False)
 
 

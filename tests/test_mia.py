@@ -79,7 +79,7 @@ IS_MEMBER = [True] * N + [False] * N
 
 
 def overfit(
-    model, tok, texts: list[str], labels=None, *, steps: int = 120, lr: float = 3e-3, seed: int = 0
+    model, tok, texts: list[str], labels=None, *, steps: int = 60, lr: float = 3e-3, seed: int = 0
 ):
     """Plain full-batch AdamW; a causal LM when ``labels`` is None, else a classifier.
 

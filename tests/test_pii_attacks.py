@@ -56,7 +56,7 @@ TOKENIZER_CORPUS = synthesize("clinical", 200, 2, duplication=(1,))
 ALL_VALUES = sorted({s.value for r in TRAIN + HELD for s in r.pii}, key=len, reverse=True)
 
 
-def overfit(model, tok, texts, *, epochs: int = 40, batch_size: int = 8, lr: float = 5e-3):
+def overfit(model, tok, texts, *, epochs: int = 25, batch_size: int = 8, lr: float = 5e-3):
     """Minibatch AdamW on one thread, seeded: memorises in a few seconds.
 
     Minibatches of 8 reach a lower loss per second than full batches here, and

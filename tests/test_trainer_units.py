@@ -211,6 +211,48 @@ def test_model_errors(tokenizer, tmp_path):
     assert resolve_device("cpu").type == "cpu"
 
 
+def test_resolve_device_is_the_one_parser():
+    import torch
+
+    from dpaudit.attacks import scoring
+    from dpaudit.trainers.models import resolve_device
+
+    assert scoring.resolve_device is resolve_device  # the attacks use the trainers' parser
+    cuda = torch.cuda.is_available()
+    assert resolve_device("auto").type == ("cuda" if cuda else "cpu")
+    assert resolve_device("cpu:0") == torch.device("cpu", 0)
+    bad = ["tpu", "gpu7", "cuda:x", "mps", "meta", "cuda:999"] + (
+        [] if cuda else ["cuda", "cuda:0"]
+    )
+    for spec in bad:
+        with pytest.raises(DpauditError) as err:
+            resolve_device(spec, setting="attack.device")
+        message = str(err.value)
+        assert message.startswith(f"attack.device = {spec!r}") and "\n" not in message
+    with pytest.raises(DpauditError, match="only cpu and cuda"):
+        resolve_device("mps")
+    if not cuda:
+        with pytest.raises(DpauditError, match="no CUDA device is visible"):
+            resolve_device("cuda:0")
+
+
+def test_macro_f1_is_sklearns():
+    import math
+
+    from sklearn.metrics import f1_score
+
+    from dpaudit.trainers.evaluate import macro_f1
+
+    # per class 2TP / (2TP + FP + FN): 0.5, 0.8 and 0 (class 2 never predicted right)
+    assert macro_f1([0, 0, 1, 1, 2], [0, 1, 1, 1, 0]) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    # a class that only the predictions contain counts (as 0)
+    assert macro_f1([0, 0], [0, 1]) == pytest.approx((2 / 3 + 0.0) / 2)
+    assert math.isnan(macro_f1([], []))
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 4, 200).tolist(), rng.integers(0, 4, 200).tolist()
+    assert macro_f1(labels, preds) == f1_score(labels, preds, average="macro")
+
+
 def test_membership_balanced():
     from dpaudit.trainers.references import assign_membership
 

@@ -16,11 +16,12 @@ score (the model is fitted on the other folds only), and
     AUC = P(s_member > s_nonmember) + ½ P(s_member = s_nonmember)
 
 is computed on the pooled out-of-fold scores (the Mann-Whitney U statistic divided by
-``n_member · n_nonmember``).
+``n_member · n_nonmember``, :func:`dpaudit.attacks.metrics.mann_whitney_auc`).
 
 Interval. The percentile bootstrap of the pooled scores (members and non-members
-resampled separately) treats the ``n`` scores as independent, but cross-validated
-scores are not: the ``K`` models share most of their training data. Nadeau & Bengio
+resampled separately, :func:`dpaudit.attacks.metrics.bootstrap_samples`) treats the
+``n`` scores as independent, but cross-validated scores are not: the ``K`` models
+share most of their training data. Nadeau & Bengio
 2003 ("Inference for the Generalization Error") correct the variance of a K-fold
 estimate from ``σ²/K`` to ``(1/K + n_test/n_train) σ²``, i.e. by the factor
 ``1 + K/(K-1)``. With ``cv_correction=True`` (default) the bootstrap percentiles are
@@ -40,11 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
+from dpaudit.attacks.metrics import bootstrap_samples, mann_whitney_auc, percentile_interval
 from dpaudit.errors import DpauditError
 
-__all__ = ["BlindBaselineResult", "auc_from_scores", "blind_baseline", "bootstrap_auc_ci"]
+__all__ = ["BlindBaselineResult", "blind_baseline"]
 
 _MAX_FEATURES = 200_000  # per vectoriser; bounds memory on large splits
 
@@ -94,46 +95,6 @@ class BlindBaselineResult:
             "warning": self.warning,
             "method": self.method,
         }
-
-
-def auc_from_scores(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """AUC via the Mann-Whitney U statistic, vectorised over leading axes.
-
-    Args:
-        positive: scores of positives, shape ``(..., n_pos)``.
-        negative: scores of negatives, shape ``(..., n_neg)``.
-
-    Returns:
-        ``(R_pos - n_pos(n_pos+1)/2) / (n_pos n_neg)`` with ``R_pos`` the sum of the
-        positives' mid-ranks in the pooled sample (ties count ½); shape ``(...)``.
-    """
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-    n_pos, n_neg = positive.shape[-1], negative.shape[-1]
-    ranks = rankdata(np.concatenate([positive, negative], axis=-1), axis=-1)
-    u = ranks[..., :n_pos].sum(axis=-1) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
-
-
-def bootstrap_auc_ci(
-    positive: np.ndarray,
-    negative: np.ndarray,
-    *,
-    n_boot: int = 200,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the AUC, resampling each class separately."""
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for lo in range(0, n_boot, 50):  # chunks bound memory at 50 × n
-        b = min(50, n_boot - lo)
-        pos = positive[rng.integers(0, len(positive), size=(b, len(positive)))]
-        neg = negative[rng.integers(0, len(negative), size=(b, len(negative)))]
-        aucs.append(auc_from_scores(pos, neg))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(np.concatenate(aucs), [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def _featuriser_and_model(seed: int):
@@ -210,9 +171,12 @@ def blind_baseline(
     for train, test in splitter.split(texts, labels):
         scores[test] = model.fit(features[train], labels[train]).decision_function(features[test])
 
-    pos, neg = scores[:n_member], scores[n_member:]
-    auc = float(auc_from_scores(pos, neg))
-    low, high = bootstrap_auc_ci(pos, neg, n_boot=bootstrap, confidence=confidence, seed=seed)
+    is_member = labels.astype(bool)
+    auc = float(mann_whitney_auc(scores, is_member))
+    samples = bootstrap_samples(
+        mann_whitney_auc, scores, is_member, n=bootstrap, seed=seed, vectorized=True
+    )
+    low, high = percentile_interval(samples, confidence)
     if cv_correction:
         widen = np.sqrt(1 + used_folds / (used_folds - 1))
         low, high = max(0.0, auc - widen * (auc - low)), min(1.0, auc + widen * (high - auc))

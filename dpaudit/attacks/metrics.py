@@ -2,8 +2,11 @@
 
 Pure functions over ``(scores, is_member)`` with *higher score = more likely a
 member*; :func:`compute_metrics` packages them into an
-:class:`~dpaudit.attacks.scores.AttackMetrics`. scikit-learn computes the ROC
-curve and the AUC; the low-FPR reading follows Carlini et al. 2022
+:class:`~dpaudit.attacks.scores.AttackMetrics`. This module holds the package's
+one AUC (:func:`mann_whitney_auc`, vectorised over resamples) and its one
+bootstrap (:func:`bootstrap_samples`); the split check
+(:mod:`dpaudit.attacks.blind`) uses both. scikit-learn computes the ROC curve;
+the low-FPR reading follows Carlini et al. 2022
 ("Membership Inference Attacks From First Principles", IEEE S&P, Sec. III:
 report TPR at a fixed low FPR on a log-scale ROC), with every ROC point kept
 (``drop_intermediate=False``) so that no operating point is lost between two
@@ -16,8 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import auc as _area
-from sklearn.metrics import roc_auc_score, roc_curve
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 from dpaudit.attacks.scores import AttackMetrics, AttackScores
 from dpaudit.errors import DpauditError
@@ -29,6 +32,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_samples",
     "compute_metrics",
+    "mann_whitney_auc",
     "percentile_interval",
     "roc_curve_points",
     "tpr_at_fpr",
@@ -81,23 +85,52 @@ def roc_curve_points(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarra
     return fpr, tpr, thresholds
 
 
-def auc(scores: Any, is_member: Any) -> float:
-    """Area under the ROC curve (scikit-learn ``roc_auc_score``).
+def mann_whitney_auc(scores: Any, is_member: Any) -> np.ndarray:
+    """AUC as the Mann-Whitney statistic, vectorised over leading axes.
 
-    Equals the Mann-Whitney statistic ``U / (n1 * n0)`` = P(score of a random
-    member > score of a random non-member) + P(tie) / 2 (Hanley & McNeil 1982,
-    "The meaning and use of the area under a receiver operating characteristic
-    (ROC) curve", Radiology 143(1), Sec. "AUC and the Wilcoxon statistic").
+    ``AUC = (R_1 - n1 (n1 + 1) / 2) / (n1 n0)`` with ``R_1`` the sum of the
+    members' mid-ranks among all scores of a row (ties count ½): the
+    probability that a random member outscores a random non-member, plus half
+    the probability of a tie (Hanley & McNeil 1982, "The meaning and use of the
+    area under a receiver operating characteristic (ROC) curve", Radiology
+    143(1), Sec. "AUC and the Wilcoxon statistic"). One ``rankdata`` call
+    scores a whole batch of bootstrap resamples.
+
+    Args:
+        scores: shape ``(..., n)``, higher = more likely a member.
+        is_member: booleans broadcastable to ``scores``; each row needs both classes.
+
+    Returns:
+        float64 array of shape ``(...)`` (0-d for 1-D input). Inputs are not
+        validated (see :func:`auc`); a row with one class gives nan.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    m = np.broadcast_to(np.asarray(is_member, dtype=bool), s.shape)
+    ranks = rankdata(s, axis=-1)
+    n1 = m.sum(axis=-1)
+    n0 = m.shape[-1] - n1
+    u = np.where(m, ranks, 0.0).sum(axis=-1) - n1 * (n1 + 1) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(u / (n1 * n0), dtype=np.float64)
+
+
+def auc(scores: Any, is_member: Any) -> float:
+    """Area under the ROC curve of validated 1-D input (:func:`mann_whitney_auc`).
+
+    Equal to scikit-learn's ``roc_auc_score`` (tested).
+
+    Raises:
+        DpauditError: mismatched or non-finite input, or a single class.
     """
     s, m = _validate(scores, is_member)
-    return float(roc_auc_score(m, s))
+    return float(mann_whitney_auc(s, m))
 
 
 def tpr_at_fpr(fpr: Any, tpr: Any, target: float) -> float:
     """Largest TPR over all ROC points whose FPR is at most ``target``.
 
     This is the best true-positive rate any threshold reaches without exceeding
-    the false-positive budget (FORMULAS.md, "Metrics"; Carlini et al. 2022,
+    the false-positive budget (docs/formulas.md#tpr-at-fpr; Carlini et al. 2022,
     Sec. III). It is *not* the TPR of the first point above the target, nor an
     interpolation between points. Pass the full curve of
     :func:`roc_curve_points`; the point ``(0, 0)`` guarantees a result >= 0.
@@ -154,6 +187,9 @@ def _resampler(is_member: np.ndarray, seed: int) -> Callable[[], np.ndarray]:
     return draw
 
 
+_BATCH = 50  # resamples per call of a vectorised statistic (bounds memory at 50 x n)
+
+
 def bootstrap_samples(
     fn: Callable[[np.ndarray, np.ndarray], Any],
     scores: Any,
@@ -161,6 +197,7 @@ def bootstrap_samples(
     *,
     n: int = 200,
     seed: int = 0,
+    vectorized: bool = False,
 ) -> np.ndarray:
     """Statistic ``fn(scores, is_member)`` on ``n`` stratified bootstrap resamples.
 
@@ -168,22 +205,40 @@ def bootstrap_samples(
     to its own size (stratified bootstrap; Efron & Tibshirani 1993, "An
     Introduction to the Bootstrap", Sec. 8.3, the two-sample problem), so each
     resample keeps the class counts and every ROC statistic stays defined.
+    This is the package's one bootstrap. It is kept rather than
+    ``scipy.stats.bootstrap`` (whose ``paired=False`` percentile method does
+    the same resampling) because its draws are fixed here: a seed gives the
+    same interval whatever the SciPy version, and resumed runs compare equal.
 
     Args:
         fn: statistic; returns a float or a 1-D array (several statistics
-            computed on the same resamples).
+            computed on the same resamples). With ``vectorized=True`` it gets a
+            batch: scores and is_member of shape ``(b, len(scores))``, one
+            resample per row, and returns shape ``(b,)`` or ``(b, k)``
+            (e.g. :func:`mann_whitney_auc`).
         scores: one score per example.
         is_member: ground-truth membership.
         n: number of resamples.
-        seed: seed of ``numpy.random.default_rng``; same seed, same output.
+        seed: seed of ``numpy.random.default_rng``; same seed, same output,
+            vectorised or not.
+        vectorized: call ``fn`` on batches of up to 50 resamples.
 
     Returns:
         Array of shape ``(n,)`` or ``(n, k)``.
+
+    Raises:
+        DpauditError: ``n < 1``, or invalid input (see :func:`auc`).
     """
     if n < 1:
         raise DpauditError(f"bootstrap needs n >= 1 resamples, got {n}")
     s, m = _validate(scores, is_member)
     draw = _resampler(m, seed)
+    if vectorized:
+        parts = []
+        for lo in range(0, n, _BATCH):
+            idx = np.stack([draw() for _ in range(min(_BATCH, n - lo))])
+            parts.append(np.asarray(fn(s[idx], m[idx]), dtype=np.float64))
+        return np.concatenate(parts)
     out = []
     for _ in range(n):
         idx = draw()
@@ -207,19 +262,22 @@ def percentile_interval(samples: Any, level: float = 0.95) -> tuple[Any, Any]:
 
 
 def bootstrap_ci(
-    fn: Callable[[np.ndarray, np.ndarray], float],
+    fn: Callable[[np.ndarray, np.ndarray], Any],
     scores: Any,
     is_member: Any,
     n: int = 200,
     seed: int = 0,
     level: float = 0.95,
+    *,
+    vectorized: bool = False,
 ) -> tuple[float, float]:
     """Stratified-bootstrap percentile interval of a scalar statistic.
 
     See :func:`bootstrap_samples` and :func:`percentile_interval`.
     Deterministic under ``seed``.
     """
-    lo, hi = percentile_interval(bootstrap_samples(fn, scores, is_member, n=n, seed=seed), level)
+    samples = bootstrap_samples(fn, scores, is_member, n=n, seed=seed, vectorized=vectorized)
+    lo, hi = percentile_interval(samples, level)
     return float(lo), float(hi)
 
 
@@ -228,9 +286,12 @@ def _statistics(fprs: Sequence[float]) -> Callable[[np.ndarray, np.ndarray], np.
 
     def stats(s: np.ndarray, m: np.ndarray) -> np.ndarray:
         fpr, tpr, _ = roc_curve(m, s, drop_intermediate=False)
-        area = float(_area(fpr, tpr))
         return np.array(
-            [area, _best_balanced_accuracy(fpr, tpr), *(tpr_at_fpr(fpr, tpr, f) for f in fprs)]
+            [
+                float(mann_whitney_auc(s, m)),
+                _best_balanced_accuracy(fpr, tpr),
+                *(tpr_at_fpr(fpr, tpr, f) for f in fprs),
+            ]
         )
 
     return stats
@@ -265,7 +326,6 @@ def compute_metrics(
     fpr, tpr, _ = roc_curve(m, s, drop_intermediate=False)
     stats = _statistics(fprs)
     point = stats(s, m)
-    point[0] = roc_auc_score(m, s)
     if bootstrap:
         lo, hi = percentile_interval(bootstrap_samples(stats, s, m, n=bootstrap, seed=seed), level)
     else:

@@ -8,7 +8,7 @@ classifiers, and PEFT wrappers of either); :func:`tiny_causal_lm` and
 :func:`tiny_classifier` build tiny random models so that tests exercise the real
 adapter with no weights to download.
 
-Token log-probabilities follow ``FORMULAS.md``: each text is tokenized with the
+Token log-probabilities (docs/formulas.md#token-log-probabilities): each text is tokenized with the
 model's tokenizer and its default special tokens, truncated to ``max_length``
 tokens, and tokens 1..T−1 are scored, each conditioned on the earlier ones (the
 standard shifted causal-LM loss). Padding is never scored, and because
@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from dpaudit.errors import DpauditError, unknown_name
+from dpaudit.trainers.models import resolve_device
 
 GENERATION_STRATEGIES = ("greedy", "beam", "sample")
 
@@ -90,23 +91,6 @@ class ScoringModel(Protocol):
     def classify(self, texts: Sequence[str]) -> np.ndarray:
         """Logits of a sequence classifier, shape ``(len(texts), num_labels)``."""
         ...
-
-
-def resolve_device(spec: str) -> Any:
-    """``auto`` → CUDA when visible else CPU; otherwise ``torch.device(spec)``."""
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise DpauditError(
-            f"device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DpauditError(f"device {spec!r} requested but no CUDA device is visible")
-    return device
 
 
 def _max_positions(config: Any) -> int | None:
@@ -185,7 +169,7 @@ class HFScoringModel:
             raise DpauditError(f"batch_size must be at least 1, got {batch_size}")
         if max_length < 2:
             raise DpauditError(f"max_length must be at least 2 tokens, got {max_length}")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, setting="device")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -13,6 +13,9 @@ Two designs:
   The coins are the secret of the audit: they are written to ``inclusion.json``
   apart from ``canaries.jsonl`` (:func:`write_inclusion`, :func:`write_canaries`).
 
+Each canary carries its design in its ``role`` field (:data:`SECRET_SHARER` or
+:data:`ONE_RUN`), written to ``canaries.jsonl``; code asks the field, never the id.
+
 Secret spaces are specs ``"digits:N"`` (``|R| = 10**N``), ``"alnum:N"``
 (lower-case letters and digits, ``|R| = 36**N``) and ``"words:N"`` (``N`` words
 from the built-in list :data:`WORDS` of 512 common English words, ``|R| = 512**N``),
@@ -43,7 +46,14 @@ from typing import Any
 import numpy as np
 
 from dpaudit.atomic import atomic_open, read_json, write_json
-from dpaudit.datasets.records import Canary, Record
+from dpaudit.datasets.records import (
+    CANARY_ROLES,
+    ONE_RUN,
+    SECRET_SHARER,
+    Canary,
+    CanaryRole,
+    Record,
+)
 from dpaudit.errors import DpauditError, InputError, did_you_mean
 
 CANARY_ID_PREFIX = "canary-"
@@ -254,7 +264,7 @@ def make_canaries(
 
     ``per_repetition`` canaries for each count in ``repetitions``, ids
     ``canary-0000``, ``canary-0001``, ... in that order, distinct secrets drawn
-    with ``numpy.random.default_rng(seed)``.
+    with ``numpy.random.default_rng(seed)``, role :data:`SECRET_SHARER`.
     """
     if per_repetition < 1 or any(int(r) != r or r < 1 for r in repetitions):
         raise DpauditError(
@@ -265,7 +275,7 @@ def make_canaries(
     secrets = sample_distinct_secrets(secret_space, len(counts), np.random.default_rng(seed))
     spec = parse_space(secret_space).spec
     return [
-        Canary(_canary_id(i, len(counts)), prefix, secret, spec, reps, True)
+        Canary(_canary_id(i, len(counts)), prefix, secret, spec, reps, True, SECRET_SHARER)
         for i, (secret, reps) in enumerate(zip(secrets, counts, strict=True))
     ]
 
@@ -275,8 +285,8 @@ def make_one_run_canaries(
 ) -> list[Canary]:
     """One-run audit canaries (Steinke, Nasr, Jagielski 2023).
 
-    Each of the ``m`` canaries is included by an independent fair coin. The
-    coins and the secrets come from two independent streams spawned from
+    Each of the ``m`` canaries (role :data:`ONE_RUN`) is included by an
+    independent fair coin. The coins and the secrets come from two independent streams spawned from
     ``numpy.random.SeedSequence(seed)``, so the coins do not depend on the space.
     """
     if m < 1 or repetitions < 1:
@@ -286,7 +296,7 @@ def make_one_run_canaries(
     coins = np.random.default_rng(coin_seq).integers(0, 2, size=m).astype(bool)
     spec = parse_space(secret_space).spec
     return [
-        Canary(_canary_id(i, m), prefix, secret, spec, int(repetitions), bool(coin))
+        Canary(_canary_id(i, m), prefix, secret, spec, int(repetitions), bool(coin), ONE_RUN)
         for i, (secret, coin) in enumerate(zip(secrets, coins, strict=True))
     ]
 
@@ -339,7 +349,7 @@ def insert_canaries(
 
 
 def write_canaries(path: str | Path, canaries: Sequence[Canary]) -> Path:
-    """Write ``canaries.jsonl`` atomically, one canary per line, WITHOUT inclusion bits."""
+    """Write ``canaries.jsonl`` atomically: a canary and its role per line, NO inclusion bits."""
     with atomic_open(path, "w") as handle:
         for c in canaries:
             line = json.dumps(c.to_dict(with_inclusion=False), ensure_ascii=False, sort_keys=True)
@@ -373,6 +383,15 @@ def read_inclusion(path: str | Path) -> dict[str, bool]:
 
 
 _FIELDS = {"id": str, "prefix": str, "secret": str, "secret_space": str, "repetitions": int}
+_ROLE_BY_ID_PREFIX: dict[str, CanaryRole] = {
+    f"{CANARY_ID_PREFIX}ss-": SECRET_SHARER,
+    f"{CANARY_ID_PREFIX}or-": ONE_RUN,
+}
+
+
+def _legacy_role(canary_id: str) -> CanaryRole | None:
+    """The role of a canary from a file written before ``role`` existed: its id's tag."""
+    return next((r for p, r in _ROLE_BY_ID_PREFIX.items() if canary_id.startswith(p)), None)
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
@@ -383,7 +402,7 @@ def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(path, "expected a JSON object", line=lineno)
     missing = [k for k in _FIELDS if k not in data]
-    extra = sorted(set(data) - set(_FIELDS))
+    extra = sorted(set(data) - set(_FIELDS) - {"role"})
     if missing or extra:
         raise InputError(path, f"missing keys {missing}, unexpected keys {extra}", line=lineno)
     for key, kind in _FIELDS.items():
@@ -392,6 +411,14 @@ def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
     if not data["id"].startswith(CANARY_ID_PREFIX) or data["repetitions"] < 1:
         raise InputError(
             path, f"id must start with {CANARY_ID_PREFIX!r}, repetitions be >= 1", line=lineno
+        )
+    if "role" not in data:
+        data["role"] = _legacy_role(data["id"])
+    elif data["role"] is not None and data["role"] not in CANARY_ROLES:
+        raise InputError(
+            path,
+            f"role {data['role']!r} is not one of {', '.join(CANARY_ROLES)} (or null)",
+            line=lineno,
         )
     try:
         secret_index(data["secret_space"], data["secret"])
@@ -404,7 +431,9 @@ def read_canaries(path: str | Path, inclusion_path: str | Path | None = None) ->
     """Read ``canaries.jsonl``, with inclusion bits from ``inclusion_path`` if given.
 
     Without ``inclusion_path`` every canary gets ``included=True`` as a
-    placeholder: attacks read canaries blind and must not rely on it.
+    placeholder: attacks read canaries blind and must not rely on it. A line
+    without ``role`` (written before the field existed) takes it from its id:
+    ``canary-ss-*`` Secret-Sharer, ``canary-or-*`` one-run, otherwise ``None``.
 
     Raises:
         InputError: missing file, malformed line (with its number), duplicate
@@ -427,13 +456,15 @@ def read_canaries(path: str | Path, inclusion_path: str | Path | None = None) ->
             raise InputError(path, f"duplicate canary id {data['id']!r}", line=lineno)
         seen.add(data["id"])
         rows.append(data)
-    inclusion = None if inclusion_path is None else read_inclusion(inclusion_path)
-    if inclusion is not None and set(inclusion) != seen:
-        missing, extra = sorted(seen - set(inclusion)), sorted(set(inclusion) - seen)
-        raise InputError(
-            inclusion_path,
-            f"does not match {path.name}: missing {missing[:5]}, unknown {extra[:5]}",
-        )
+    inclusion = None
+    if inclusion_path is not None:
+        inclusion = read_inclusion(inclusion_path)
+        if set(inclusion) != seen:
+            missing, extra = sorted(seen - set(inclusion)), sorted(set(inclusion) - seen)
+            raise InputError(
+                inclusion_path,
+                f"does not match {path.name}: missing {missing[:5]}, unknown {extra[:5]}",
+            )
     return [
         Canary(
             id=d["id"],
@@ -442,6 +473,7 @@ def read_canaries(path: str | Path, inclusion_path: str | Path | None = None) ->
             secret_space=d["secret_space"],
             repetitions=d["repetitions"],
             included=True if inclusion is None else inclusion[d["id"]],
+            role=d["role"],
         )
         for d in rows
     ]

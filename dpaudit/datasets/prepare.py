@@ -33,7 +33,7 @@ from dpaudit.datasets.canaries import (
     write_inclusion,
 )
 from dpaudit.datasets.loaders import Fields, load_records, write_records
-from dpaudit.datasets.records import Canary, Record
+from dpaudit.datasets.records import ONE_RUN, SECRET_SHARER, Canary, Record
 from dpaudit.datasets.splits import Split, split_records
 from dpaudit.datasets.synth import synthesize
 from dpaudit.rundir import RunDir, sha256_file, sha256_text
@@ -58,11 +58,11 @@ class PreparedData:
 
     @property
     def secret_sharer(self) -> list[Canary]:
-        return [c for c in self.canaries if c.id.startswith("canary-ss-")]
+        return [c for c in self.canaries if c.role == SECRET_SHARER]
 
     @property
     def one_run(self) -> list[Canary]:
-        return [c for c in self.canaries if c.id.startswith("canary-or-")]
+        return [c for c in self.canaries if c.role == ONE_RUN]
 
 
 def _fields(config: RunConfig) -> Fields:
@@ -110,7 +110,10 @@ def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig
 
 
 def build_canaries(config: RunConfig) -> list[Canary]:
-    """Secret-Sharer canaries (ids ``canary-ss-*``) and one-run audit canaries (``canary-or-*``)."""
+    """Secret-Sharer canaries (ids ``canary-ss-*``) and one-run audit canaries (``canary-or-*``).
+
+    The id tags keep the two sets apart in files; code reads ``Canary.role``.
+    """
     d = config.data
     canaries: list[Canary] = []
     if d.canaries_per_repetition and d.canary_repetitions:
@@ -138,7 +141,12 @@ def build_canaries(config: RunConfig) -> list[Canary]:
     if len(set(secrets)) != len(secrets):
         # Two canary sets drew the same secret; exposure would count it twice.
         seen: set[str] = set()
-        canaries = [c for c in canaries if not (c.secret in seen or seen.add(c.secret))]
+        unique: list[Canary] = []
+        for c in canaries:
+            if c.secret not in seen:
+                seen.add(c.secret)
+                unique.append(c)
+        canaries = unique
     return canaries
 
 

@@ -7,7 +7,7 @@ it was split, hashed or inserted into a training set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 PII_KINDS = (
     "PERSON",
@@ -80,6 +80,14 @@ class Record:
         )
 
 
+CanaryRole = Literal["secret-sharer", "one-run"]
+SECRET_SHARER: Final = "secret-sharer"
+"""Role of a Secret-Sharer canary: always inserted, scored by exposure."""
+ONE_RUN: Final = "one-run"
+"""Role of a one-run audit canary: inserted by a fair coin, scored for the audit."""
+CANARY_ROLES: tuple[str, ...] = (SECRET_SHARER, ONE_RUN)
+
+
 @dataclass(frozen=True)
 class Canary:
     """A planted secret (Carlini et al. 2019, "The Secret Sharer").
@@ -92,6 +100,9 @@ class Canary:
         repetitions: how many copies are inserted into training when included.
         included: whether it was inserted; for one-run audits this is the fair
             coin flip, kept only in the run directory (``data/inclusion.json``).
+        role: :data:`SECRET_SHARER` (exposure) or :data:`ONE_RUN` (one-run
+            audit); ``None`` when unassigned (a hand-written canary file, whose
+            canaries a checkpoint audit both scores for exposure and audits).
     """
 
     id: str
@@ -100,6 +111,7 @@ class Canary:
     secret_space: str
     repetitions: int
     included: bool
+    role: CanaryRole | None = None
 
     @property
     def text(self) -> str:
@@ -113,6 +125,7 @@ class Canary:
             "secret": self.secret,
             "secret_space": self.secret_space,
             "repetitions": self.repetitions,
+            "role": self.role,
         }
         if with_inclusion:
             out["included"] = self.included

@@ -68,8 +68,9 @@ def encode_records(
 ) -> EncodedExamples:
     """Tokenize records with the tokenizer's default special tokens, truncated to ``max_length``.
 
-    This is the tokenization the scorers use (FORMULAS.md: default special
-    tokens, score tokens 1..T−1), so a model is scored on what it trained on.
+    This is the tokenization the scorers use (default special tokens, score tokens
+    1..T−1; docs/formulas.md#token-log-probabilities), so a model is scored on what it
+    trained on.
 
     Raises:
         DpauditError: for a text that encodes to no tokens, or a classification

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from dpaudit.trainers.data import (
 from dpaudit.trainers.hooks import Mechanism, TrainHooks
 from dpaudit.trainers.models import BuiltModel, autocast
 from dpaudit.trainers.privacy import PrivacyPlan
+
+if TYPE_CHECKING:
+    import torch
 
 SUPPORTED_GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 
@@ -115,6 +118,18 @@ class LiveEpsilon:
         return float(eps)
 
 
+class _DPOptimizer(Protocol):
+    """What this module uses of Opacus' ``DPOptimizer`` (Opacus ships no type information)."""
+
+    step_hook: Callable[[Any], None] | None
+    expected_batch_size: float
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]: ...
+
+    def signal_skip_step(self, do_skip: bool = True) -> None: ...
+
+
 class StepRunner:
     """Holds the (possibly Opacus-wrapped) model and optimizer; runs logical steps.
 
@@ -157,13 +172,15 @@ class StepRunner:
         self.model = built.model.to(device)
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
+        # Replaced by Opacus' DPOptimizer (a torch Optimizer around this AdamW) in _make_private.
+        self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             params, lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        self._dp_optimizer: _DPOptimizer | None = None
         self.expected_batch = self.mechanism.sample_rate * n
         self.train_module: Any = self.model
         self.criterion = _make_criterion(built.task)
-        self.noise_gen = None
+        self.noise_gen: torch.Generator | None = None
         self.ghost = False
         self._step = 0
         if plan.dp:
@@ -172,7 +189,7 @@ class StepRunner:
     # ------------------------------------------------------------------ setup
     def _make_private(self) -> None:
         import torch
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader, TensorDataset
 
         mode = self.config.grad_sample_mode
         if mode not in SUPPORTED_GRAD_SAMPLE_MODES:
@@ -195,7 +212,10 @@ class StepRunner:
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(secure_mode=False)
             # The loader is a placeholder: lots come from our own sampler, whose rate is q exactly.
-            loader = DataLoader(range(len(self.examples)), batch_size=self.plan.batch_size)
+            # Opacus reads only len(loader) and len(loader.dataset).
+            loader = DataLoader(
+                TensorDataset(torch.arange(len(self.examples))), batch_size=self.plan.batch_size
+            )
             try:
                 out = engine.make_private(
                     module=self.model,
@@ -214,14 +234,23 @@ class StepRunner:
                     f"Opacus cannot make this model private: {str(exc).splitlines()[0]}"
                 ) from None
         if self.ghost:
-            self.train_module, self.optimizer, self.criterion, _ = out
+            self.train_module, optimizer, self.criterion, _ = out
         else:
-            self.train_module, self.optimizer, _ = out
+            self.train_module, optimizer, _ = out
             self.train_module.forbid_grad_accumulation()
+        self.optimizer = optimizer
+        dp_optimizer: _DPOptimizer = optimizer
         # Accounting is ours, with the exact q (see privacy.py). Opacus calls step_hook after adding the
         # noise and dividing by B, before the update: the slot only serves hooks observing that gradient.
-        self.optimizer.step_hook = self._noisy_grads if self.hooks.wants_noisy_grads else None
-        self.optimizer.expected_batch_size = self.expected_batch
+        dp_optimizer.step_hook = self._noisy_grads if self.hooks.wants_noisy_grads else None
+        dp_optimizer.expected_batch_size = self.expected_batch
+        self._dp_optimizer = dp_optimizer
+
+    def _private(self) -> tuple[_DPOptimizer, torch.Generator]:
+        """Opacus' optimizer and the noise generator, both set by :meth:`_make_private`."""
+        if self._dp_optimizer is None or self.noise_gen is None:
+            raise RuntimeError("internal error: a private step before _make_private()")
+        return self._dp_optimizer, self.noise_gen
 
     def _noisy_grads(self, optimizer: Any) -> None:
         self.hooks.on_noisy_grads(
@@ -255,6 +284,7 @@ class StepRunner:
             with autocast(self.device, self.config.precision):
                 logits = self.train_module(**inputs).logits
             if self.plan.dp:
+                dp_optimizer, noise_gen = self._private()
                 loss = self.criterion(logits, targets)
                 with warnings.catch_warnings():
                     # Opacus' full backward hooks fire on outputs when no input needs a gradient (expected).
@@ -264,11 +294,11 @@ class StepRunner:
                 if self.hooks.wants_per_sample_grads:
                     ids = [self.examples.ids[i] for i in chunk]
                     self.hooks.on_per_sample_grads(
-                        step=step, params=self.optimizer.params, example_ids=ids
+                        step=step, params=dp_optimizer.params, example_ids=ids
                     )
-                self.optimizer.signal_skip_step(do_skip=not last)
+                dp_optimizer.signal_skip_step(do_skip=not last)
                 if last:
-                    self.noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
+                    noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             else:
@@ -284,19 +314,22 @@ class StepRunner:
         """An empty Poisson lot: the update is noise alone (private) or a zero gradient."""
         import torch
 
-        params = (
-            list(self.optimizer.params)
-            if self.plan.dp
+        private = self._private() if self.plan.dp else None
+        # Any: Opacus adds a grad_sample attribute to the parameters.
+        params: list[Any] = (
+            list(private[0].params)
+            if private is not None
             else [p for g in self.optimizer.param_groups for p in g["params"]]
         )
         for p in params:
-            if self.plan.dp and not self.ghost:
+            if private is not None and not self.ghost:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
             else:
                 p.grad = torch.zeros_like(p)
-        if self.plan.dp:
-            self.optimizer.signal_skip_step(do_skip=False)
-            self.noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
+        if private is not None:
+            dp_optimizer, noise_gen = private
+            dp_optimizer.signal_skip_step(do_skip=False)
+            noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

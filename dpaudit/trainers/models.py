@@ -67,13 +67,21 @@ class BuiltModel:
         return self.mode == "lora"
 
 
-def resolve_device(spec: str) -> Any:
+def resolve_device(spec: str, *, setting: str = "train.device") -> Any:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a ``torch.device``.
 
-    ``auto`` picks CUDA when a device is visible, else the CPU.
+    The one device parser of the package: training, references and the attacks'
+    scoring model all go through it. ``auto`` picks CUDA (the current device)
+    when one is visible, else the CPU.
+
+    Args:
+        spec: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        setting: the name the user gave ``spec`` under, for error messages.
 
     Raises:
-        DpauditError: for an unknown spec or a CUDA device that is not there.
+        DpauditError: (one line) for a spec that is not a device, a device type
+            other than cpu and cuda (``tpu``, ``mps``, ``meta``...), or a CUDA
+            device that is not visible.
     """
     import torch
 
@@ -81,19 +89,23 @@ def resolve_device(spec: str) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         raise DpauditError(
-            f"train.device = {spec!r} is not a device (use auto, cpu, cuda or cuda:N)"
+            f"{setting} = {spec!r} is not a device (use auto, cpu, cuda or cuda:N)"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DpauditError(f"train.device = {spec!r} but no CUDA device is visible")
+            raise DpauditError(f"{setting} = {spec!r} but no CUDA device is visible")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DpauditError(
-                f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                f"{setting} = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) "
+                "are visible"
             )
     elif device.type != "cpu":
-        raise DpauditError(f"train.device = {spec!r}: only cpu and cuda devices are supported")
+        raise DpauditError(
+            f"{setting} = {spec!r}: only cpu and cuda devices are supported (use auto, cpu, "
+            "cuda or cuda:N)"
+        )
     return device
 
 
@@ -172,12 +184,13 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
 
     vocab = len(tokenizer)
     positions = max(128, max_length)
-    special = {
+    special: dict[str, Any] = {
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id
         if tokenizer.bos_token_id is not None
         else tokenizer.eos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
+        "num_labels": config.num_labels,  # a PretrainedConfig kwarg the stubs do not declare
     }
     if config.model == "embedded:gpt2-tiny":
         cfg = GPT2Config(
@@ -190,7 +203,6 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             tie_word_embeddings=False,
-            num_labels=config.num_labels,
             **special,
         )
         return (
@@ -203,7 +215,7 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
             raise DpauditError(
                 "embedded:bert-tiny is a classifier; use train.task = classification or embedded:gpt2-tiny"
             )
-        cfg = BertConfig(
+        bert = BertConfig(
             vocab_size=vocab,
             hidden_size=128,
             num_hidden_layers=2,
@@ -212,11 +224,10 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
             max_position_embeddings=positions,
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
-            num_labels=config.num_labels,
             tie_word_embeddings=False,
             **special,
         )
-        return BertForSequenceClassification(cfg)
+        return BertForSequenceClassification(bert)
     from dpaudit.errors import unknown_name
 
     raise unknown_name("embedded model", config.model, EMBEDDED)
@@ -325,7 +336,8 @@ def _wrap_lora(model: Any, config: TrainConfig) -> tuple[Any, tuple[str, ...]]:
     model_type = getattr(model.config, "model_type", "")
     lora = LoraConfig(
         r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
+        # PEFT's stub says int, but it only computes alpha / r: a float alpha works.
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
         target_modules=list(config.lora_targets) or None,
         lora_dropout=0.0,
         bias="none",
@@ -342,7 +354,7 @@ def _wrap_lora(model: Any, config: TrainConfig) -> tuple[Any, tuple[str, ...]]:
         raise DpauditError(
             f"train.mode = lora: {str(exc).splitlines()[0]} (set train.lora_targets)"
         ) from None
-    targets = peft_model.peft_config["default"].target_modules
+    targets = getattr(peft_model.peft_config["default"], "target_modules", None)
     return peft_model, tuple(sorted(targets)) if targets else ()
 
 

@@ -1,6 +1,9 @@
-"""Resumable training checkpoints, written atomically, read without unpickling code.
+"""Training state for resuming an interrupted run, written atomically, read without unpickling.
 
-A checkpoint is a directory ``<out_dir>/checkpoint/step-<NNNNNNNN>/`` holding
+Not to be confused with loading a released model
+(:func:`dpaudit.trainers.safe_load.load_model`): this module saves and restores
+the *training* state of a run in progress. A saved state (a checkpoint) is a
+directory ``<out_dir>/checkpoint/step-<NNNNNNNN>/`` holding
 
 * ``trainable.safetensors`` — the trainable parameters (frozen ones come back
   from the same model source and seed),
@@ -37,7 +40,7 @@ def checkpoint_root(out_dir: str | Path) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
+def latest_training_state(out_dir: str | Path) -> Path | None:
     """The complete checkpoint with the most steps, or ``None``."""
     root = checkpoint_root(out_dir)
     if not root.is_dir():
@@ -46,10 +49,10 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
-def save_checkpoint(
+def save_training_state(
     out_dir: str | Path, *, step: int, model: Any, optimizer: Any, state: dict[str, Any]
 ) -> Path:
-    """Save a checkpoint after ``step`` logical steps; return its directory.
+    """Save the training state after ``step`` logical steps; return its directory.
 
     Args:
         out_dir: the run's output directory.
@@ -99,8 +102,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
     return read_json(Path(path) / STATE_FILE)
 
 
-def load_checkpoint(path: str | Path, *, model: Any, optimizer: Any, device: Any) -> dict[str, Any]:
-    """Restore parameters, optimizer and RNG states from ``path``; return its state.
+def load_training_state(
+    path: str | Path, *, model: Any, optimizer: Any, device: Any
+) -> dict[str, Any]:
+    """Restore trainable parameters, optimizer and RNG states from ``path``; return ``state.json``.
 
     Raises:
         DpauditError: when the checkpoint does not match the model's trainable parameters.
@@ -129,7 +134,7 @@ def load_checkpoint(path: str | Path, *, model: Any, optimizer: Any, device: Any
     return read_state(path)
 
 
-def remove_checkpoints(out_dir: str | Path) -> None:
+def remove_training_states(out_dir: str | Path) -> None:
     """Delete ``<out_dir>/checkpoint`` (after the final outputs are written)."""
     shutil.rmtree(checkpoint_root(out_dir), ignore_errors=True)
 

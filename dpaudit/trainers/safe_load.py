@@ -1,4 +1,6 @@
-"""Load a checkpoint someone else trained, without running its code.
+"""Load a released model someone else trained, without running its code.
+
+(Resuming an interrupted training run is :mod:`dpaudit.trainers.resume`.)
 
 What an auditor is handed is a model directory (or hub id), maybe with a PEFT
 adapter directory on top. Loading it must not execute anything it contains:
@@ -17,7 +19,7 @@ adapter directory on top. Loading it must not execute anything it contains:
   the model has embedding rows would index past the table (a wrong tokenizer).
 
 Every refusal is a one-line :class:`~dpaudit.errors.DpauditError`.
-:func:`load_checkpoint` also returns the SHA-256 of every file it read, for
+:func:`load_model` also returns the SHA-256 of every file it read, for
 ``target/source.json`` and the manifest.
 """
 
@@ -54,7 +56,7 @@ _PICKLE_HINT = (
 
 
 @dataclass
-class LoadedCheckpoint:
+class LoadedModel:
     """A loaded model with its tokenizer and where both came from.
 
     Attributes:
@@ -388,7 +390,7 @@ def load_checked_tokenizer(directory: Path, model: Any) -> Any:
     return tokenizer
 
 
-def load_checkpoint(
+def load_model(
     model: str | Path,
     *,
     adapter: str | Path | None = None,
@@ -396,7 +398,7 @@ def load_checkpoint(
     allow_pickle: bool = False,
     tokenizer_dir: str | Path | None = None,
     local_files_only: bool | None = None,
-) -> LoadedCheckpoint:
+) -> LoadedModel:
     """Load a base model (local directory or hub id), an optional PEFT adapter, and the tokenizer.
 
     Args:
@@ -429,7 +431,9 @@ def load_checkpoint(
     if tokenizer_dir is not None:
         tok_dir = Path(tokenizer_dir)
     else:
-        tok_dir = adapter_dir if _has_tokenizer(adapter_dir) else model_dir
+        tok_dir = (
+            adapter_dir if adapter_dir is not None and _has_tokenizer(adapter_dir) else model_dir
+        )
     tokenizer = load_checked_tokenizer(tok_dir, net)
     weights, others = hash_files(model_dir)
     source: dict[str, Any] = {
@@ -457,4 +461,4 @@ def load_checkpoint(
     }
     if adapter_dir is not None:
         source["adapter_weights"], source["adapter_other_files"] = hash_files(adapter_dir)
-    return LoadedCheckpoint(model=net, tokenizer=tokenizer, source=source, files=files)
+    return LoadedModel(model=net, tokenizer=tokenizer, source=source, files=files)
