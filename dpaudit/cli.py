@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from dpaudit import __version__
-from dpaudit.workflows.checkpoint_audit import audit_checkpoint_command
+from dpaudit.cli_options import dataclass_options
 from dpaudit.errors import DpauditError
+from dpaudit.workflows.options import CheckpointAuditOptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -100,7 +101,8 @@ _set_option = click.option(
 @_set_option
 def config_show(file: str | None, sets: tuple[str, ...]) -> None:
     """Print the resolved configuration of FILE (defaults when FILE is omitted)."""
-    from dpaudit.config import load_config, to_toml
+    from dpaudit.config import to_toml
+    from dpaudit.workflows.validate import load_config
 
     click.echo(to_toml(load_config(file, sets=sets)), nl=False)
 
@@ -110,7 +112,7 @@ def config_show(file: str | None, sets: tuple[str, ...]) -> None:
 @_set_option
 def config_check(file: str, sets: tuple[str, ...]) -> None:
     """Validate FILE; exit 2 with the offending key on error."""
-    from dpaudit.config import load_config
+    from dpaudit.workflows.validate import load_config
 
     load_config(file, sets=sets)
     click.echo(f"{file}: ok")
@@ -119,7 +121,7 @@ def config_check(file: str, sets: tuple[str, ...]) -> None:
 @config.command("fields", context_settings=CONTEXT)
 def config_fields() -> None:
     """List every setting with its default and help text."""
-    from dpaudit.config import describe_fields
+    from dpaudit.workflows.validate import describe_fields
 
     for name, help_text, default in describe_fields():
         click.echo(f"{name:34s} {default!r:>22}  {help_text}")
@@ -242,7 +244,7 @@ def _load_run_config(
     runs_dir: str | None,
     seed: int | None,
 ) -> Any:
-    from dpaudit.config import load_config
+    from dpaudit.workflows.validate import load_config
 
     return load_config(
         file, sets=sets, overrides={"name": name, "runs_dir": runs_dir, "seed": seed}
@@ -277,10 +279,18 @@ def demo(
     from dpaudit.workflows.run import demo_config_path, run_all
 
     cfg = _load_run_config(str(demo_config_path()), sets, name, runs_dir, seed)
-    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
+    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv).lines))
 
 
 # ----------------------------------------------------------------------------- accounting
+def _accountants_help() -> str:
+    """The registered accountants, rigorous ones first (``rdp, prv, pld (rigorous); ...``)."""
+    from dpaudit.accounting import accountant_names
+
+    rigorous, approximate = accountant_names(rigorous=True), accountant_names(rigorous=False)
+    return f"{', '.join(rigorous)} (rigorous); {', '.join(approximate)} (approximate)"
+
+
 @cli.command("accountant", context_settings=CONTEXT)
 @click.option(
     "--sampling-rate",
@@ -318,7 +328,7 @@ def demo(
     "accountants",
     multiple=True,
     metavar="NAME",
-    help="Accountant to use (repeatable): rdp, prv, gdp, pld, edgeworth. Default: all.",
+    help=f"Accountant to use (repeatable): {_accountants_help()}. Default: all.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def accountant(
@@ -336,9 +346,8 @@ def accountant(
     Forward:  dpaudit accountant -q 0.01 -s 1.0 -t 1000 -d 1e-5
     Inverse:  dpaudit accountant -q 0.01 -e 3 -t 1000 -d 1e-5   (noise multiplier needed)
 
-    pld (dp_accounting) is the tightest rigorous bound; prv is rigorous up to its
-    stated epsilon error; rdp is rigorous but loose; gdp and edgeworth are
-    approximations that can fall below the true epsilon.
+    Rigorous accountants give proven upper bounds on epsilon; approximate ones
+    are estimates that can fall below the true epsilon. Each line says which.
     """
     from dpaudit.accounting import ACCOUNTANTS, accountant_report
 
@@ -376,10 +385,10 @@ def accountant(
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
 @click.option(
-    "--no-dp",
-    is_flag=True,
+    "--dp/--no-dp",
+    "dp",
     default=None,
-    help="Train the target without DP (same as --set train.dp=false).",
+    help="Train the target with / without DP (train.dp; default: the config's).",
 )
 @click.option(
     "--target-epsilon", type=float, default=None, help="Target epsilon for noise calibration."
@@ -393,7 +402,7 @@ def train(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
-    no_dp: bool | None,
+    dp: bool | None,
     target_epsilon: float | None,
     epochs: float | None,
     device: str | None,
@@ -405,11 +414,11 @@ def train(
     With --resume an interrupted run continues from its last checkpoint and
     the ledger keeps counting every step ever taken.
     """
-    from dpaudit.config import load_config
     from dpaudit.workflows.run import run_train
+    from dpaudit.workflows.validate import load_config
 
     train_over = {
-        "dp": False if no_dp else None,
+        "dp": dp,
         "target_epsilon": target_epsilon,
         "epochs": epochs,
         "device": device,
@@ -570,7 +579,9 @@ def _attack(
     resume: bool,
 ) -> None:
     from dpaudit.workflows.run import run_attacks
+    from dpaudit.workflows.validate import check_run_config
 
+    check_run_config(run_dir, sets)
     click.echo(
         "\n".join(
             run_attacks(run_dir, parts=parts, models=models or None, sets=sets, resume=resume)
@@ -663,11 +674,34 @@ def audit(run_dir: str, models: tuple[str, ...], sets: tuple[str, ...], resume: 
     is broken), else 'consistent'. Written to <run>/audit/bounds.json.
     """
     from dpaudit.workflows.run import run_audit
+    from dpaudit.workflows.validate import check_run_config
 
+    check_run_config(run_dir, sets)
     click.echo("\n".join(run_audit(run_dir, models=models or None, sets=sets, resume=resume)))
 
 
-cli.add_command(audit_checkpoint_command)
+@cli.command("audit-checkpoint", context_settings=CONTEXT)
+@dataclass_options(CheckpointAuditOptions)
+def audit_checkpoint_command(**options: Any) -> None:
+    """Audit a fine-tuned checkpoint before release (no training needed).
+
+    \b
+    dpaudit audit-checkpoint --model ./my-model --members train.jsonl --nonmembers heldout.jsonl \\
+        --canaries canaries.jsonl --canary-inclusion inclusion.json \\
+        --claimed-epsilon 8 --delta 1e-5 --out runs/release-audit
+
+    The full run's attack stage, audit and report on a model trained
+    elsewhere: membership inference (loss, zlib, min-k%, min-k%++; reference,
+    LiRA and RMIA with reference models), the blind baseline, canary exposure
+    and extraction, memorization and PII leakage, and the one-run audit of the
+    canaries against the claimed epsilon. Weights are read from safetensors
+    only, with no remote code; the run directory records their SHA-256.
+    Everything is checked before the run directory is created.
+    """
+    from dpaudit.workflows.checkpoint_audit import run_checkpoint_audit
+
+    result = run_checkpoint_audit(CheckpointAuditOptions(**options), argv=list(sys.argv))
+    click.echo("\n".join(result.lines))
 
 
 @cli.command("selftest", context_settings=CONTEXT)
@@ -738,23 +772,24 @@ def run(
     from dpaudit.workflows.run import run_all
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
-    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv)))
+    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv).lines))
 
 
 @cli.command("report", context_settings=CONTEXT)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option(
-    "--reveal",
-    is_flag=True,
+    "--reveal/--no-reveal",
     default=None,
-    help="Include recovered secrets and PII (off by default: masked).",
+    help="Include recovered secrets and PII, or mask them (default: the run's report.reveal, "
+    "itself off unless set).",
 )
 @click.option(
     "--format",
     "formats",
     multiple=True,
-    type=click.Choice(["html", "md", "json"]),
-    help="Formats to write (repeatable). Default: the run's config.",
+    metavar="FORMAT",
+    help="Format to write (repeatable): a registered report format, e.g. html, md, json. "
+    "Default: the run's config.",
 )
 @click.option(
     "--out",
@@ -815,9 +850,11 @@ def sweep(
     to <runs_dir>/<name>-sweep/.
     """
     from dpaudit.workflows.run import run_sweep
+    from dpaudit.workflows.validate import check_sweep
 
     if seed is not None:
         sets = (*sets, f"seed={seed}")
+    check_sweep(config_file, sets=sets, name=name, runs_dir=runs_dir)  # every point, up front
     click.echo(
         "\n".join(
             run_sweep(
@@ -827,35 +864,30 @@ def sweep(
     )
 
 
+def _threshold_options(fn: Any) -> Any:
+    """One ``--<name>`` option per threshold registered in ``dpaudit.reports.policy``."""
+    from dpaudit.reports.policy import POLICY_THRESHOLDS
+
+    for name, spec in reversed(POLICY_THRESHOLDS.items()):
+        fn = click.option(
+            "--" + name.replace("_", "-"),
+            name,
+            type=float,
+            default=None,
+            help=f"Fail when the {spec.label} exceeds this.",
+        )(fn)
+    return fn
+
+
 @cli.command("gate", context_settings=CONTEXT)
 @click.argument("report_json", metavar="REPORT_JSON", type=click.Path())
+@_threshold_options
 @click.option(
-    "--max-epsilon-lower",
-    type=float,
-    default=None,
-    help="Fail when the empirical eps lower bound exceeds this.",
-)
-@click.option(
-    "--max-epsilon", type=float, default=None, help="Fail when the claimed epsilon exceeds this."
-)
-@click.option("--max-auc", type=float, default=None, help="Fail when any MIA's AUC exceeds this.")
-@click.option(
-    "--max-tpr-at-low-fpr",
-    type=float,
-    default=None,
-    help="Fail when any MIA's TPR at 0.1% FPR exceeds this.",
-)
-@click.option(
-    "--max-exposure",
-    type=float,
-    default=None,
-    help="Fail when any canary's exposure (bits) exceeds this.",
-)
-@click.option(
-    "--max-pii-extraction-rate",
-    type=float,
-    default=None,
-    help="Fail when the PII extraction rate exceeds this.",
+    "--threshold",
+    "extra",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any registered threshold by name (repeatable), e.g. max_auc=0.6.",
 )
 @click.option(
     "--model",
@@ -864,16 +896,7 @@ def sweep(
     show_default=True,
     help="Which model of the report to judge.",
 )
-def gate(
-    report_json: str,
-    max_epsilon_lower: float | None,
-    max_epsilon: float | None,
-    max_auc: float | None,
-    max_tpr_at_low_fpr: float | None,
-    max_exposure: float | None,
-    max_pii_extraction_rate: float | None,
-    model: str,
-) -> None:
+def gate(report_json: str, extra: tuple[str, ...], model: str, **thresholds: float | None) -> None:
     """Fail a CI job (exit 1, one-line reason) when a report exceeds a threshold.
 
     REPORT_JSON is a report.json or a run directory. Exit codes: 0 pass,
@@ -882,16 +905,13 @@ def gate(
     from dpaudit.reports.gate import format_reason, gate_exit_code
     from dpaudit.reports.gate import gate as run_gate
 
-    result = run_gate(
-        report_json,
-        max_epsilon_lower=max_epsilon_lower,
-        max_epsilon=max_epsilon,
-        max_auc=max_auc,
-        max_tpr_at_low_fpr=max_tpr_at_low_fpr,
-        max_exposure=max_exposure,
-        max_pii_extraction_rate=max_pii_extraction_rate,
-        model=model,
-    )
+    for item in extra:
+        key, _, value = item.partition("=")
+        try:
+            thresholds[key.strip()] = float(value)
+        except ValueError:
+            raise DpauditError(f"--threshold {item!r}: expected NAME=NUMBER") from None
+    result = run_gate(report_json, model=model, **thresholds)
     click.echo(format_reason(result), err=not result.passed)
     sys.exit(gate_exit_code(result))
 

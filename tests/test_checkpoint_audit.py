@@ -58,16 +58,10 @@ def _one_error_line(result) -> str:
 
 @pytest.fixture(scope="module")
 def dpaudit_cli():
-    """The dpaudit CLI with ``audit-checkpoint`` (added here until cli.py registers it)."""
-    from dpaudit.cli import _Group, cli
+    """The dpaudit CLI (``audit-checkpoint`` is one of its commands)."""
+    from dpaudit.cli import cli
 
-    if "audit-checkpoint" in cli.commands:
-        return cli
-    from dpaudit.workflows.checkpoint_audit import audit_checkpoint_command
-
-    return _Group(
-        name="dpaudit", commands={**cli.commands, "audit-checkpoint": audit_checkpoint_command}
-    )
+    return cli
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +262,7 @@ def test_load_scoring_model_accepts_loaded_and_pickled_models(source, tmp_path):
 
     from dpaudit.attacks.stage import load_scoring_model
     from dpaudit.config import RunConfig
-    from dpaudit.trainers.safe_load import load_checkpoint
+    from dpaudit.trainers.safe_load import load_model
 
     pickled = tmp_path / "pickled"
     shutil.copytree(source["model"], pickled)
@@ -276,7 +270,7 @@ def test_load_scoring_model_accepts_loaded_and_pickled_models(source, tmp_path):
     (pickled / "model.safetensors").unlink()
     config, text = RunConfig(), ["my secret code is 4 2"]
     expected = load_scoring_model(source["model"], config, progress=False).token_logprobs(text)[0]
-    loaded = load_checkpoint(source["model"])
+    loaded = load_model(source["model"])
     for model in (
         load_scoring_model(pickled, config, allow_pickle=True, progress=False),
         load_scoring_model(loaded, config, progress=False),
@@ -381,13 +375,29 @@ def test_python_api_returns_the_verdict(source):
         report=False,
         sets=["data.max_length=40", "attack.bootstrap=20", "attack.extraction_samples=1"],
     )
-    assert result["report"] is None and result["run_dir"] == str(
-        source["root"] / "api"
-    )  # the summary, no report
-    summary = result["models"]["target"]["summary"]  # the same path as in report.json
-    assert summary["audit_verdict"] == "consistent" and summary["primary_accountant"] == "claimed"
-    assert summary["max_auc"]["attack"] == "loss" and 0 <= summary["max_auc"]["value"] <= 1
-    assert result["models"]["target"]["source"]["weights"]
+    assert result.report is None and result.run_dir == source["root"] / "api"  # no report asked
+    assert result.audit_verdicts == {"target": "consistent"}  # from audit/bounds.json
+    assert result.policy_verdict is None and result.passed is None
+    scores = source["root"] / "api" / "attacks" / "target" / "loss" / "metrics.json"
+    assert 0 <= json.loads(scores.read_text())["auc"] <= 1
+    source_json = json.loads((source["root"] / "api" / "target" / "source.json").read_text())
+    assert source_json["weights"]
+
+
+def test_python_api_refuses_unknown_options(source, tmp_path):
+    import dpaudit
+    from dpaudit.errors import DpauditError
+
+    f = source["files"]
+    with pytest.raises(DpauditError, match="did you mean 'claimed_epsilon'"):
+        dpaudit.audit_checkpoint(
+            source["model"],
+            members=f["members"],
+            nonmembers=f["nonmembers"],
+            out=tmp_path / "x",
+            claimed_epsilom=1.0,
+        )
+    assert not (tmp_path / "x").exists()
 
 
 def test_references_trained_here_and_given(source, dpaudit_cli):
@@ -448,8 +458,8 @@ def test_references_trained_here_and_given(source, dpaudit_cli):
 
 
 def test_reference_directories_are_recognised(source, tmp_path):
-    from dpaudit.workflows.checkpoint_audit import _reference_dirs
     from dpaudit.trainers.references import assign_membership
+    from dpaudit.workflows.checkpoint_audit import _reference_dirs
 
     root = tmp_path / "references"
     for j in range(3):
@@ -489,13 +499,13 @@ def test_restricted_unpickler_refuses_code(tmp_path):
 
 def test_hub_id_offline_is_one_line(monkeypatch):
     from dpaudit.errors import DpauditError
-    from dpaudit.trainers.safe_load import load_checkpoint
+    from dpaudit.trainers.safe_load import load_model
 
     with pytest.raises(DpauditError) as info:
-        load_checkpoint("dpaudit-tests/no-such-model", local_files_only=True)
+        load_model("dpaudit-tests/no-such-model", local_files_only=True)
     assert "\n" not in str(info.value) and "hub" in str(info.value)
     with pytest.raises(DpauditError, match="not found"):
-        load_checkpoint("/no/such/model/dir")
+        load_model("/no/such/model/dir")
 
 
 def test_adapter_safetensors_and_pickle(source, tmp_path):
@@ -505,7 +515,7 @@ def test_adapter_safetensors_and_pickle(source, tmp_path):
 
     from dpaudit.datasets.tokenizer import load_tokenizer
     from dpaudit.errors import DpauditError
-    from dpaudit.trainers.safe_load import load_checkpoint
+    from dpaudit.trainers.safe_load import load_model
 
     tok = load_tokenizer(source["model"])
     torch.manual_seed(0)
@@ -537,7 +547,7 @@ def test_adapter_safetensors_and_pickle(source, tmp_path):
     ids = torch.tensor([tok("the patient was seen")["input_ids"]])
     with torch.no_grad():
         expected = peft_model.eval()(ids).logits
-    loaded = load_checkpoint(tmp_path / "base", adapter=tmp_path / "adapter")
+    loaded = load_model(tmp_path / "base", adapter=tmp_path / "adapter")
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, expected, rtol=1e-5, atol=1e-5)
     assert set(loaded.source["adapter_weights"]) == {"adapter_model.safetensors"}
@@ -547,9 +557,9 @@ def test_adapter_safetensors_and_pickle(source, tmp_path):
     shutil.copy(tmp_path / "adapter" / "adapter_config.json", pickled)
     torch.save(get_peft_model_state_dict(peft_model), pickled / "adapter_model.bin")
     with pytest.raises(DpauditError, match="--allow-pickle"):
-        load_checkpoint(tmp_path / "base", adapter=pickled)
-    loaded = load_checkpoint(tmp_path / "base", adapter=pickled, allow_pickle=True)
+        load_model(tmp_path / "base", adapter=pickled)
+    loaded = load_model(tmp_path / "base", adapter=pickled, allow_pickle=True)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(DpauditError, match="PEFT adapter directory"):
-        load_checkpoint(tmp_path / "adapter")
+        load_model(tmp_path / "adapter")

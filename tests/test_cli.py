@@ -138,3 +138,36 @@ def test_prepare_writes_the_data_stage(invoke, tmp_path):
         json.loads((tmp_path / "p" / "manifest.json").read_text())["stages"]["data"]
         == manifest["stages"]["data"]
     )
+
+
+def test_report_no_reveal_masks_a_run_configured_to_reveal(invoke, tmp_path):
+    """`report --no-reveal` re-renders masked a run whose config says reveal = true."""
+    from _run_fixture import recovered_values, write_run
+
+    run = write_run(tmp_path, "shown", report={"reveal": True})
+    secrets = [v for v in recovered_values(run) if len(v) >= 4]
+    assert secrets
+    shown = invoke("report", str(run), "--format", "md")
+    assert shown.exit_code == 0, shown.output
+    text = (run / "report" / "report.md").read_text()
+    assert any(s in text for s in secrets)  # the config's reveal = true applies
+    masked = invoke("report", str(run), "--format", "md", "--no-reveal")
+    assert masked.exit_code == 0, masked.output
+    text = (run / "report" / "report.md").read_text()
+    assert not any(s in text for s in secrets)
+
+
+def test_audit_checkpoint_options_come_from_one_declaration(invoke):
+    """Every CLI field of CheckpointAuditOptions is an option; booleans have both forms."""
+    import dataclasses
+
+    from dpaudit.workflows.options import CheckpointAuditOptions
+
+    text = invoke("audit-checkpoint", "--help").output
+    for f in dataclasses.fields(CheckpointAuditOptions):
+        if not f.metadata["cli"]:
+            continue
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        if isinstance(f.default, bool):
+            assert f"--no-{flag[2:]}" in text, flag

@@ -13,25 +13,28 @@ so that AUC and TPR at low FPR are read on equal footing.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dpaudit.atomic import read_json, write_json
 from dpaudit.config import RunConfig
 from dpaudit.datasets.prepare import PreparedData
 from dpaudit.datasets.records import Record
 from dpaudit.errors import DpauditError
 from dpaudit.rundir import RunDir, sha256_text
-
-MIA_PARAMS = {
-    "mink": ("k", "mink_k"),
-    "minkpp": ("k", "mink_k"),
-    "rmia": ("gamma", "rmia_gamma"),
-    "clf_rmia": ("gamma", "rmia_gamma"),
-}
+from dpaudit.runfiles.attacks import (
+    BlindFile,
+    CanaryFile,
+    MemorizationFile,
+    PiiFile,
+    RecoveredFile,
+    StatusFile,
+)
+from dpaudit.runfiles.io import read_run_file, write_run_file
 
 
 def load_scoring_model(
@@ -47,9 +50,9 @@ def load_scoring_model(
     Args:
         model_dir: a saved model directory (as the trainer writes it: safetensors
             and tokenizer); or, with ``adapter`` or ``allow_pickle``, any model
-            directory or hub id, read by :func:`dpaudit.trainers.safe_load.load_checkpoint`;
+            directory or hub id, read by :func:`dpaudit.trainers.safe_load.load_model`;
             or an already loaded model: a ``(model, tokenizer)`` pair or an object
-            with ``model`` and ``tokenizer`` attributes (a ``LoadedCheckpoint``).
+            with ``model`` and ``tokenizer`` attributes (a ``LoadedModel``).
         config: the run's config (task, device, batch size, max length).
         progress: show progress bars.
         adapter: a PEFT adapter directory applied on ``model_dir``.
@@ -66,9 +69,9 @@ def load_scoring_model(
         )
         tokenizer = load_tokenizer(model_dir)
     elif isinstance(model_dir, (str, Path)):
-        from dpaudit.trainers.safe_load import load_checkpoint
+        from dpaudit.trainers.safe_load import load_model
 
-        loaded = load_checkpoint(
+        loaded = load_model(
             model_dir, adapter=adapter, task=config.train.task, allow_pickle=allow_pickle
         )
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -96,27 +99,102 @@ def balanced_examples(prepared: PreparedData, seed: int) -> tuple[list[Record], 
     return members + nonmembers, np.array([True] * n + [False] * n)
 
 
-def _references(
-    run: RunDir, config: RunConfig, examples: Sequence[Record], progress: bool
-) -> tuple[list, Any]:
-    """Reference scoring models and their membership rows for ``examples`` (or ``([], None)``)."""
-    ref_root = run.path / "references"
-    if not (ref_root / "membership.npy").is_file():
-        return [], None
-    from dpaudit.trainers.references import load_membership
+@dataclass
+class ReferenceSet:
+    """Reference models for the calibrated attacks, and what each trained on.
 
-    membership, ids = load_membership(ref_root)
-    row = {i: k for k, i in enumerate(ids)}
-    missing = [r.id for r in examples if r.id not in row]
-    if missing:
-        raise DpauditError(
-            f"{ref_root}: reference pool lacks {len(missing)} audited examples (e.g. {missing[0]!r})"
+    Attributes:
+        models: one entry per reference model, in column order: a model
+            directory, or an already loaded model (anything
+            :func:`load_scoring_model` accepts).
+        membership: (pool records × models) bool, ``True`` where model j trained
+            on record i; ``None`` for references of unknown training data (then
+            only the ``reference`` attack can use them).
+        ids: record ids of the rows of ``membership``.
+        why_plain: why ``membership`` is ``None`` (shown when an attack is skipped).
+    """
+
+    models: list[Any] = field(default_factory=list)
+    membership: np.ndarray | None = None
+    ids: list[str] | None = None
+    why_plain: str = "the reference models carry no membership.npy (not dpaudit references)"
+
+    @classmethod
+    def from_run(cls, run: RunDir) -> ReferenceSet:
+        """The references trained by ``dpaudit train-references`` into ``<run>/references/``.
+
+        Raises:
+            DpauditError: a reference model directory named by ``membership.npy`` is
+                missing (an interrupted ``train-references``).
+        """
+        root = run.path / "references"
+        from dpaudit.trainers.references import MEMBERSHIP_FILE, load_membership
+
+        if not (root / MEMBERSHIP_FILE).is_file():
+            return cls(why_plain="no reference models (dpaudit train-references)")
+        membership, ids = load_membership(root)
+        return cls(
+            models=[root / f"ref-{j}" for j in range(membership.shape[1])],
+            membership=membership,
+            ids=list(ids),
         )
-    refs = [
-        load_scoring_model(ref_root / f"ref-{j}", config, progress=progress)
-        for j in range(membership.shape[1])
-    ]
-    return refs, membership[[row[r.id] for r in examples]]
+
+    def rows(self, examples: Sequence[Record]) -> tuple[np.ndarray | None, str]:
+        """The membership rows of ``examples`` (examples × models), or ``(None, why not)``."""
+        if self.membership is None or self.ids is None:
+            return None, self.why_plain
+        row = {i: k for k, i in enumerate(self.ids)}
+        missing = [r.id for r in examples if r.id not in row]
+        if missing:
+            return None, (
+                f"the reference models never saw {len(missing)} audited examples "
+                f"(e.g. {missing[0]!r})"
+            )
+        return self.membership[[row[r.id] for r in examples]], ""
+
+    def untrained(self, population: Sequence[Record]) -> list[Record]:
+        """The ``population`` records no reference model trained on (RMIA's z samples)."""
+        if self.membership is None or self.ids is None:
+            return []
+        used = np.count_nonzero(self.membership, axis=1) > 0
+        trained = {i for k, i in enumerate(self.ids) if used[k]}
+        return [r for r in population if r.id not in trained]
+
+
+def plan_mia(
+    names: Sequence[str],
+    *,
+    task: str,
+    references: ReferenceSet,
+    examples: Sequence[Record],
+    population: Sequence[Record],
+) -> tuple[list[str], dict[str, str], np.ndarray | None, list[Record]]:
+    """Which attacks can run here: (runnable, {skipped: reason}, membership rows, z samples).
+
+    Each attack class declares what it needs (``task``, ``needs_references``,
+    ``needs_ref_membership``, ``needs_population``); an attack whose needs are
+    not met is skipped with the reason, and the others run.
+    """
+    from dpaudit.attacks.registry import ATTACKS, plan_attacks
+
+    rows, why_rows = references.rows(examples)
+    z = references.untrained(population)
+    runnable, skipped = plan_attacks(
+        names,
+        task=task,
+        has_references=bool(references.models),
+        has_ref_membership=rows is not None,
+        has_population=bool(z),
+    )
+    for name in skipped:  # say why, in this run's terms
+        cls = ATTACKS.get(name)
+        if cls.task != task or (cls.needs_references and not references.models):
+            continue
+        if cls.needs_ref_membership and rows is None:
+            skipped[name] = f"skipped: {why_rows}"
+        elif cls.needs_population and references.membership is None:
+            skipped[name] = f"skipped: {references.why_plain}"
+    return runnable, skipped, rows, z
 
 
 def run_mia(
@@ -126,51 +204,52 @@ def run_mia(
     config: RunConfig,
     out_dir: Path,
     *,
-    references: Sequence[Any],
-    ref_membership: Any,
+    references: ReferenceSet,
     population: Sequence[Record],
     seed: int,
+    progress: bool = True,
 ) -> dict[str, str]:
-    """Run the configured membership-inference attacks; return {attack: "done" | reason skipped}."""
-    from dpaudit.attacks.metrics import compute_metrics
-    from dpaudit.attacks.registry import (
-        CLASSIFIER_ATTACKS,
-        NEEDS_POPULATION,
-        NEEDS_REF_MEMBERSHIP,
-        NEEDS_REFERENCES,
-        get_attack,
-    )
+    """Run the configured membership-inference attacks; return {attack: "done" | reason skipped}.
 
-    status: dict[str, str] = {}
-    classifier = config.train.task == "classification"
-    for name in config.attack.attacks:
-        params = {}
-        if name in MIA_PARAMS:
-            key, field = MIA_PARAMS[name]
-            params[key] = getattr(config.attack, field)
-        attack = get_attack(name, **params)  # unknown names fail here, with a suggestion
-        if (name in CLASSIFIER_ATTACKS) != classifier:
-            status[name] = (
-                f"skipped: not an attack on a {'classifier' if classifier else 'language model'}"
-            )
-            continue
-        if name in NEEDS_REFERENCES and not references:
-            status[name] = "skipped: no reference models (dpaudit train-references)"
-            continue
+    Reference models are loaded only when a runnable attack needs them.
+    """
+    from dpaudit.attacks.metrics import compute_metrics
+    from dpaudit.attacks.registry import ATTACKS, attack_params, get_attack
+
+    names = list(config.attack.attacks)
+    attacks = {name: get_attack(name, **attack_params(config.attack, name)) for name in names}
+    runnable, status, rows, z = plan_mia(
+        names,
+        task=config.train.task,
+        references=references,
+        examples=examples,
+        population=population,
+    )
+    loaded: list[Any] = []
+    if any(ATTACKS.get(name).needs_references for name in runnable):
+        loaded = [load_scoring_model(m, config, progress=progress) for m in references.models]
+    for name in runnable:
+        cls = ATTACKS.get(name)
         kwargs: dict[str, Any] = {"is_member": is_member}
-        if name in NEEDS_REFERENCES:
-            kwargs["references"] = references
-        if name in NEEDS_REF_MEMBERSHIP:
-            kwargs["ref_membership"] = ref_membership
-        if name in NEEDS_POPULATION:
-            kwargs["population"] = population
-        scores = attack.score(model, examples, **kwargs)
+        if cls.needs_references:
+            kwargs["references"] = loaded
+        takes_rows = "ref_membership" in inspect.signature(attacks[name].score).parameters
+        if cls.needs_ref_membership or (rows is not None and takes_rows):
+            kwargs["ref_membership"] = rows  # e.g. offline RMIA: only OUT models per example
+        if cls.needs_population:
+            kwargs["population"] = z
+        try:
+            scores = attacks[name].score(model, examples, **kwargs)
+        except DpauditError as exc:  # an unmet precondition skips this attack, not the stage
+            status[name] = f"skipped: {exc}"
+            continue
         scores.save(out_dir / name)
-        compute_metrics(
+        metrics = compute_metrics(
             scores, fprs=config.attack.fprs, bootstrap=config.attack.bootstrap, seed=seed
-        ).save(out_dir / name)
+        )
+        metrics.save(out_dir / name)
         status[name] = "done"
-    return status
+    return {name: status[name] for name in names}
 
 
 def run_canaries(
@@ -250,7 +329,8 @@ def _memorization(model: Any, prepared: PreparedData, config: RunConfig) -> Any:
     """Verbatim memorization of the members and the Secret-Sharer canary copies, by duplication count."""
     from dpaudit.attacks.memorization import dedupe_records, verbatim_memorization
 
-    trained = [r for r in prepared.train if not r.id.startswith("canary-or-")]
+    one_run = {c.id for c in prepared.one_run}
+    trained = [r for r in prepared.train if r.meta.get("canary_id") not in one_run]
     unique, copies = dedupe_records(trained)
     return verbatim_memorization(
         model,
@@ -281,66 +361,87 @@ def run_attack_stage(
     resume: bool = False,
     progress: bool = True,
     parts: tuple[str, ...] = PARTS,
+    model: Any = None,
+    references: ReferenceSet | None = None,
 ) -> list[str]:
-    """Attacks (``parts`` of :data:`PARTS`) against ``<run>/<model_name>``; skipped on resume when unchanged."""
+    """Attacks (``parts`` of :data:`PARTS`) against one model of a run, written to ``<run>/attacks/<model_name>/``.
+
+    The one attack stage: the full run calls it on the models it trained, the
+    checkpoint audit on the model it was given. Skipped on ``resume`` when the
+    stage's inputs (weights, references, data, attack config) are unchanged.
+
+    Args:
+        model: the model to attack; default ``<run>/<model_name>/`` as the trainer
+            saved it. Anything :func:`load_scoring_model` accepts (a loaded model).
+        references: the reference models; default those of ``<run>/references/``.
+
+    Raises:
+        DpauditError: no such model in the run.
+    """
     model_dir = run.path / model_name
-    if not model_dir.is_dir():
+    if model is None and not model_dir.is_dir():
         raise DpauditError(f"{model_dir}: no trained model; run `dpaudit train` first")
     stage = f"attacks/{model_name}" + ("" if tuple(parts) == PARTS else "/" + "+".join(parts))
     inputs = attack_inputs(run, config, model_name)
     if resume and run.can_skip(stage, inputs):
         return [f"{stage}: unchanged, skipped (--resume)"]
     out_dir = run.subdir("attacks", model_name)
+    blind_path = run.path / "attacks" / "blind.json"
     with run.stage(stage, inputs):
         examples, is_member = balanced_examples(prepared, seed)
-        if not (run.path / "attacks" / "blind.json").is_file():
+        if not blind_path.is_file():
             from dpaudit.attacks.blind import blind_baseline
 
             n = int(is_member.sum())
             blind = blind_baseline(
                 [r.text for r in examples[:n]], [r.text for r in examples[n:]], seed=seed
             )
-            write_json(run.path / "attacks" / "blind.json", blind.to_dict())
-        model = load_scoring_model(model_dir, config, progress=progress)
+            write_run_file(blind_path, BlindFile.from_dict(blind.to_dict()))
+        scorer = load_scoring_model(
+            model_dir if model is None else model, config, progress=progress
+        )
         status: dict[str, str] = {}
         if "mia" in parts:
-            references, ref_membership = _references(run, config, examples, progress)
             status = run_mia(
-                model,
+                scorer,
                 examples,
                 is_member,
                 config,
                 out_dir,
-                references=references,
-                ref_membership=ref_membership,
+                references=ReferenceSet.from_run(run) if references is None else references,
                 population=prepared.part("population"),
                 seed=seed,
+                progress=progress,
             )
-            write_json(out_dir / "status.json", {"attacks": status})
+            write_run_file(out_dir / "status.json", StatusFile(attacks=status))
         if config.train.task == "causal_lm":
+            recovered = out_dir / "recovered.json"
             revealed = (
-                read_json(out_dir / "recovered.json")
-                if (out_dir / "recovered.json").is_file()
-                else {}
+                read_run_file(recovered, RecoveredFile).to_dict() if recovered.is_file() else {}
             )
             revealed.pop("schema_version", None)
-            if "canary" in parts:
-                public, revealed["canary"] = run_canaries(model, prepared, config, seed, progress)
-                write_json(out_dir / "canary.json", public)
+            if "canary" in parts and not prepared.secret_sharer:
+                status["canary"] = "skipped: no Secret-Sharer canaries in this run"
+            elif "canary" in parts:
+                public, revealed["canary"] = run_canaries(scorer, prepared, config, seed, progress)
+                write_run_file(out_dir / "canary.json", CanaryFile.from_dict(public))
                 status["canary"] = "done"
             if "memorization" in parts:
-                write_json(
-                    out_dir / "memorization.json", _memorization(model, prepared, config).to_dict()
+                result = _memorization(scorer, prepared, config)
+                write_run_file(
+                    out_dir / "memorization.json", MemorizationFile.from_dict(result.to_dict())
                 )
                 status["memorization"] = "done"
             if "pii" in parts:
                 public, revealed["pii"] = run_pii(
-                    model, prepared.part("members"), prepared.part("nonmembers"), config, seed
+                    scorer, prepared.part("members"), prepared.part("nonmembers"), config, seed
                 )
-                write_json(out_dir / "pii.json", public)
-                status["pii"] = "done"
-            write_json(out_dir / "recovered.json", revealed)
-    lines = [
-        f"{stage}: " + ", ".join(f"{k} {'ok' if v == 'done' else v}" for k, v in status.items())
-    ]
-    return lines
+                write_run_file(out_dir / "pii.json", PiiFile.from_dict(public))
+                status["pii"] = "done" if public else "skipped: no member record carries PII spans"
+            write_run_file(recovered, RecoveredFile.from_dict(revealed))
+    line = f"{stage}: " + ", ".join(f"{k} {'ok' if v == 'done' else v}" for k, v in status.items())
+    saved = read_run_file(blind_path, BlindFile)
+    if saved.auc is not None:
+        line += f"; blind baseline AUC {float(saved.auc):.3f}"
+        line += f" ({saved.warning})" if saved.warning else ""
+    return [line]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dpaudit.config import RunConfig
 from dpaudit.rundir import RunDir
+from dpaudit.workflows.result import RunResult
 
 DEMO_NAME = "demo"
 
@@ -20,23 +21,17 @@ DEMO_NAME = "demo"
 def packaged_config(name: str) -> Path:
     """The path of a config shipped inside the package (``dpaudit/configs/<name>.toml``).
 
-    Read through :mod:`importlib.resources`, so it works from a wheel as well as
-    from a source checkout (where ``configs/`` links to the same files).
-
     Raises:
         DpauditError: no such packaged config (the message lists those shipped).
     """
-    from importlib import resources
-
+    from dpaudit.config import packaged_configs
     from dpaudit.errors import DpauditError
 
-    root = resources.files("dpaudit") / "configs"
+    shipped = packaged_configs()
     stem = name.removesuffix(".toml")
-    path = root / f"{stem}.toml"
-    if not path.is_file():
-        shipped = sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
-        raise DpauditError(f"no packaged config {name!r} (shipped: {', '.join(shipped)})")
-    return Path(str(path))
+    if stem not in shipped:
+        raise DpauditError(f"no packaged config {name!r} (shipped: {', '.join(sorted(shipped))})")
+    return shipped[stem]
 
 
 def demo_config_path() -> Path:
@@ -284,12 +279,20 @@ def run_audit(
 
 
 def run_all(
-    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None, progress: bool = True
-) -> list[str]:
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    progress: bool = True,
+) -> RunResult:
     """The main job: data → target and baseline → references → attacks → audit → report.
 
     Each stage is recorded in the manifest and skipped on ``resume`` when its
     inputs are unchanged.
+
+    Returns:
+        :class:`~dpaudit.workflows.result.RunResult` (run directory, report,
+        audit and policy verdicts, and the lines the CLI prints).
     """
     lines = run_train(config, resume=resume, argv=argv, progress=progress)
     run = RunDir(config.run_dir)
@@ -301,7 +304,40 @@ def run_all(
     if config.data.one_run_canaries:
         lines += run_audit(run.path, resume=resume, progress=progress)
     lines += run_report(run.path)
-    return lines
+    return RunResult.from_run_dir(run.path, lines)
+
+
+def run(
+    config: RunConfig | str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    sets: tuple[str, ...] = (),
+) -> RunResult:
+    """The main job from Python: ``dpaudit.run(config)`` (what ``dpaudit run`` does).
+
+    Args:
+        config: a :class:`~dpaudit.config.RunConfig` (e.g. from
+            :func:`dpaudit.load_config`) or the path of a TOML config.
+        resume: skip stages whose inputs are unchanged; continue interrupted training.
+        progress: progress bars on stderr.
+        sets: ``section.key=value`` overrides, with a path config.
+
+    Returns:
+        :class:`~dpaudit.workflows.result.RunResult`.
+
+    Raises:
+        DpauditError / ConfigError: bad configuration (checked before any work).
+    """
+    if not isinstance(config, RunConfig):
+        from dpaudit.workflows.validate import load_config
+
+        config = load_config(config, sets=sets)
+    else:
+        from dpaudit.workflows.validate import check_config
+
+        check_config(config)
+    return run_all(config, resume=resume, argv=["dpaudit.run"], progress=progress)
 
 
 def run_report(
@@ -384,7 +420,7 @@ def run_sweep(
             overrides={"name": f"{base.name}-{label}", "runs_dir": base.runs_dir},
         )
         lines.append(f"== {cfg.name}: {', '.join(combo)}")
-        lines += run_all(cfg, resume=resume, argv=argv, progress=progress)
+        lines += run_all(cfg, resume=resume, argv=argv, progress=progress).lines
         run_dirs.append(cfg.run_dir)
     out_dir = Path(base.runs_dir) / f"{base.name}-sweep"
     compare_runs(run_dirs, out_dir)
