@@ -3,7 +3,7 @@
 Results are written to a temporary file in the destination directory and
 renamed into place, so a crash or a bad input never leaves a half-written
 file behind. The JSON encoder refuses types it does not know instead of
-stringifying them (a lesson from lm-evaluation-harness, see docs/STYLE).
+stringifying them (docs/design.md#strict-json-and-atomic-writes).
 """
 
 from __future__ import annotations
