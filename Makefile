@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 DPAUDIT := $(VENV)/bin/dpaudit
 STAMP   := $(VENV)/.dpaudit-installed
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format docs bench clean
 
 # Torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -22,7 +22,8 @@ install: $(STAMP)
 demo: install
 	$(DPAUDIT) demo --resume
 
-test: install
+# CI runs `make test`: the lint gate first, then every test (slow ones included).
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -30,9 +31,14 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check dpaudit tests benchmarks
+	$(VENV)/bin/ruff format --check dpaudit tests benchmarks
+	$(VENV)/bin/mypy dpaudit
 
 format: install
 	$(VENV)/bin/ruff format dpaudit tests benchmarks
+
+docs: install
+	$(PY) -m dpaudit.runfiles.docs
 
 bench: install
 	$(PY) benchmarks/dp_overhead.py

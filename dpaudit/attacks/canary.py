@@ -122,10 +122,12 @@ class _LogPerplexity:
 
     def __init__(self, model: ScoringModel, prefix: str, scope: str, context: str):
         self.model, self.prefix, self.scope = model, prefix, scope
-        self.tokenize = _tokenizer_fn(model)
+        tokenize = _tokenizer_fn(model)
+        self.tokenize = tokenize
         self.max_length = getattr(model, "max_length", None)
-        aligned = scope != "text" and self.tokenize is not None
-        self.context_ids = self.tokenize([context])[0] if aligned else []
+        self.context_ids = (
+            tokenize([context])[0] if scope != "text" and tokenize is not None else []
+        )
 
     def __call__(self, secrets: Sequence[str]) -> np.ndarray:
         texts = [self.prefix + s for s in secrets]

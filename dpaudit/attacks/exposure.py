@@ -382,7 +382,7 @@ def compute_exposure(
                 f"enumeration yielded {seen} candidates, expected |R| = {space_size}"
             )
         ranks = at_most + 1
-        bits = exposure_from_rank(ranks, space_size)
+        bits = np.asarray(exposure_from_rank(ranks, space_size))  # an array: ranks is one
         return [
             ExposureEstimate(
                 exposure=float(bits[i]),

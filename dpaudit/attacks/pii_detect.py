@@ -37,8 +37,8 @@ import datetime as dt
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple, Protocol
 
 from dpaudit.datasets.records import PII_KINDS, PiiSpan
 from dpaudit.datasets.synth import luhn_valid
@@ -261,7 +261,8 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 def _glued(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` is glued into a longer token (email, URL, hyphenation)."""
     before = text[start - 1] if start else " "
-    after, beyond = (text[end : end + 2] + "  ")[:2]
+    following = text[end : end + 2] + "  "
+    after, beyond = following[0], following[1]
     return before in "@.-_+/" or after in "@_" or (after in ".-/" and beyond.isalnum())
 
 
@@ -317,11 +318,26 @@ class Gazetteer:
         return spans
 
 
-_PRESIDIO_ENGINES: dict[type, object] = {}
+class _AnalyzerResult(Protocol):
+    """What is read of Presidio's ``RecognizerResult``: a character span."""
+
+    start: int
+    end: int
+
+
+class _Analyzer(Protocol):
+    """What is used of Presidio's ``AnalyzerEngine``."""
+
+    def analyze(
+        self, *, text: str, entities: list[str], language: str
+    ) -> Sequence[_AnalyzerResult]: ...
+
+
+_PRESIDIO_ENGINES: dict[type, _Analyzer] = {}
 _PRESIDIO_BROKEN: set[type] = set()
 
 
-def _presidio_engine(required: bool) -> object | None:
+def _presidio_engine(required: bool) -> _Analyzer | None:
     """Presidio's ``AnalyzerEngine`` (built once per class), or ``None``."""
     try:
         from presidio_analyzer import AnalyzerEngine

@@ -140,7 +140,7 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
 
 
 def _check_alpha(alpha: object) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < 1:
         raise DpauditError(f"alpha must be in (0, 1), got {alpha!r}")
 
 

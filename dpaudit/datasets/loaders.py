@@ -166,7 +166,7 @@ def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
         return [
             _make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)
         ]
-    records = []
+    records: list[Record] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -194,7 +194,7 @@ def _load_csv(path: Path, fields: Fields) -> list[Record]:
             f"missing text column {fields.text!r} (columns: {', '.join(reader.fieldnames)})",
             line=1,
         )
-    records = []
+    records: list[Record] = []
     try:
         for row in reader:
             if None in row:

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dpaudit.errors import DpauditError
 from dpaudit.reports.fmt import as_float, eps, fixed
 
 __all__ = [
@@ -71,6 +72,18 @@ def _rc():
     import matplotlib
 
     return matplotlib.rc_context(_RC)
+
+
+def _number(value: Any, field: str) -> float:
+    """A required number of the report as a float (``"inf"`` → ``math.inf``, as :func:`as_float`).
+
+    Raises:
+        DpauditError: ``value`` is missing or not a number (the report is malformed).
+    """
+    x = as_float(value)
+    if x is None:
+        raise DpauditError(f"report field {field} is not a number: {value!r}")
+    return x
 
 
 def _label(report: Mapping[str, Any], model: str) -> str:
@@ -154,17 +167,22 @@ def audit_plot(report: Mapping[str, Any]) -> bytes | None:
     if privacy is None and audit is None:
         return None
     upper = (privacy or {}).get("epsilon_upper") or (audit or {}).get("epsilon_upper") or {}
-    finite = {k: as_float(v) for k, v in upper.items() if math.isfinite(as_float(v) or math.inf)}
+    finite: dict[str, float] = {}
+    for name, value in upper.items():
+        x = as_float(value)
+        if x is not None and math.isfinite(x):
+            finite[name] = x
     kinds = (privacy or {}).get("accountant_kind", {})
-    lows = []
+    lows: list[tuple[str, float, float]] = []
     for model in ("target", "baseline"):
         a = report["models"].get(model, {}).get("audit")
         if a:
+            field = f"models.{model}.audit.epsilon_lower"
             lows.append(
                 (
                     model,
-                    as_float(a["epsilon_lower"]["value"]),
-                    as_float(a["epsilon_lower"]["confidence"]),
+                    _number(a["epsilon_lower"]["value"], field + ".value"),
+                    _number(a["epsilon_lower"]["confidence"], field + ".confidence"),
                 )
             )
     if not finite and not lows:
@@ -241,9 +259,16 @@ def exposure_plot(report: Mapping[str, Any]) -> bytes | None:
         for offset, (model, s) in zip((-0.08, 0.08), series.items(), strict=False):
             keys = sorted(s)
             x = [pos[k] + offset for k in keys]
-            mean = [as_float(s[k]["mean"]) for k in keys]
-            lo = [m - as_float(s[k]["min"]) for k, m in zip(keys, mean, strict=True)]
-            hi = [as_float(s[k]["max"]) - m for k, m in zip(keys, mean, strict=True)]
+            field = f"models.{model}.canaries.exposure_by_repetition"
+            mean = [_number(s[k]["mean"], f"{field}.{k}.mean") for k in keys]
+            lo = [
+                m - _number(s[k]["min"], f"{field}.{k}.min")
+                for k, m in zip(keys, mean, strict=True)
+            ]
+            hi = [
+                _number(s[k]["max"], f"{field}.{k}.max") - m
+                for k, m in zip(keys, mean, strict=True)
+            ]
             ax.errorbar(
                 x,
                 mean,
@@ -281,7 +306,9 @@ def pii_plot(report: Mapping[str, Any]) -> bytes | None:
         pii = report["models"].get(model, {}).get("pii")
         for kind, row in ((pii or {}).get("by_kind") or {}).items():
             if row.get("extraction_rate") is not None:
-                rates.setdefault(kind, {})[model] = as_float(row["extraction_rate"])
+                rates.setdefault(kind, {})[model] = _number(
+                    row["extraction_rate"], f"models.{model}.pii.by_kind.{kind}.extraction_rate"
+                )
     if not rates:
         return None
     kinds = sorted(rates)
@@ -330,21 +357,22 @@ def tradeoff_plot(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
     points = [r for r in rows if as_float(r.get("epsilon")) is not None]
     if not points:
         return None
-    finite = [as_float(r["epsilon"]) for r in points if math.isfinite(as_float(r["epsilon"]))]
+    claimed = [_number(r["epsilon"], "epsilon") for r in points]
+    finite = [e for e in claimed if math.isfinite(e)]
     right = max(finite) * 3 if finite else 10.0
     if len(finite) == len(points):
         right = max(finite) * 1.5
     left = min(finite) / 2 if finite else 0.1
 
     def x_of(r: Mapping[str, Any]) -> float:
-        e = as_float(r["epsilon"])
+        e = _number(r["epsilon"], "epsilon")
         return e if math.isfinite(e) else right
 
     with _rc():
         fig = _figure(9.0, 3.4)
         axes = fig.subplots(1, 2)
         metric = next((r.get("utility_metric") for r in points if r.get("utility_metric")), None)
-        lower_better = bool(metric) and any(w in metric for w in ("perplexity", "loss"))
+        lower_better = metric is not None and any(w in metric for w in ("perplexity", "loss"))
         panels = (
             ("best_auc", "best MIA AUC (leakage; lower is better)"),
             (
@@ -358,7 +386,7 @@ def tradeoff_plot(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
                 y = as_float(r.get(column))
                 if y is None or math.isnan(y):
                     continue
-                dp = math.isfinite(as_float(r["epsilon"]))
+                dp = math.isfinite(_number(r["epsilon"], "epsilon"))
                 violation = r.get("audit_verdict") == "violation"
                 ax.scatter(
                     [x_of(r)],

@@ -232,11 +232,7 @@ def _guarantee(report: Mapping[str, Any]) -> dict[str, Any]:
         ("Unit of privacy", unit),
         (
             "Mechanism",
-            lambda m: (
-                MECHANISMS.get(p[m].get("mechanism"), str(p[m].get("mechanism")))
-                if p[m]
-                else fmt.DASH
-            ),
+            lambda m: _mechanism(p[m].get("mechanism")) if p[m] else fmt.DASH,
         ),
         ("Sampling rate q", sampling),
         ("Noise multiplier σ", noise),
@@ -347,6 +343,16 @@ def _audit_text(
     )
 
 
+def _mechanism(name: Any) -> str:
+    """The description of a ``privacy.mechanism`` value, or the value itself when unknown."""
+    return MECHANISMS.get(name, name) if isinstance(name, str) else str(name)
+
+
+def _audit_word(verdict: Any) -> str:
+    """The headline word of an audit verdict; ``NOT AUDITED`` without one."""
+    return AUDIT_WORDS.get(verdict, "NOT AUDITED") if isinstance(verdict, str) else "NOT AUDITED"
+
+
 def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
     rows, texts = [], []
     for m in _models(report):
@@ -355,7 +361,7 @@ def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
             {
                 "model": m,
                 "verdict": (audit or {}).get("verdict", "none"),
-                "word": AUDIT_WORDS.get((audit or {}).get("verdict"), "NOT AUDITED"),
+                "word": _audit_word((audit or {}).get("verdict")),
                 "text": _audit_text(m, audit, privacy),
             }
         )
