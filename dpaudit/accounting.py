@@ -596,21 +596,48 @@ def accountant_report(
     """The ``dpaudit accountant --json`` payload.
 
     Forward (``noise_multiplier`` given): ``{"delta", "sampling_rate",
-    "steps", "noise_multiplier": σ, "epsilon": {name: ε}, "errors"}``.
-    Inverse (``epsilon`` given): ``{"delta", "sampling_rate", "steps",
-    "epsilon": ε, "noise_multiplier": {name: σ}, "errors"}``. The inverse
-    mode lists every requested accountant (``None``: every registered one),
-    approximate ones included: it is a comparison, not a calibration.
+    "steps", "adjacency", "unit", "accountants", "noise_multiplier": σ,
+    "epsilon": {name: ε}, "tightest_rigorous": {"accountant", "epsilon"},
+    "errors"}``. Inverse (``epsilon`` given): the same with ``"epsilon": ε``,
+    ``"noise_multiplier": {name: σ}`` and ``"tightest_rigorous":
+    {"accountant", "noise_multiplier"}`` (the least noise a rigorous accountant
+    certifies). ``"accountants"`` maps each name to ``{"kind": "rigorous" |
+    "approximate", "rigorous", "description"}``: GDP and Edgeworth are
+    approximations that can fall below the true ε, so a script must not take the
+    minimum over every accountant. The inverse mode lists every requested
+    accountant, approximate ones included: it is a comparison, not a calibration.
     """
     if (noise_multiplier is None) == (epsilon is None):
         raise DpauditError("give exactly one of noise_multiplier and epsilon")
     names = _check_names(accountants)
     q, steps, delta = _check_rate(sampling_rate), _check_steps(steps), _check_delta(delta)
     head: dict[str, Any] = {"delta": delta, "sampling_rate": q, "steps": steps}
+    head["adjacency"] = "add/remove"
+    head["unit"] = "example"
+    head["accountants"] = {
+        name: {
+            "kind": "rigorous" if is_rigorous(name) else "approximate",
+            "rigorous": is_rigorous(name),
+            "description": ACCOUNTANTS.get(name).description,
+        }
+        for name in names
+    }
     if noise_multiplier is not None:
         sigma = _check_sigma(noise_multiplier)
-        eps, errors = compute_epsilons(**head, noise_multiplier=sigma, accountants=names)
-        return {**head, "noise_multiplier": sigma, "epsilon": eps, "errors": errors}
+        eps, errors = compute_epsilons(
+            sampling_rate=q, steps=steps, delta=delta, noise_multiplier=sigma, accountants=names
+        )
+        rigorous = {k: v for k, v in eps.items() if is_rigorous(k)}
+        best = min(rigorous.items(), key=lambda kv: kv[1], default=None)
+        return {
+            **head,
+            "noise_multiplier": sigma,
+            "epsilon": eps,
+            "tightest_rigorous": None
+            if best is None
+            else {"accountant": best[0], "epsilon": best[1]},
+            "errors": errors,
+        }
     target = _check_epsilon(epsilon)
     sigmas: dict[str, float] = {}
     errors = {}
@@ -621,7 +648,17 @@ def accountant_report(
             )
         except AccountantError as exc:
             errors[name] = str(exc)
-    return {**head, "epsilon": target, "noise_multiplier": sigmas, "errors": errors}
+    rigorous_sigmas = {k: v for k, v in sigmas.items() if is_rigorous(k)}
+    best = min(rigorous_sigmas.items(), key=lambda kv: kv[1], default=None)
+    return {
+        **head,
+        "epsilon": target,
+        "noise_multiplier": sigmas,
+        "tightest_rigorous": None
+        if best is None
+        else {"accountant": best[0], "noise_multiplier": best[1]},
+        "errors": errors,
+    }
 
 
 # ----------------------------------------------------------------------------- ledger

@@ -533,20 +533,58 @@ def bound_threshold_cmd(
 )
 @_delta_option
 @_confidence_option
+@click.option(
+    "--estimator",
+    default="steinke",
+    show_default=True,
+    metavar="NAME",
+    help="Estimator of the reported bound: steinke, fdp-epsdelta, fdp-gdp or a registered one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def bound_one_run_cmd(
-    m: int, r: int, v: int, delta: float, confidence: float, as_json: bool
+    m: int, r: int, v: int, delta: float, confidence: float, estimator: str, as_json: bool
 ) -> None:
-    """One-run audit (Steinke, Nasr, Jagielski 2023).
+    """One-run audit (Steinke, Nasr, Jagielski 2023), every estimator side by side.
 
-    The largest epsilon whose p-value P[Binomial(r, e^eps/(1+e^eps)) >= v]
-    (plus the 2·m·delta term for delta > 0) is still below beta.
+    steinke: the largest epsilon whose p-value P[Binomial(r, e^eps/(1+e^eps)) >= v]
+    (plus the 2·m·delta term for delta > 0) is still below beta. fdp-epsdelta,
+    fdp-gdp: the one-run f-DP audit (Mahloujifar, Melis, Chaudhuri 2025) with the
+    (epsilon, delta) curve, or with mu-GDP curves (valid only if the mechanism's
+    trade-off curve is Gaussian). The ceiling is the bound with every guess right.
     """
+    from dpaudit.audit.estimators import ESTIMATORS
     from dpaudit.audit.lower_bound import bound_one_run
 
-    _print_bound(
-        bound_one_run(canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence), as_json
+    primary = bound_one_run(
+        canaries=m, guesses=r, correct=v, delta=delta, confidence=confidence, estimator=estimator
     )
+    table: dict[str, dict[str, Any]] = {}
+    for name, est in ESTIMATORS.items():
+        row: dict[str, Any] = {"guarantee": est.guarantee, "description": est.description}
+        try:
+            row["epsilon"] = est.epsilon(m=m, r=r, v=v, delta=delta, confidence=confidence)
+            row["ceiling"] = est.ceiling(m=m, r=r, delta=delta, confidence=confidence)
+        except DpauditError as exc:
+            row["error"] = str(exc)
+        table[name] = row
+    if as_json:
+        _echo_json(
+            {"epsilon_lower_bound": primary.epsilon, **primary.to_dict(), "estimators": table}
+        )
+        return
+    click.echo(
+        f"epsilon lower bound = {primary.epsilon:.4f}  ({primary.estimator}, {primary.guarantee}, "
+        f"delta = {primary.delta:g}, confidence = {primary.confidence:g}; "
+        f"{primary.n_correct}/{primary.n_guesses} correct guesses)"
+    )
+    for name, row in table.items():
+        if "error" in row:
+            click.echo(f"  {name:<14} n/a      {row['error']}")
+        else:
+            click.echo(
+                f"  {name:<14} {row['epsilon']:<8.4f} ceiling {row['ceiling']:.4f}  "
+                f"({row['guarantee']})"
+            )
 
 
 # ----------------------------------------------------------------------------- attacks and audit
@@ -732,22 +770,59 @@ def audit_checkpoint_command(**options: Any) -> None:
     show_default=True,
     help="White-box gradient canaries (each included by a coin flip).",
 )
-def selftest(out_dir: str, seed: int, target_epsilon: float, n_canaries: int) -> None:
+@click.option(
+    "--estimator",
+    default="steinke",
+    show_default=True,
+    metavar="NAME",
+    help="Estimator whose bound decides the verdicts (all registered ones are reported).",
+)
+@click.option(
+    "--statistic",
+    type=click.Choice(["sum", "likelihood-ratio"]),
+    default="sum",
+    show_default=True,
+    help="Canary test statistic: the summed noisy-update coordinate (assumes nothing about q) "
+    "or the per-step likelihood ratio under the claimed q and sigma.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def selftest(
+    out_dir: str,
+    seed: int,
+    target_epsilon: float,
+    n_canaries: int,
+    estimator: str,
+    statistic: str,
+    as_json: bool,
+) -> None:
     """Prove the auditor works: audit correct and deliberately broken DP-SGD.
 
     Trains the embedded default with correct DP-SGD and with three broken
     variants (noise never added; clipping skipped; sampling rate misreported to
-    the accountant), each claiming the same epsilon, audits each with white-box
-    gradient canaries and the one-run bound, and prints the table. Exit 0 when
-    every broken variant is flagged 'violation' and the correct one is
-    'consistent', 1 otherwise.
+    the accountant), each claiming the same epsilon, with full-batch steps,
+    audits each with white-box gradient canaries and the one-run bound of every
+    registered estimator, and prints per variant epsilon_lb and ceiling per
+    estimator, the claimed epsilon and the verdict (of --estimator; 'inconclusive'
+    when the ceiling is below the claim).
+    Exit 0 when every broken variant is flagged 'violation' and the correct one
+    is 'consistent', 1 otherwise.
     """
-    from dpaudit.audit.selftest import run_selftest
+    import dataclasses
+
+    from dpaudit.audit.selftest import SelftestSettings, run_selftest
 
     result = run_selftest(
-        out_dir=out_dir, seed=seed, target_epsilon=target_epsilon, n_canaries=n_canaries
+        out_dir=out_dir,
+        seed=seed,
+        target_epsilon=target_epsilon,
+        n_canaries=n_canaries,
+        estimator=estimator,
+        settings=dataclasses.replace(SelftestSettings(), statistic=statistic),
     )
-    click.echo(result.table())
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(result.table())
     sys.exit(0 if result.passed else 1)
 
 
@@ -896,11 +971,28 @@ def _threshold_options(fn: Any) -> Any:
     show_default=True,
     help="Which model of the report to judge.",
 )
-def gate(report_json: str, extra: tuple[str, ...], model: str, **thresholds: float | None) -> None:
+@click.option(
+    "--allow-inconclusive/--no-allow-inconclusive",
+    default=False,
+    show_default=True,
+    help="Pass despite inconclusive checks (an audit without power, a TPR the sample cannot "
+    "resolve); they are still named in the output.",
+)
+def gate(
+    report_json: str,
+    extra: tuple[str, ...],
+    model: str,
+    allow_inconclusive: bool,
+    **thresholds: float | None,
+) -> None:
     """Fail a CI job (exit 1, one-line reason) when a report exceeds a threshold.
 
-    REPORT_JSON is a report.json or a run directory. Exit codes: 0 pass,
-    1 threshold exceeded, 2 bad input.
+    REPORT_JSON is a report.json or a run directory. Without threshold
+    options the run's own [report] policy applies. The audit check is always
+    made: a violation fails, and an inconclusive audit (its ceiling below the
+    claim, or the non-private control not detected) fails too unless
+    --allow-inconclusive. Exit codes: 0 pass, 1 threshold exceeded or
+    inconclusive, 2 bad input.
     """
     from dpaudit.reports.gate import format_reason, gate_exit_code
     from dpaudit.reports.gate import gate as run_gate
@@ -911,7 +1003,7 @@ def gate(report_json: str, extra: tuple[str, ...], model: str, **thresholds: flo
             thresholds[key.strip()] = float(value)
         except ValueError:
             raise DpauditError(f"--threshold {item!r}: expected NAME=NUMBER") from None
-    result = run_gate(report_json, model=model, **thresholds)
+    result = run_gate(report_json, model=model, allow_inconclusive=allow_inconclusive, **thresholds)
     click.echo(format_reason(result), err=not result.passed)
     sys.exit(gate_exit_code(result))
 

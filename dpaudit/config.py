@@ -135,6 +135,19 @@ class DataConfig(_Section):
     one_run_canaries: int = option(
         200, "Canaries for the one-run audit, each included with probability 1/2", ge=0
     )
+    canary_design: str = option(
+        "new-token", "Design of the one-run audit canaries (a registered canary design)"
+    )
+    canary_prefix_tokens: int = option(
+        32,
+        "Random vocabulary tokens before each audit canary's secret; 0 = data.canary_prefix",
+        ge=0,
+    )
+    canary_loss: str = option(
+        "secret",
+        "Tokens of an audit canary the LM training loss counts: its secret, or all its text",
+        choices=("secret", "text"),
+    )
     max_length: int = option(64, "Maximum tokens per training example", ge=8)
     tokenizer: str = option(
         "train", "'train' = train a BPE tokenizer on the training text; else a HF tokenizer path/id"
@@ -183,7 +196,10 @@ class TrainConfig(_Section):
     )
     max_grad_norm: float = option(1.0, "Per-example clipping norm C", gt=0)
     delta: float | None = option(
-        None, "Target delta; empty = 1/n^1.1 rounded down to one significant digit", gt=0, lt=1
+        None,
+        "Target delta; empty = min(1e-5, 1/n^1.1 rounded down to one significant digit); the report flags delta >= 1/n",
+        gt=0,
+        lt=1,
     )
     accountant: str = option(
         "pld", "Accountant used to calibrate noise and report epsilon (a registered accountant)"
@@ -208,6 +224,12 @@ class TrainConfig(_Section):
     )
     baseline: bool = option(True, "Also train a non-private baseline with the same recipe")
     num_references: int = option(4, "Reference (shadow) models for calibrated attacks", ge=0)
+    baseline_references: bool = option(
+        False,
+        "Also train num_references non-private reference models for the baseline's calibrated "
+        "attacks (LiRA, RMIA and reference assume references trained like the attacked model); "
+        "off: those attacks are skipped on the baseline, with the reason",
+    )
     checkpoint_every: int = option(50, "Save a resumable checkpoint every N steps", ge=1)
 
     @property
@@ -270,7 +292,21 @@ class AuditConfig(_Section):
     method: str = option("one-run", "Audit method (a registered audit method)")
     confidence: float = option(0.95, "Confidence 1-beta of the lower bound", gt=0, lt=1)
     delta: float | None = option(
-        None, "Delta for the lower bound; empty = the ledger's delta", gt=0, lt=1
+        None,
+        "Delta of the audit; empty = min(ledger delta, (1-confidence)/(200 m)) for m canaries, so "
+        "that the one-run bound's 2·m·delta term stays negligible (epsilon_ub is recomputed at it)",
+        gt=0,
+        lt=1,
+    )
+    control_min_epsilon: float = option(
+        1.0,
+        "The non-private control (baseline) counts as detected when its epsilon_lb exceeds this; "
+        "else the target's audit is inconclusive",
+        ge=0,
+    )
+    require_control: bool = option(
+        True,
+        "Without a non-private control in the run, call a no-violation audit inconclusive",
     )
     guesses: list[int] = option(
         [],
@@ -279,6 +315,18 @@ class AuditConfig(_Section):
     )
     heldout_fraction: float = option(
         0.5, "Threshold audit: fraction of canaries used only to choose the threshold", gt=0, lt=1
+    )
+    canary_score: str = option(
+        "loss-drop",
+        "Audit canary score: loss on the secret tokens, loss-drop = the loss before training "
+        "minus it (falls back to loss when no base is known), or logppl (summed loss)",
+        choices=("loss", "loss-drop", "logppl"),
+    )
+    estimator: str = option(
+        "steinke", "One-run audit: the estimator of the verdict's lower bound (a registered one)"
+    )
+    estimators: list[str] = option(
+        [], "One-run audit: estimators reported side by side; empty = every registered one"
     )
 
 

@@ -46,7 +46,7 @@ from dpaudit.rundir import RunDir, sha256_text, sha256_tree
 from dpaudit.trainers.privacy import PrivacyPlan, make_ledger, write_privacy
 
 ATTACKS = ("loss", "zlib", "mink")
-N_PER_SIDE = 400
+N_PER_SIDE = 1000  # TPR at 0.1% FPR needs >= 1/0.001 non-members to be resolvable
 TARGET_EPSILONS = {"rdp": 3.41, "prv": 2.98, "pld": 3.0, "gdp": 2.83, "edgeworth": 2.95}
 PII_NAMES = (
     "Marguerite Okonkwo-Lindqvist",

@@ -442,7 +442,24 @@ def test_accountant_report_shapes():
     fwd = accountant_report(
         sampling_rate=0.01, steps=100, delta=DELTA, noise_multiplier=1.0, accountants=("rdp", "gdp")
     )
-    assert list(fwd) == ["delta", "sampling_rate", "steps", "noise_multiplier", "epsilon", "errors"]
+    assert list(fwd) == [
+        "delta",
+        "sampling_rate",
+        "steps",
+        "adjacency",
+        "unit",
+        "accountants",
+        "noise_multiplier",
+        "epsilon",
+        "tightest_rigorous",
+        "errors",
+    ]
+    # Every accountant is labelled, in both modes; the tightest rigorous value never comes
+    # from an approximation (GDP can fall below the true epsilon).
+    assert fwd["accountants"]["gdp"]["kind"] == "approximate"
+    assert fwd["accountants"]["rdp"]["kind"] == "rigorous"
+    assert fwd["tightest_rigorous"] == {"accountant": "rdp", "epsilon": fwd["epsilon"]["rdp"]}
+    assert fwd["epsilon"]["gdp"] < fwd["epsilon"]["rdp"]
     assert (
         set(fwd["epsilon"]) == {"rdp", "gdp"}
         and fwd["noise_multiplier"] == 1.0
@@ -451,7 +468,20 @@ def test_accountant_report_shapes():
     inv = accountant_report(
         sampling_rate=0.01, steps=100, delta=DELTA, epsilon=1.0, accountants=("rdp", "gdp")
     )
-    assert set(inv) == {"delta", "sampling_rate", "steps", "epsilon", "noise_multiplier", "errors"}
+    assert set(inv) == {
+        "delta",
+        "sampling_rate",
+        "steps",
+        "adjacency",
+        "unit",
+        "accountants",
+        "epsilon",
+        "noise_multiplier",
+        "tightest_rigorous",
+        "errors",
+    }
+    assert {k: v["rigorous"] for k, v in inv["accountants"].items()} == {"rdp": True, "gdp": False}
+    assert inv["tightest_rigorous"]["accountant"] == "rdp"
     assert inv["epsilon"] == 1.0 and set(inv["noise_multiplier"]) == {"rdp", "gdp"}
     assert eps_of("rdp", 0.01, inv["noise_multiplier"]["rdp"], 100) <= 1.0
     with pytest.raises(DpauditError, match="exactly one"):

@@ -33,10 +33,16 @@ def test_accountant_json_matches_library(invoke):
         "delta",
         "sampling_rate",
         "steps",
+        "adjacency",
+        "unit",
+        "accountants",
         "noise_multiplier",
         "epsilon",
+        "tightest_rigorous",
         "errors",
     }
+    assert payload["accountants"]["pld"]["kind"] == "rigorous"
+    assert payload["tightest_rigorous"]["accountant"] == "pld"
     expected, _ = compute_epsilons(
         sampling_rate=0.01, noise_multiplier=1.0, steps=500, delta=1e-5, accountants=("pld", "rdp")
     )

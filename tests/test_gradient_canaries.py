@@ -7,17 +7,22 @@ import math
 import numpy as np
 import pytest
 
+from dpaudit.audit.estimators import ESTIMATORS, get_estimator
 from dpaudit.audit.gradient_canaries import (
     CanarySlots,
     GradientCanaries,
     GradientCanaryHooks,
     gradient_canary_audit,
+    gradient_canary_audits,
+    gradient_canary_ceiling,
     gradient_canary_grid,
     gradient_canary_ids,
     plant_gradient_canaries,
     position_canary_slots,
+    step_log_likelihood_ratio,
 )
 from dpaudit.audit.lower_bound import audit_one_run
+from dpaudit.audit.one_run import one_run_epsilon_lower_bound
 from dpaudit.audit.variants import CombinedHooks, Correct, MisreportedSamplingRate, NoClipping
 from dpaudit.config import TrainConfig
 from dpaudit.errors import DpauditError
@@ -44,10 +49,38 @@ def test_slots_validation_and_grid():
         CanarySlots("w", 0, (4, 4), (1, 1))
     with pytest.raises(DpauditError, match="lie in"):
         CanarySlots("w", 0, (4, 4), (16,))
-    assert gradient_canary_grid(1000) == ((100, 100), (200, 200), (400, 0))
-    assert gradient_canary_grid(4) == ((1, 1), (1, 0))
+    assert gradient_canary_grid(1000) == (
+        (25, 25),
+        (50, 50),
+        (100, 100),
+        (200, 200),
+        (500, 500),
+        (100, 0),
+        (200, 0),
+        (400, 0),
+    )
+    assert max(kp + km for kp, km in gradient_canary_grid(1000)) == 1000  # up to r = m
+    assert gradient_canary_grid(101)[4] == (51, 50)
+    assert gradient_canary_grid(4) == ((1, 0), (2, 2))
     with pytest.raises(DpauditError):
         gradient_canary_grid(1)
+
+
+def test_ceiling_is_the_estimators_at_r_equal_m_and_the_union_bound():
+    # 8 grid points: each at beta/8; the largest ceiling is the r = m point.
+    per = 1 - 0.05 / 8
+    steinke = gradient_canary_ceiling(1000, delta=1e-5, confidence=0.95)
+    assert steinke == get_estimator("steinke").ceiling(m=1000, r=1000, delta=1e-5, confidence=per)
+    assert steinke == one_run_epsilon_lower_bound(
+        m=1000, r=1000, v=1000, delta=1e-5, confidence=per
+    )
+    assert steinke == pytest.approx(5.19422, abs=1e-4)
+    # a single pre-registered r = m would reach 5.7823; the grid pays log(8) in beta
+    single = gradient_canary_ceiling(1000, delta=1e-5, confidence=0.95, grid=[(500, 500)])
+    assert single == pytest.approx(5.7823, abs=1e-4) and single - steinke > 0.5
+    for name in ESTIMATORS.names():
+        c = gradient_canary_ceiling(1000, delta=1e-5, confidence=0.95, estimator=name)
+        assert c == get_estimator(name).ceiling(m=1000, r=1000, delta=1e-5, confidence=per)
 
 
 def test_audit_is_the_one_run_audit_on_the_grid():
@@ -57,6 +90,95 @@ def test_audit_is_the_one_run_audit_on_the_grid():
     got = gradient_canary_audit(scores, inc, delta=1e-5, confidence=0.95)
     want = audit_one_run(scores, inc, delta=1e-5, confidence=0.95, grid=gradient_canary_grid(500))
     assert got == want and got.method == "one-run" and got.epsilon > 0
+    assert got.ceiling == gradient_canary_ceiling(500, delta=1e-5, confidence=0.95)
+    every = gradient_canary_audits(scores, inc, delta=1e-5, confidence=0.95)
+    assert tuple(every) == ESTIMATORS.names() and every["steinke"] == got
+    for name, bound in every.items():
+        assert bound.estimator == name and bound.epsilon <= bound.ceiling
+        assert bound.guarantee == get_estimator(name).guarantee
+    assert gradient_canary_audits(
+        scores, inc, delta=1e-5, confidence=0.95, estimators=["steinke"]
+    ) == {"steinke": got}
+
+
+# ----------------------------------------------------------------------------- the statistic
+def test_step_log_likelihood_ratio_is_the_mixture_ratio():
+    q, sigma = 0.2, 0.7
+    x = np.array([-1.0, 0.0, 0.5, 1.0, 3.0])
+
+    def phi(z):  # the N(0, sigma^2) density up to its constant factor, which cancels
+        return np.exp(-(z**2) / (2 * sigma**2))
+
+    want = np.log(((1 - q) * phi(x) + q * phi(x - 1.0)) / phi(x))
+    got = step_log_likelihood_ratio(x, sample_rate=q, noise_multiplier=sigma)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # q = 1: the Gaussian log-ratio (x - 1/2)/sigma^2, affine in x
+    np.testing.assert_allclose(
+        step_log_likelihood_ratio(x, sample_rate=1.0, noise_multiplier=sigma),
+        (x - 0.5) / sigma**2,
+        rtol=1e-12,
+    )
+    # no overflow for an unclipped canary (x = 1e4 C), no precision loss for tiny q
+    big = step_log_likelihood_ratio(1e4, sample_rate=1e-6, noise_multiplier=0.5)
+    assert big == pytest.approx(math.log(1e-6) + (1e4 - 0.5) / 0.25, rel=1e-12)
+    tiny = step_log_likelihood_ratio(0.0, sample_rate=1e-12, noise_multiplier=1.0)
+    assert tiny == pytest.approx(math.log1p(-1e-12 + 1e-12 * math.exp(-0.5)), rel=1e-6)
+    with pytest.raises(DpauditError, match="sample rate"):
+        step_log_likelihood_ratio(x, sample_rate=0.0, noise_multiplier=1.0)
+    with pytest.raises(DpauditError, match="noise multiplier"):
+        step_log_likelihood_ratio(x, sample_rate=0.5, noise_multiplier=0.0)
+
+
+def _simulated(m, *, q, sigma, steps, seed):
+    """Coins and per-step canary coordinates (units of C) of Poisson-subsampled Gaussian DP-SGD."""
+    rng = np.random.default_rng(seed)
+    inc = rng.random(m) < 0.5
+    drawn = (rng.random((m, steps)) < q) & inc[:, None]
+    return inc, drawn + sigma * rng.normal(size=(m, steps))
+
+
+def _llr(x, *, q, sigma):
+    return step_log_likelihood_ratio(x, sample_rate=q, noise_multiplier=sigma).sum(axis=1)
+
+
+def test_likelihood_ratio_beats_the_sum_on_subsampled_gaussian():
+    # sigma = 0.82: PLD-calibrated to epsilon = 4 (delta = 1e-5) at q = 0.05, T = 40 (0.81)
+    q, sigma, steps = 0.05, 0.82, 40
+    inc, x = _simulated(1000, q=q, sigma=sigma, steps=steps, seed=1)
+    by_sum = gradient_canary_audit(x.sum(axis=1), inc, delta=1e-5, confidence=0.95)
+    by_llr = gradient_canary_audit(_llr(x, q=q, sigma=sigma), inc, delta=1e-5, confidence=0.95)
+    assert by_sum.epsilon == pytest.approx(0.507, abs=1e-3)
+    assert by_llr.epsilon == pytest.approx(1.094, abs=1e-3)
+    assert by_llr.n_correct / by_llr.n_guesses > by_sum.n_correct / by_sum.n_guesses
+
+
+def test_scores_depend_on_the_released_updates_only_never_on_the_coins():
+    import torch
+
+    q, sigma, steps, m = 0.05, 0.8, 20, 300
+    inc, x = _simulated(m, q=q, sigma=sigma, steps=steps, seed=1)
+    ids = tuple(f"c{j}" for j in range(m))
+    slots = CanarySlots("w", 0, (m,), tuple(range(m)))
+    rng = np.random.default_rng(0)
+    seen = []
+    for coins in (inc, ~inc):  # two opposite coin draws, the same released noisy updates
+        hooks = GradientCanaryHooks(ids, slots, scale=1.0)
+        hooks.mechanism(Mechanism(q, sigma, 2.0))
+        members = [cid for cid, c in zip(ids, coins, strict=True) if c]
+        for t in range(steps):
+            w = _P((m,), len(members), rng)
+            hooks.on_per_sample_grads(step=t, params=[w], example_ids=members)
+            w.grad = torch.as_tensor(x[:, t] * 2.0 / 4.0)  # B·g = x·C with B = 4, C = 2
+            hooks.on_noisy_grads(step=t, params=[w], expected_batch_size=4.0)
+        seen.append(hooks)
+    a, b = seen
+    assert not np.array_equal(a.appearances, b.appearances)  # the coins differed
+    np.testing.assert_array_equal(a.scores(), b.scores())
+    np.testing.assert_array_equal(a.scores("sum"), b.scores("sum"))
+    np.testing.assert_allclose(a.scores(), _llr(x, q=q, sigma=sigma), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.scores("sum"), 2.0 * x.sum(axis=1), rtol=1e-9, atol=1e-9)
+    with pytest.raises(DpauditError, match="statistic"):
+        a.scores("mean")
 
 
 class _P:
@@ -91,7 +213,10 @@ def test_injection_replaces_canary_rows_only():
     params[1].grad = torch.arange(30, dtype=torch.float32).reshape(6, 5) / 4
     hooks.on_noisy_grads(step=0, params=params, expected_batch_size=4.0)
     hooks.on_noisy_grads(step=1, params=params, expected_batch_size=4.0)
-    assert hooks.scores().tolist() == [20.0, 22.0, 58.0] and hooks.steps_seen == 2
+    assert hooks.scores("sum").tolist() == [20.0, 22.0, 58.0] and hooks.steps_seen == 2
+    # per step x = B·g/C = 20, 22, 58 (C = 0.5): log(0.9 + 0.1·exp((x - 1/2)/1))
+    want = [2 * math.log(0.9 + 0.1 * math.exp(x - 0.5)) for x in (20.0, 22.0, 58.0)]
+    np.testing.assert_allclose(hooks.scores(), want, rtol=1e-12)
 
 
 def test_hook_refuses_wrong_parameter_and_bad_scale():
@@ -198,8 +323,10 @@ def test_statistic_is_exact_without_noise(setup, tmp_path):
     counts = _lot_counts(train, canaries, rate=res.ledger.sample_rate, steps=res.steps, seed=0)
     inc = np.asarray(canaries.included)
     assert counts[inc].sum() > 10 and np.array_equal(counts, hooks.appearances)
-    np.testing.assert_allclose(hooks.scores(), c * counts, rtol=1e-5, atol=1e-6)
-    assert np.all(hooks.scores()[~inc] == 0.0)
+    np.testing.assert_allclose(hooks.scores("sum"), c * counts, rtol=1e-5, atol=1e-6)
+    assert np.all(hooks.scores("sum")[~inc] == 0.0)
+    # a claimed sigma of 0 makes the likelihood ratio degenerate: the sum stands in
+    np.testing.assert_array_equal(hooks.scores(), hooks.scores("sum"))
 
 
 def test_noise_on_canary_coordinates_has_the_dp_sgd_scale(setup, tmp_path):
@@ -209,10 +336,10 @@ def test_noise_on_canary_coordinates_has_the_dp_sgd_scale(setup, tmp_path):
     )
     t = res.steps
     expected = sigma * c * math.sqrt(t)
-    residual = hooks.scores() - c * hooks.appearances  # clipped canary = C exactly (to 1e-6)
+    residual = hooks.scores("sum") - c * hooks.appearances  # clipped canary = C exactly (to 1e-6)
     assert abs(residual.mean()) < 4 * expected / math.sqrt(residual.size)
     assert residual.std() == pytest.approx(expected, rel=0.15)
-    out = hooks.scores()[~np.asarray(canaries.included)]
+    out = hooks.scores("sum")[~np.asarray(canaries.included)]
     assert out.std() == pytest.approx(expected, rel=0.25)
 
 
@@ -229,7 +356,7 @@ def test_misreported_rate_samples_faster_than_the_ledger_says(setup, tmp_path):
     q = res.ledger.sample_rate
     assert q == pytest.approx(4 / len(train))
     counts = _lot_counts(train, canaries, rate=5 * q, steps=res.steps, seed=0)
-    np.testing.assert_allclose(hooks.scores(), counts, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hooks.scores("sum"), counts, rtol=1e-5, atol=1e-6)
 
 
 def test_no_clipping_lets_the_crafted_norm_through(setup, tmp_path):
@@ -245,7 +372,7 @@ def test_no_clipping_lets_the_crafted_norm_through(setup, tmp_path):
         variant=NoClipping(),
     )
     assert res.ledger.max_grad_norm == 0.5  # the ledger states the claim
-    np.testing.assert_allclose(hooks.scores(), 25.0 * hooks.appearances, rtol=1e-5)
+    np.testing.assert_allclose(hooks.scores("sum"), 25.0 * hooks.appearances, rtol=1e-5)
 
 
 # One seed in the fast tests; the other two (a DP-SGD run each) with the slow ones.
@@ -258,10 +385,28 @@ def test_bound_never_exceeds_the_ledger_on_correct_dp_sgd(setup, tmp_path, seed)
     _, canaries, hooks, res = _run(
         setup, tmp_path, m=300, seed=seed, batch_size=24, epochs=2.0, target_epsilon=1.0, scale=50.0
     )
-    lower = gradient_canary_audit(
-        hooks.scores(), canaries.included, delta=res.ledger.delta, confidence=0.95
-    )
     eps_ub = res.ledger.epsilons["pld"]
     assert eps_ub == pytest.approx(1.0, abs=0.01)
-    assert lower.epsilon <= eps_ub
-    assert judge(lower, res.ledger.epsilons, "pld").verdict == "consistent"
+    for statistic in ("likelihood-ratio", "sum"):
+        bounds = gradient_canary_audits(
+            hooks.scores(statistic), canaries.included, delta=res.ledger.delta, confidence=0.95
+        )
+        for lower in bounds.values():
+            if lower.guarantee == "lower-bound":  # q < 1 here: the GDP family does not apply
+                assert lower.epsilon <= eps_ub
+                assert judge(lower, res.ledger.epsilons, "pld").verdict == "consistent"
+
+
+def test_full_batch_likelihood_ratio_is_the_gaussian_one(setup, tmp_path):
+    # q = 1: every step draws every included canary; the log-LR is (sum/C - T/2)/sigma^2
+    records, _ = setup
+    n = len(records) + sum(plant_gradient_canaries(100, seed=0).included)
+    c = 0.5
+    _, canaries, hooks, res = _run(
+        setup, tmp_path, m=100, batch_size=n, epochs=2.0, target_epsilon=2.0, max_grad_norm=c
+    )
+    led = res.ledger
+    assert led.sample_rate == 1.0 and res.steps == 2
+    want = (hooks.scores("sum") / c - res.steps / 2) / led.noise_multiplier**2
+    np.testing.assert_allclose(hooks.scores(), want, rtol=1e-9, atol=1e-9)
+    assert hooks.appearances.tolist() == [2 * int(i) for i in canaries.included]

@@ -67,7 +67,7 @@ def test_report_files_written_and_valid(run_dir, report):
         "report.json",
         "report.md",
     ]
-    assert report["schema_version"] == REPORT_SCHEMA_VERSION == "1.0"
+    assert report["schema_version"] == REPORT_SCHEMA_VERSION == "1.1"
     assert validate_report(report) is report
     assert report_problems(report) == []
     assert set(report) == set(Report.model_fields)
@@ -413,3 +413,17 @@ def test_public_names_import():
         schema.accountant_kind("pld") == "rigorous"
         and schema.accountant_kind("gdp") == "approximate"
     )
+
+
+def test_report_flags_delta_at_least_one_over_n(run_dir, tmp_path):
+    """A δ ≥ 1/n permits publishing a random record outright: the report says so."""
+    run = _copy(run_dir, tmp_path)
+    path = run / "target" / "privacy.json"
+    ledger = json.loads(path.read_text())
+    ledger.update(delta=0.02, n_examples=100)  # 1/n = 0.01
+    path.write_text(json.dumps(ledger))
+    report = build_report(run, formats=["json"])
+    flagged = [w for w in report["warnings"] if "≥ 1/n" in w]
+    assert len(flagged) == 1 and flagged[0].startswith("target: δ = 0.02")
+    clean = build_report(_copy(run_dir, tmp_path / "again"), formats=["json"])
+    assert not [w for w in clean["warnings"] if "≥ 1/n" in w]

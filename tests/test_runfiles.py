@@ -433,7 +433,10 @@ def test_invalid_file_names_the_file_and_the_keys(tmp_path):
     assert "\n" not in message and message.startswith(f"{path}: not a valid bounds.json: ")
     assert "models.target.lower.n_guesses: expected an integer, got string" in message
     assert "models.target: missing key 'primary_accountant'" in message
-    assert "models.target.verdict: expected 'consistent', 'violation' or 'not-private'" in message
+    assert (
+        "models.target.verdict: expected 'consistent', 'violation', 'inconclusive' or 'not-private'"
+        in message
+    )
     assert "unknown key 'extra'" in message
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):

@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from dpaudit.audit.estimators import ESTIMATORS, get_estimator
+from dpaudit.audit.gradient_canaries import gradient_canary_audits, gradient_canary_ceiling
 from dpaudit.audit.selftest import (
     DEFAULT_VARIANTS,
     SELFTEST_FILE,
@@ -26,7 +28,7 @@ from dpaudit.errors import DpauditError
 from dpaudit.trainers.hooks import Mechanism, TrainHooks
 
 CLAIM = Mechanism(sample_rate=0.05, noise_multiplier=1.5, max_grad_norm=0.5)
-SMALL = SelftestSettings(n_records=40, vocab_size=300, sample_rate=0.1, steps=20)
+SMALL = SelftestSettings(n_records=40, vocab_size=300, steps=3)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -86,9 +88,24 @@ def test_combined_hooks_forward_and_compose():
 
 
 # ----------------------------------------------------------------------------- self-test
-def test_selftest_flags_broken_variants_fast(tmp_path):
+def test_settings_default_to_full_batch_and_the_misreported_rate_claims_less():
+    s = SelftestSettings()
+    assert s.sample_rate == 1.0 and s.statistic == "sum"
+    assert s.batch_size("correct", 700) == 700 and s.batch_size("no-noise", 700) == 700
+    # claimed q = 70/700 = 0.1, applied 10 × 0.1 = 1
+    assert s.rate_factor == 10.0 and s.batch_size("misreported-rate", 700) == 70
+    assert s.batch_size("misreported-rate", 709) == 70  # floor: applied 700/709 <= 1
+    with pytest.raises(DpauditError, match="statistic"):
+        SelftestSettings(statistic="mean")
+    with pytest.raises(DpauditError, match="sample_rate"):
+        SelftestSettings(sample_rate=1.5)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("selftest")
     res = run_selftest(
-        out_dir=tmp_path,
+        out_dir=out,
         seed=0,
         target_epsilon=1.0,
         n_canaries=200,
@@ -96,6 +113,11 @@ def test_selftest_flags_broken_variants_fast(tmp_path):
         variants=("correct", "no-noise", "no-clipping"),
         settings=SMALL,
     )
+    return out, res
+
+
+def test_selftest_flags_broken_variants_fast(small):
+    tmp_path, res = small
     rows = {r.variant: r for r in res.rows}
     assert rows["correct"].verdict == "consistent"
     assert rows["no-noise"].verdict == "violation"
@@ -103,20 +125,110 @@ def test_selftest_flags_broken_variants_fast(tmp_path):
     assert res.passed and all(r.ok for r in res.rows)
     for r in res.rows:
         assert r.claimed_epsilon == pytest.approx(1.0, abs=0.01)
+        assert r.claimed["sample_rate"] == 1.0 and r.claimed["steps"] == 3.0
     assert (
         rows["correct"].epsilon_lb <= rows["correct"].claimed_epsilon < rows["no-noise"].epsilon_lb
     )
     assert rows["no-noise"].applied["noise_multiplier"] == 0.0
-    table = res.table()
-    assert "no-clipping" in table and "PASSED" in table
+    # full batch without noise: 94 of the 200 canaries are in, each at exactly T·C, the rest at 0;
+    # the best grid points are (40, 40) and (80, 0): r = 80, the largest r with every guess right
+    nn = rows["no-noise"]
+    assert (nn.n_correct, nn.n_guesses) == (80, 80)
+    assert nn.epsilon_lb == get_estimator("steinke").epsilon(
+        m=200, r=80, v=80, delta=1e-5, confidence=1 - 0.05 / 8
+    )
     saved = json.loads((tmp_path / SELFTEST_FILE).read_text())
     assert saved["passed"] and [r["variant"] for r in saved["rows"]] == list(rows)
     for name in rows:
         assert not (tmp_path / name / "model.safetensors").exists()  # weights deleted
         assert (tmp_path / name / "privacy.json").is_file()
         canaries = json.loads((tmp_path / name / "gradient_canaries.json").read_text())
-        assert len(canaries["statistic"]) == 200 == len(canaries["included"])
-    # a second self-test into the same directory replaces its own outputs
+        assert len(canaries["scores"]) == 200 == len(canaries["included"])
+        assert canaries["statistic"] == "sum"
+        assert canaries["scores"] == canaries["sum"] != canaries["likelihood-ratio"]
+        assert set(canaries["bounds"]) == set(ESTIMATORS.names())
+        # q = 1 is claimed: the likelihood ratio ranks the canaries as the sum does
+        inc = canaries["included"]
+        by_lr = gradient_canary_audits(
+            canaries["likelihood-ratio"], inc, delta=1e-5, confidence=0.95
+        )
+        by_sum = gradient_canary_audits(canaries["sum"], inc, delta=1e-5, confidence=0.95)
+        assert by_lr == by_sum
+
+
+def test_every_estimator_is_reported_with_its_ceiling(small):
+    tmp_path, res = small
+    assert res.estimator == "steinke" and res.estimators[0] == "steinke"
+    assert set(res.estimators) == set(ESTIMATORS.names())
+    for r in res.rows:
+        assert list(r.bounds) == list(res.estimators) and r.estimator == "steinke"
+        for name, b in r.bounds.items():
+            est = get_estimator(name)
+            assert b.guarantee == est.guarantee
+            assert b.ceiling == gradient_canary_ceiling(
+                200, delta=1e-5, confidence=0.95, estimator=name
+            )
+            assert 0.0 <= b.epsilon_lb <= b.ceiling
+            if est.guarantee == "lower-bound":
+                assert b.verdict == (
+                    "violation" if b.epsilon_lb > r.claimed_epsilon else "consistent"
+                )
+            else:  # cannot decide a violation of an (epsilon, delta) claim
+                assert b.verdict is None
+        assert (
+            r.bounds["steinke"].epsilon_lb == r.epsilon_lb
+            and r.ceiling == r.bounds["steinke"].ceiling
+        )
+    table = res.table()
+    assert "no-clipping" in table and "PASSED" in table and "fdp-gdp" in table
+    nn = next(r for r in res.rows if r.variant == "no-noise")
+    assert f"{nn.epsilon_lb:.2f}/{nn.ceiling:.2f}" in table
+
+
+def test_selftest_cli_json(small, monkeypatch):
+    from click.testing import CliRunner
+
+    import dpaudit.audit.selftest as selftest_module
+    from dpaudit.cli import cli
+
+    _, res = small
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return res
+
+    monkeypatch.setattr(selftest_module, "run_selftest", fake)
+    out = CliRunner().invoke(
+        cli,
+        [
+            "selftest",
+            "--epsilon",
+            "1",
+            "--canaries",
+            "200",
+            "--estimator",
+            "fdp-epsdelta",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert seen["target_epsilon"] == 1.0 and seen["n_canaries"] == 200
+    assert seen["estimator"] == "fdp-epsdelta"
+    data = json.loads(out.output)
+    assert data["passed"] is True
+    for row in data["rows"]:
+        assert row["claimed_epsilon"] == pytest.approx(1.0, abs=0.01)
+        assert row["verdict"] in ("consistent", "violation")
+        for name in ESTIMATORS.names():
+            b = row["bounds"][name]
+            assert b["epsilon_lb"] <= b["ceiling"] and b["guarantee"]
+    text = CliRunner().invoke(cli, ["selftest", "--epsilon", "1", "--canaries", "200"])
+    assert text.exit_code == 0 and "PASSED" in text.output
+
+
+def test_selftest_rerun_replaces_its_own_outputs(small):
+    tmp_path, first = small
     again = run_selftest(
         out_dir=tmp_path,
         n_canaries=200,
@@ -124,8 +236,29 @@ def test_selftest_flags_broken_variants_fast(tmp_path):
         progress=False,
         variants=("no-noise",),
         settings=SMALL,
+        estimators=("steinke",),
     )
-    assert again.rows[0].epsilon_lb == rows["no-noise"].epsilon_lb
+    before = next(r for r in first.rows if r.variant == "no-noise")
+    assert again.rows[0].epsilon_lb == before.epsilon_lb and again.estimators == ("steinke",)
+
+
+def test_claim_above_the_ceiling_is_inconclusive_not_consistent(tmp_path):
+    res = run_selftest(
+        out_dir=tmp_path,
+        target_epsilon=8.0,
+        n_canaries=200,
+        progress=False,
+        variants=("correct",),
+        settings=SMALL,
+        estimators=("steinke",),
+    )
+    (row,) = res.rows
+    ceiling = gradient_canary_ceiling(200, delta=1e-5, confidence=0.95)
+    assert row.ceiling == ceiling < row.claimed_epsilon == pytest.approx(8.0, abs=0.01)
+    assert row.verdict == "inconclusive" and not row.ok and not res.passed
+    assert row.bounds["steinke"].verdict == "consistent"  # ε_lb alone does not contradict the claim
+    saved = json.loads((tmp_path / "correct" / "gradient_canaries.json").read_text())
+    assert saved["verdict"]["verdict"] == "inconclusive" and saved["verdict"]["reasons"]
 
 
 def test_selftest_refuses_foreign_directories_and_unknown_variants(tmp_path):
@@ -135,6 +268,11 @@ def test_selftest_refuses_foreign_directories_and_unknown_variants(tmp_path):
         run_selftest(out_dir=tmp_path, progress=False, variants=("correct",), settings=SMALL)
     with pytest.raises(DpauditError, match="unknown DP-SGD variant"):
         run_selftest(out_dir=tmp_path, progress=False, variants=("no-clip",), settings=SMALL)
+    with pytest.raises(DpauditError, match="not a lower bound"):
+        run_selftest(out_dir=tmp_path / "x", progress=False, settings=SMALL, estimator="fdp-gdp")
+    with pytest.raises(DpauditError, match="unknown one-run estimator"):
+        run_selftest(out_dir=tmp_path / "x", progress=False, settings=SMALL, estimators=["stenke"])
+    assert not (tmp_path / "x").exists()
     assert (tmp_path / "correct" / "mine.txt").read_text() == "keep me"
 
 

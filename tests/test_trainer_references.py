@@ -113,3 +113,64 @@ def test_dp_references_fan_out_over_worker_processes(population, tokenizer, tmp_
 
     a, b = (load_file(str(d / "ref-1" / "model.safetensors")) for d in (out, seq))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+TINY_RUN = """
+name = "refs"
+seed = 0
+[data]
+synth_n = 120
+one_run_canaries = 0
+canary_repetitions = [1]
+canaries_per_repetition = 1
+secret_space = "digits:2"
+vocab_size = 400
+max_length = 32
+[train]
+epochs = 1.0
+batch_size = 16
+physical_batch_size = 16
+target_epsilon = 8.0
+num_references = 2
+baseline_references = {flag}
+[attack]
+attacks = ["loss", "lira"]
+bootstrap = 10
+extraction_samples = 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_baseline_references_use_the_baseline_recipe(tmp_path, flag):
+    """LiRA assumes references trained like the attacked model: DP for the target, none for the baseline."""
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+
+    (tmp_path / "run.toml").write_text(TINY_RUN.format(flag=flag))
+    runner = CliRunner()
+    for args in (
+        ["train", str(tmp_path / "run.toml"), "--runs-dir", str(tmp_path)],
+        ["train-references", str(tmp_path / "run.toml"), "--runs-dir", str(tmp_path)],
+        ["attack", "mia", "--run", str(tmp_path / "refs")],
+    ):
+        result = runner.invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    run = tmp_path / "refs"
+    mechanism = json.loads((run / "references" / "ref-0" / "privacy.json").read_text())["mechanism"]
+    assert mechanism != "none"  # the target's DP recipe
+    status = json.loads((run / "attacks" / "baseline" / "status.json").read_text())["attacks"]
+    if flag == "true":
+        ref = json.loads((run / "references-baseline" / "ref-0" / "privacy.json").read_text())
+        assert ref["mechanism"] == "none"
+        same = np.load(run / "references" / "membership.npy")
+        assert (np.load(run / "references-baseline" / "membership.npy") == same).all()
+        assert status["lira"] == "done"
+    else:
+        assert not (run / "references-baseline").exists()
+        assert status["lira"].startswith("skipped: no references trained with the baseline")
+    assert json.loads((run / "attacks" / "target" / "status.json").read_text())["attacks"] == {
+        "loss": "done",
+        "lira": "done",
+    }

@@ -117,7 +117,7 @@ def test_dp_lm_writes_everything_and_ledger_matches_accountant(data, tokenizer, 
     assert res.completed and res.steps == steps and res.ledger.steps == steps
     ledger, raw = read_privacy(tmp_path / "t" / "privacy.json")
     assert ledger.mechanism == "poisson-subsampled-gaussian" and ledger.sample_rate == q
-    assert ledger.delta == 5e-3 and raw["delta_source"] == "default 1/n^1.1"  # 1/120^1.1 = 5.2e-3
+    assert ledger.delta == 1e-5 and raw["delta_source"] == "default min(1e-5, 1/n^1.1)"  # capped
     expected, _ = compute_epsilons(
         sampling_rate=q, noise_multiplier=1.0, steps=steps, delta=ledger.delta
     )

@@ -49,12 +49,15 @@ def test_public_names_resolve():
 def test_default_delta():
     from dpaudit.trainers.privacy import default_delta
 
-    assert default_delta(800) == 6e-4  # 1/800^1.1 = 6.3e-4, rounded down
-    assert default_delta(150) == 4e-3
-    assert default_delta(10_000) == 3e-5  # 3.98e-5
+    assert default_delta(800) == 1e-5  # 1/800^1.1 = 6.3e-4, capped at 1e-5
+    assert default_delta(150) == 1e-5
+    assert default_delta(10_000) == 1e-5  # 3.98e-5, capped
+    assert default_delta(100_000) == 3e-6  # 3.16e-6, rounded down
+    assert default_delta(1_000_000) == 2e-7  # 2.51e-7
     for n in (2, 7, 99, 1234, 10**6):
         d = default_delta(n)
-        assert d <= n**-1.1 < 2 * d
+        assert d <= min(1e-5, n**-1.1)
+        assert d == 1e-5 or n**-1.1 < 2 * d  # below the cap: rounded down by less than half
 
 
 def test_plan_steps_and_rate():
@@ -63,7 +66,9 @@ def test_plan_steps_and_rate():
     cfg = TrainConfig(batch_size=20, physical_batch_size=10, epochs=3.0, noise_multiplier=1.3)
     plan = plan_privacy(cfg, 150, dp=True)
     assert plan.sample_rate == 20 / 150 and plan.steps == 23  # 3 / q = 22.5, rounded half up
-    assert plan.noise_multiplier == 1.3 and plan.noise_source == "config" and plan.delta == 4e-3
+    assert (
+        plan.noise_multiplier == 1.3 and plan.noise_source == "config" and plan.delta == 1e-5
+    )  # min(1e-5, 1/150^1.1)
     off = plan_privacy(cfg, 150, dp=False)
     assert off.mechanism == "none" and off.noise_multiplier == 0.0
     with pytest.raises(DpauditError, match="exceeds"):

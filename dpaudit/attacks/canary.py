@@ -166,6 +166,49 @@ def canary_logppl(
     return _LogPerplexity(model, prefix, scope, context)(secrets), scope
 
 
+def secret_losses(
+    model: ScoringModel,
+    prefixes: Sequence[str],
+    secrets: Sequence[str],
+    *,
+    reduce: str = "mean",
+) -> np.ndarray:
+    """Cross-entropy (nats) of each secret's tokens given its own prefix, shape ``(n,)``.
+
+    ``prefix + secret`` is scored as one text; the secret's tokens are those
+    :func:`~dpaudit.datasets.canary_designs.secret_positions` finds (tokens whose
+    characters reach past the prefix), the same tokens the trainer's loss mask
+    counts. ``reduce="mean"`` averages over them (Panda et al. 2025's canary loss),
+    ``"sum"`` adds them up (the log-perplexity ``Px`` of Carlini et al. 2019).
+
+    Raises:
+        DpauditError: the model exposes no tokenizer, an unknown ``reduce``, or a
+            secret truncated away.
+    """
+    from dpaudit.datasets.canary_designs import secret_positions
+
+    if reduce not in ("mean", "sum"):
+        raise DpauditError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    prefixes, secrets = list(prefixes), list(secrets)
+    if len(prefixes) != len(secrets):
+        raise DpauditError(f"{len(prefixes)} prefixes for {len(secrets)} secrets")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise DpauditError("scoring canary secrets needs a model with a tokenizer")
+    texts = [p + s for p, s in zip(prefixes, secrets, strict=True)]
+    max_length = getattr(model, "max_length", None) or 10**9
+    positions = secret_positions(
+        tokenizer, texts, [len(p) for p in prefixes], max_length=max_length
+    )
+    out = np.empty(len(texts))
+    for i, (lp, pos) in enumerate(zip(_logprobs(model, texts), positions, strict=True)):
+        if len(lp) < int(pos[-1]):
+            raise DpauditError(f"scorer returned {len(lp)} log-probs, need {int(pos[-1])}")
+        picked = np.asarray(lp, dtype=np.float64)[pos - 1]  # log-prob of token t is lp[t-1]
+        out[i] = -float(picked.mean() if reduce == "mean" else picked.sum())
+    return out
+
+
 # -- exposure ---------------------------------------------------------------------------
 
 

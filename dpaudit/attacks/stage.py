@@ -120,17 +120,22 @@ class ReferenceSet:
     why_plain: str = "the reference models carry no membership.npy (not dpaudit references)"
 
     @classmethod
-    def from_run(cls, run: RunDir) -> ReferenceSet:
-        """The references trained by ``dpaudit train-references`` into ``<run>/references/``.
+    def from_run(cls, run: RunDir, model_name: str = "target") -> ReferenceSet:
+        """The references ``dpaudit train-references`` trained for ``model_name``.
 
-        Raises:
-            DpauditError: a reference model directory named by ``membership.npy`` is
-                missing (an interrupted ``train-references``).
+        The target's are in ``<run>/references/`` (its recipe), the baseline's in
+        ``<run>/references-baseline/`` (non-private; ``train.baseline_references``):
+        LiRA and RMIA assume references trained like the attacked model.
         """
-        root = run.path / "references"
-        from dpaudit.trainers.references import MEMBERSHIP_FILE, load_membership
+        from dpaudit.trainers.references import MEMBERSHIP_FILE, REFERENCE_DIRS, load_membership
 
+        root = run.path / REFERENCE_DIRS.get(model_name, "references")
         if not (root / MEMBERSHIP_FILE).is_file():
+            if model_name == "baseline" and (run.path / REFERENCE_DIRS["target"]).is_dir():
+                return cls(
+                    why_plain="no references trained with the baseline's non-private recipe "
+                    "(set train.baseline_references = true)"
+                )
             return cls(why_plain="no reference models (dpaudit train-references)")
         membership, ids = load_membership(root)
         return cls(
@@ -188,9 +193,11 @@ def plan_mia(
     )
     for name in skipped:  # say why, in this run's terms
         cls = ATTACKS.get(name)
-        if cls.task != task or (cls.needs_references and not references.models):
+        if cls.task != task:
             continue
-        if cls.needs_ref_membership and rows is None:
+        if cls.needs_references and not references.models:
+            skipped[name] = f"skipped: {references.why_plain}"
+        elif cls.needs_ref_membership and rows is None:
             skipped[name] = f"skipped: {why_rows}"
         elif cls.needs_population and references.membership is None:
             skipped[name] = f"skipped: {references.why_plain}"
@@ -343,7 +350,9 @@ def _memorization(model: Any, prepared: PreparedData, config: RunConfig) -> Any:
 
 def attack_inputs(run: RunDir, config: RunConfig, model_name: str) -> dict[str, str]:
     """Input hashes of the attack stage of ``model_name``: its weights, the references, the attack config."""
-    inputs = run.output_hashes(model_name, "references", "data")
+    from dpaudit.trainers.references import REFERENCE_DIRS
+
+    inputs = run.output_hashes(model_name, REFERENCE_DIRS.get(model_name, "references"), "data")
     inputs["attack_config"] = sha256_text(repr(dataclasses.asdict(config.attack)))
     return inputs
 
@@ -408,7 +417,9 @@ def run_attack_stage(
                 is_member,
                 config,
                 out_dir,
-                references=ReferenceSet.from_run(run) if references is None else references,
+                references=ReferenceSet.from_run(run, model_name)
+                if references is None
+                else references,
                 population=prepared.part("population"),
                 seed=seed,
                 progress=progress,

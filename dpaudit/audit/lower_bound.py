@@ -8,8 +8,9 @@ entry of a run:
 - calculators from counts, for the CLI: :func:`bound_threshold`, :func:`bound_one_run`;
 - auditors from canary scores and membership bits: :func:`audit_threshold`
   (held-out threshold selection), :func:`audit_threshold_grid` (Bonferroni
-  over fixed thresholds) and :func:`audit_one_run` (union bound over a fixed
-  ``(k+, k-)`` grid).
+  over fixed thresholds), :func:`audit_one_run` (union bound over a fixed
+  ``(k+, k-)`` grid, one estimator of :mod:`dpaudit.audit.estimators`) and
+  :func:`audit_one_run_estimators` (the same guesses, every estimator).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -30,14 +31,17 @@ from dpaudit.audit.bounds import (
     threshold_audit,
     threshold_grid_audit,
 )
-from dpaudit.audit.one_run import one_run_audit_grid, one_run_epsilon_lower_bound
+from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, GUARANTEES, get_estimator
+from dpaudit.audit.one_run import one_run_audit_grid
 from dpaudit.errors import DpauditError
 
 __all__ = [
+    "ESTIMATOR_THRESHOLD",
     "METHOD_ONE_RUN",
     "METHOD_THRESHOLD",
     "EpsilonLowerBound",
     "audit_one_run",
+    "audit_one_run_estimators",
     "audit_threshold",
     "audit_threshold_grid",
     "bound_one_run",
@@ -46,6 +50,8 @@ __all__ = [
 
 METHOD_THRESHOLD = "threshold"
 METHOD_ONE_RUN = "one-run"
+ESTIMATOR_THRESHOLD = "clopper-pearson"
+"""The ``estimator`` of threshold-method bounds (not an :data:`ESTIMATORS` entry)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,16 @@ class EpsilonLowerBound:
         n_correct: correct guesses.
         threshold_selection: how the guessing rule was chosen, e.g. ``"fixed"``,
             ``"heldout(...)"``, ``"bonferroni(...)"`` or ``"union-bound(...)"``.
+        estimator: for ``one-run``, the :data:`~dpaudit.audit.estimators.ESTIMATORS`
+            name that turned the counts into ``epsilon`` (default ``"steinke"``);
+            ``"clopper-pearson"`` for ``threshold``.
+        guarantee: what ``epsilon`` promises, a key of
+            :data:`~dpaudit.audit.estimators.GUARANTEES`: ``"lower-bound"`` (every
+            (eps, delta)-DP mechanism; the default), ``"gdp-lower-bound"`` (only
+            if the trade-off curve is Gaussian) or ``"estimate"``.
+        ceiling: the largest ``epsilon`` the same audit could have given (every
+            guess right, same grid, delta and confidence); ``None`` when unknown
+            (records written before it existed, the threshold method).
     """
 
     method: str
@@ -78,6 +94,9 @@ class EpsilonLowerBound:
     n_guesses: int
     n_correct: int
     threshold_selection: str
+    estimator: str = DEFAULT_ESTIMATOR
+    guarantee: str = "lower-bound"
+    ceiling: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
@@ -97,6 +116,20 @@ class EpsilonLowerBound:
             raise DpauditError(f"need n_correct <= n_guesses <= n_canaries, got {v}, {r}, {n}")
         if not isinstance(self.threshold_selection, str) or not self.threshold_selection:
             raise DpauditError("threshold_selection must be a non-empty string")
+        if not isinstance(self.estimator, str) or not self.estimator:
+            raise DpauditError(f"estimator must be a non-empty string, got {self.estimator!r}")
+        if self.guarantee not in GUARANTEES:
+            raise DpauditError(
+                f"guarantee must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}"
+            )
+        if self.ceiling is not None:
+            if (
+                isinstance(self.ceiling, bool)
+                or not isinstance(self.ceiling, numbers.Real)
+                or not 0.0 <= float(self.ceiling) < math.inf
+            ):
+                raise DpauditError(f"ceiling must be finite and >= 0 or None, got {self.ceiling!r}")
+            object.__setattr__(self, "ceiling", float(self.ceiling))
         # Store plain Python numbers so that to_dict() is JSON-ready.
         for name, cast in (
             ("epsilon", float),
@@ -114,15 +147,28 @@ class EpsilonLowerBound:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EpsilonLowerBound:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors."""
+        """Rebuild from :meth:`to_dict` output; unknown keys, or missing keys without a default, are errors.
+
+        A record written before estimators existed (``estimator``, ``guarantee``
+        absent or ``None``, as ``audit/bounds.json`` stores them) gets the
+        defaults: ``"steinke"`` (``"clopper-pearson"`` for the threshold method)
+        and ``"lower-bound"``.
+        """
         names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(required - set(data))
         if unknown or missing:
             raise DpauditError(
                 f"bad EpsilonLowerBound record: unknown keys {unknown}, missing keys {missing}"
             )
-        return cls(**{k: data[k] for k in names})
+        values = {k: data[k] for k in names if k in data}
+        for key in ("estimator", "guarantee"):
+            if values.get(key, "") is None:
+                del values[key]
+        if "estimator" not in values and values.get("method") == METHOD_THRESHOLD:
+            values["estimator"] = ESTIMATOR_THRESHOLD
+        return cls(**values)
 
 
 # ----------------------------------------------------------------------------- calculators
@@ -152,6 +198,7 @@ def bound_threshold(
         n_guesses=n,
         n_correct=res.tp + res.tn,
         threshold_selection=threshold_selection,
+        estimator=ESTIMATOR_THRESHOLD,
     )
 
 
@@ -163,12 +210,20 @@ def bound_one_run(
     delta: float,
     confidence: float,
     threshold_selection: str = "fixed",
+    estimator: str = DEFAULT_ESTIMATOR,
 ) -> EpsilonLowerBound:
     """One-run audit from counts: ``canaries`` m, ``guesses`` r, ``correct`` v.
 
-    See :func:`~dpaudit.audit.one_run.one_run_epsilon_lower_bound`. The number
-    of guesses must have been fixed without looking at the inclusion coins.
+    ``estimator`` names an :data:`~dpaudit.audit.estimators.ESTIMATORS` entry
+    (default ``"steinke"``: :func:`~dpaudit.audit.one_run.one_run_epsilon_lower_bound`);
+    ``ceiling`` is its epsilon at ``v = r``. The number of guesses must have
+    been fixed without looking at the inclusion coins.
+
+    Raises:
+        DpauditError: counts out of range, an unknown estimator, or one not
+            defined at these arguments (``fdp-gdp`` at delta = 0).
     """
+    est = get_estimator(estimator)
     m = check_count("canaries", canaries)
     r = check_count("guesses", guesses)
     v = check_count("correct", correct)
@@ -177,7 +232,7 @@ def bound_one_run(
     if v > r:
         raise DpauditError(f"correct must be at most guesses, got correct={v}, guesses={r}")
     delta, confidence = check_delta(delta), check_confidence(confidence)
-    eps = one_run_epsilon_lower_bound(m=m, r=r, v=v, delta=delta, confidence=confidence)
+    eps = est.epsilon(m=m, r=r, v=v, delta=delta, confidence=confidence)
     return EpsilonLowerBound(
         method=METHOD_ONE_RUN,
         epsilon=eps,
@@ -187,6 +242,9 @@ def bound_one_run(
         n_guesses=r,
         n_correct=v,
         threshold_selection=threshold_selection,
+        estimator=est.name,
+        guarantee=est.guarantee,
+        ceiling=est.ceiling(m=m, r=r, delta=delta, confidence=confidence),
     )
 
 
@@ -269,6 +327,7 @@ def audit_threshold_grid(
         threshold_selection=(
             f"bonferroni(thresholds={len(res.thresholds)}, threshold={res.threshold:.10g})"
         ),
+        estimator=ESTIMATOR_THRESHOLD,
     )
 
 
@@ -279,14 +338,24 @@ def audit_one_run(
     delta: float,
     confidence: float,
     grid: Sequence[tuple[int, int] | int] | None = None,
+    estimator: str = DEFAULT_ESTIMATOR,
 ) -> EpsilonLowerBound:
     """One-run audit of canary scores: best of a fixed ``(k+, k-)`` grid, union-bounded.
 
     See :func:`~dpaudit.audit.one_run.one_run_audit_grid` (a one-point grid is a
     plain :func:`~dpaudit.audit.one_run.one_run_audit`). ``confidence`` is the
-    overall level of the reported bound.
+    overall level of the reported bound; ``estimator`` an
+    :data:`~dpaudit.audit.estimators.ESTIMATORS` name, whose ``guarantee`` the
+    record carries; ``ceiling`` is the grid's epsilon had every guess been right.
+
+    Raises:
+        DpauditError: bad scores, coins or grid, an unknown estimator, or one
+            not defined at these arguments (``fdp-gdp`` at delta = 0).
     """
-    res = one_run_audit_grid(scores, included, grid=grid, delta=delta, confidence=confidence)
+    est = get_estimator(estimator)
+    res = one_run_audit_grid(
+        scores, included, grid=grid, delta=delta, confidence=confidence, estimator=est.name
+    )
     best = res.best
     if len(res.results) == 1:
         selection = f"fixed(k_plus={best.k_plus}, k_minus={best.k_minus})"
@@ -303,4 +372,45 @@ def audit_one_run(
         n_guesses=best.r,
         n_correct=best.v,
         threshold_selection=selection,
+        estimator=est.name,
+        guarantee=est.guarantee,
+        ceiling=res.ceiling,
     )
+
+
+def audit_one_run_estimators(
+    scores: Sequence[float] | np.ndarray,
+    included: Sequence[bool] | np.ndarray,
+    *,
+    delta: float,
+    confidence: float,
+    grid: Sequence[tuple[int, int] | int] | None = None,
+    estimators: Sequence[str] | None = None,
+) -> dict[str, EpsilonLowerBound]:
+    """:func:`audit_one_run` once per estimator: same guesses, same grid, side by side.
+
+    Each estimator gets its own union bound over ``grid`` (so its best grid
+    point may differ); the guesses at each grid point are the same for all.
+
+    Args:
+        scores, included, delta, confidence, grid: as for :func:`audit_one_run`.
+        estimators: :data:`~dpaudit.audit.estimators.ESTIMATORS` names, in the
+            order wanted; ``None`` or empty = every registered one.
+
+    Returns:
+        name → its :class:`EpsilonLowerBound`, in the order given.
+
+    Raises:
+        DpauditError: as :func:`audit_one_run`; an unknown or repeated name.
+    """
+    names = tuple(estimators) if estimators else ESTIMATORS.names()
+    if len(set(names)) != len(names):
+        raise DpauditError(f"estimators contains a name twice: {list(names)}")
+    for name in names:
+        get_estimator(name)  # unknown names fail before any work
+    return {
+        name: audit_one_run(
+            scores, included, delta=delta, confidence=confidence, grid=grid, estimator=name
+        )
+        for name in names
+    }

@@ -4,8 +4,11 @@
 :class:`AuditMethod`, which the audit stage calls with the canaries' scores,
 their inclusion bits and the ``[audit]`` section. Built in:
 
-- ``one-run``: Steinke, Nasr, Jagielski (2023), union-bounded over the
-  ``audit.guesses`` grid (:func:`~dpaudit.audit.lower_bound.audit_one_run`);
+- ``one-run``: the one-run game of Steinke, Nasr, Jagielski (2023), union-bounded
+  over the ``audit.guesses`` grid, counts turned into epsilon by the
+  ``audit.estimator`` (:data:`~dpaudit.audit.estimators.ESTIMATORS`; the record
+  carries its ``guarantee`` and ``ceiling``;
+  :func:`~dpaudit.audit.lower_bound.audit_one_run`);
 - ``threshold``: Clopper-Pearson counts at a threshold chosen on a held-out
   ``audit.heldout_fraction`` of the canaries (Jagielski et al. 2020; Nasr et
   al. 2021; :func:`~dpaudit.audit.lower_bound.audit_threshold`).
@@ -76,6 +79,7 @@ def _one_run(
         delta=delta,
         confidence=config.confidence,
         grid=list(config.guesses) or None,
+        estimator=config.estimator,
     )
 
 
@@ -95,7 +99,8 @@ def _threshold(
 register_audit_method(
     METHOD_ONE_RUN,
     _one_run,
-    "One-run audit (Steinke, Nasr, Jagielski 2023), union bound over the guess grid",
+    "One-run audit (Steinke, Nasr, Jagielski 2023), union bound over the guess grid, "
+    "epsilon from audit.estimator",
 )
 register_audit_method(
     METHOD_THRESHOLD,

@@ -42,6 +42,11 @@ guesses depend on the output only, never on the coins. Choosing the *best* of
 several ``(k+, k-)`` by its result uses the coins and must be paid for:
 :func:`one_run_audit_grid` evaluates a grid fixed in advance at level
 ``beta/|grid|`` each (union bound) and reports the best.
+
+Estimators. The counts ``(m, r, v)`` can be turned into epsilon by other
+estimators than the Steinke et al. bound above: ``estimator=`` names one of
+:data:`dpaudit.audit.estimators.ESTIMATORS` (default ``"steinke"``, this
+module's bound); the guesses and the union bound are the same for all.
 """
 
 from __future__ import annotations
@@ -193,6 +198,8 @@ class OneRunResult:
         m: canaries; r: guesses (``k_plus + k_minus``); v: correct guesses.
         k_plus: "in" guesses (highest scores); k_minus: "out" guesses (lowest scores).
         delta, confidence: the level at which this bound was computed.
+        estimator: the :data:`~dpaudit.audit.estimators.ESTIMATORS` name that
+            turned ``(m, r, v)`` into ``epsilon``.
     """
 
     epsilon: float
@@ -203,6 +210,7 @@ class OneRunResult:
     k_minus: int
     delta: float
     confidence: float
+    estimator: str = "steinke"
 
 
 def one_run_guesses(
@@ -245,20 +253,28 @@ def one_run_audit(
     k_minus: int,
     delta: float,
     confidence: float,
+    estimator: str = "steinke",
 ) -> OneRunResult:
     """One-run audit from canary scores (higher = member) and their inclusion coins.
 
     Guesses with :func:`one_run_guesses`, counts the correct ones and returns
-    :func:`one_run_epsilon_lower_bound` with ``m = len(scores)``,
+    the ``estimator``'s epsilon (default ``"steinke"``:
+    :func:`one_run_epsilon_lower_bound`) with ``m = len(scores)``,
     ``r = k_plus + k_minus``. ``k_plus`` and ``k_minus`` must be fixed before the
     coins are looked at; to try several use :func:`one_run_audit_grid`.
+
+    Raises:
+        DpauditError: bad scores, coins or counts, or an unknown ``estimator``.
     """
+    from dpaudit.audit.estimators import get_estimator  # it imports this module
+
+    est = get_estimator(estimator)
     s = check_scores("scores", scores)
     inc = _check_included(included, s.size)
     guesses = one_run_guesses(s, k_plus=k_plus, k_minus=k_minus)
     v = int(np.sum((guesses == 1) & inc) + np.sum((guesses == -1) & ~inc))
     r = int(k_plus) + int(k_minus)
-    eps = one_run_epsilon_lower_bound(m=s.size, r=r, v=v, delta=delta, confidence=confidence)
+    eps = est.epsilon(m=int(s.size), r=r, v=v, delta=delta, confidence=confidence)
     return OneRunResult(
         epsilon=eps,
         m=int(s.size),
@@ -268,6 +284,7 @@ def one_run_audit(
         k_minus=int(k_minus),
         delta=float(delta),
         confidence=float(confidence),
+        estimator=est.name,
     )
 
 
@@ -292,12 +309,18 @@ class OneRunGridResult:
         best: the grid point with the largest bound, computed at ``per_point_confidence``.
         results: every grid point's audit, in grid order.
         confidence: overall ``1 - beta``; per_point_confidence: ``1 - beta/|grid|``.
+        estimator: the estimator of every grid point.
+        ceiling: the largest epsilon this grid could give (every guess right):
+            the estimator's ceiling at ``per_point_confidence``, maximised over
+            the grid's numbers of guesses.
     """
 
     best: OneRunResult
     results: tuple[OneRunResult, ...]
     confidence: float
     per_point_confidence: float
+    estimator: str = "steinke"
+    ceiling: float | None = None
 
     @property
     def epsilon(self) -> float:
@@ -312,6 +335,7 @@ def one_run_audit_grid(
     grid: Sequence[tuple[int, int] | int] | None = None,
     delta: float,
     confidence: float,
+    estimator: str = "steinke",
 ) -> OneRunGridResult:
     """Best one-run audit over a grid of ``(k+, k-)`` fixed in advance, paid for by a union bound.
 
@@ -327,7 +351,15 @@ def one_run_audit_grid(
             default :func:`default_one_run_grid`.
         delta: delta of the DP claim, in ``[0, 1)``.
         confidence: overall ``1 - beta``, in ``(0, 1)``.
+        estimator: an :data:`~dpaudit.audit.estimators.ESTIMATORS` name
+            (default ``"steinke"``).
+
+    Raises:
+        DpauditError: bad scores, coins or grid, or an unknown ``estimator``.
     """
+    from dpaudit.audit.estimators import get_estimator  # it imports this module
+
+    est = get_estimator(estimator)
     s = check_scores("scores", scores)
     confidence = check_confidence(confidence)
     points = default_one_run_grid(s.size) if grid is None else tuple(_grid_point(g) for g in grid)
@@ -337,12 +369,23 @@ def one_run_audit_grid(
         raise DpauditError("grid contains duplicate (k_plus, k_minus) pairs")
     per = 1.0 - (1.0 - confidence) / len(points)
     results = tuple(
-        one_run_audit(s, included, k_plus=kp, k_minus=km, delta=delta, confidence=per)
+        one_run_audit(
+            s, included, k_plus=kp, k_minus=km, delta=delta, confidence=per, estimator=est.name
+        )
         for kp, km in points
     )
     best = max(results, key=lambda res: res.epsilon)  # first of equal maxima
+    ceiling = max(
+        est.ceiling(m=int(s.size), r=r, delta=delta, confidence=per)
+        for r in {res.r for res in results}
+    )
     return OneRunGridResult(
-        best=best, results=results, confidence=confidence, per_point_confidence=per
+        best=best,
+        results=results,
+        confidence=confidence,
+        per_point_confidence=per,
+        estimator=est.name,
+        ceiling=ceiling,
     )
 
 

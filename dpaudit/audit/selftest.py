@@ -6,25 +6,47 @@ Auditing with One (1) Training Run", NeurIPS), each variant of
 :mod:`dpaudit.audit.variants` trains the embedded tiny GPT-2 with DP-SGD
 calibrated (PLD) to the claimed ε, with ``m`` Dirac gradient canaries
 (:mod:`dpaudit.audit.gradient_canaries`) planted by fair coins. The one-run
-audit of the canaries' noisy-update statistics gives ε_lb at 95 % confidence,
-judged against the ledger's PLD ε. The self-test passes when every broken
-variant is a ``violation`` and the correct one ``consistent``.
+audit of the canaries' noisy-update statistics gives ε_lb at 95 %
+confidence under every registered estimator
+(:mod:`dpaudit.audit.estimators`), side by side with each one's ceiling (its
+ε_lb had every guess been right); the primary estimator (default
+``steinke``, a lower bound for every (ε, δ)-DP mechanism) is judged against the
+ledger's PLD ε. The self-test passes when every broken variant is a
+``violation`` and the correct one ``consistent``.
 
-Default parameters (:class:`SelftestSettings`), and why. The one-run audit
-with r guesses, all correct, cannot exceed log(x/(1−x)), x = β^{1/r}; with
-m = 1000 canaries and the guess grid (100, 100), (200, 200), (400, 0) at
-β = 0.05/3, a broken run reaches ≈ 4.5, so the claim must sit well below it:
-ε = 2 (δ = 1e-5). With q = 0.08 and T = 40 steps (σ ≈ 1.4 by PLD) an
-included canary is drawn at least once with probability 1 − 0.92⁴⁰ ≈ 96.5 %;
-that fixes the separation of the broken runs: exact counts (no noise), 50·C
-per draw (no clipping, canary scale 50) and ten times the draws
-(misreported q: 0.8·T·C against noise σC√T, ≈ 3.8 standard deviations).
-The correct run's bound stays ≈ 0.5. Real data: 200 synthetic records,
-16 tokens each; with the ≈ 500 included canaries n ≈ 700.
+Default parameters (:class:`SelftestSettings`), and why. What one canary
+reveals is the trade-off curve of the Poisson-subsampled Gaussian at the
+claimed (q, σ, T), and for a fixed (ε, δ) that curve is most informative with
+full-batch steps, q = 1: the canary is then in every step and the mechanism is
+exactly μ-GDP with μ = √T/σ (μ ≈ 0.93 at ε = 4, δ = 1e-5), whatever T. With
+q < 1 the accountant's amplification by subsampling buys ε with lots that miss
+the canary, which no single-run statistic recovers (simulated, m = 1000,
+ε = 4, steinke, 20-30 runs: mean ε_lb 1.44 at q = 1; 0.86 at q = 0.08 and
+T = 40 with the likelihood ratio, 0.58 there with the plain sum). Hence q = 1.
+
+At q = 1 the per-step likelihood ratio under the claim is an affine map of the
+sum, so the two statistics audit a correct run identically; the self-test
+audits the sum because it assumes nothing about q. The misreported-rate
+variant claims q/10 = 0.1 (σ calibrated for that) and applies q = 1; the
+likelihood ratio under the claimed q = 0.1 then over-weights single large
+steps (an excluded canary with one 4σ noise step outranks included ones): in
+a measured run at ε = 4 it got 399 of 400 guesses right, ε_lb 3.95 < 4, where
+the sum of the same run got 400 of 400 at (200, 200), 4.27. T = 10 gives that
+variant's canaries μ = √10/σ(q = 0.1, T = 10) ≈ 1.8, 2.7 and 3.7 at ε = 1, 2
+and 4: with the sum it was caught in each of 30 simulated runs at each claim
+(smallest ε_lb 2.39, 3.31 and 4.27). The no-noise variant reads the exact
+canary counts and the no-clipping one sees 50·C per step (canary scale 50).
+The guess grid
+(:func:`~dpaudit.audit.gradient_canaries.gradient_canary_grid`, 8 points up to
+r = m) caps the steinke bound at 5.19 for m = 1000 (95 %, δ = 1e-5), so the
+self-test can flag a claim up to about ε = 5 (above the ceiling a variant is
+``inconclusive``); the default claim is ε = 2. Real data: 200 synthetic
+records, 16 tokens each; with the ≈ 500 included canaries n ≈ 700, processed
+in physical batches of 128.
 
 Outputs under ``out_dir``: ``<variant>/`` (the training run without its
-weights, plus ``gradient_canaries.json``: ids, coins, statistics,
-appearances, bound and verdict) and ``selftest.json`` (the rows).
+weights, plus ``gradient_canaries.json``: ids, coins, both statistics,
+appearances, bounds and verdict) and ``selftest.json`` (the rows).
 """
 
 from __future__ import annotations
@@ -39,9 +61,13 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit.atomic import write_json
+from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, get_estimator
 from dpaudit.audit.gradient_canaries import (
+    STATISTIC_LIKELIHOOD_RATIO,
+    STATISTIC_SUM,
     GradientCanaryHooks,
-    gradient_canary_audit,
+    check_statistic,
+    gradient_canary_audits,
     plant_gradient_canaries,
     position_canary_slots,
 )
@@ -52,12 +78,13 @@ from dpaudit.audit.variants import (
     Variant,
     make_variant,
 )
-from dpaudit.audit.verdict import judge
+from dpaudit.audit.verdict import assess_power, judge
 from dpaudit.errors import DpauditError
 
 __all__ = [
     "DEFAULT_VARIANTS",
     "SELFTEST_FILE",
+    "EstimatorRow",
     "SelftestResult",
     "SelftestRow",
     "SelftestSettings",
@@ -70,6 +97,7 @@ MARKER_FILE = ".dpaudit-selftest"
 """Written into each variant directory before training: marks it as the self-test's to replace."""
 DEFAULT_VARIANTS = ("correct", "no-noise", "no-clipping", "misreported-rate")
 _WEIGHTS = ("model.safetensors", "adapter")
+LOWER_BOUND = "lower-bound"
 
 
 @dataclass(frozen=True)
@@ -81,8 +109,11 @@ class SelftestSettings:
         n_records: real training records.
         max_length: tokens per example.
         vocab_size: size of the BPE tokenizer trained on the records.
-        sample_rate: claimed Poisson rate q (batch size = round(q·n)).
+        sample_rate: claimed Poisson rate q (batch size = round(q·n)); the
+            misreported-rate variant claims ``sample_rate / rate_factor`` and
+            applies ``rate_factor`` times that.
         steps: logical steps T.
+        physical_batch_size: examples per forward/backward pass (memory bound).
         delta: δ of the claim and of the audit.
         confidence: 1 − β of the lower bound.
         max_grad_norm: claimed clipping norm C.
@@ -90,14 +121,18 @@ class SelftestSettings:
         canary_scale: crafted canary gradient = scale·C on its coordinate.
         clip_factor: how much the no-clipping variant inflates C.
         rate_factor: applied/claimed q of the misreported-rate variant.
+        statistic: the canary score audited, ``"sum"`` (default; see the module
+            docstring) or ``"likelihood-ratio"``
+            (:data:`~dpaudit.audit.gradient_canaries.STATISTICS`).
     """
 
     domain: str = "clinical"
     n_records: int = 200
     max_length: int = 16
     vocab_size: int = 500
-    sample_rate: float = 0.08
-    steps: int = 40
+    sample_rate: float = 1.0
+    steps: int = 10
+    physical_batch_size: int = 128
     delta: float = 1e-5
     confidence: float = 0.95
     max_grad_norm: float = 1.0
@@ -105,6 +140,14 @@ class SelftestSettings:
     canary_scale: float = 50.0
     clip_factor: float = 1e6
     rate_factor: float = 10.0
+    statistic: str = STATISTIC_SUM
+
+    def __post_init__(self) -> None:
+        check_statistic(self.statistic)
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise DpauditError(f"self-test sample_rate must lie in (0, 1], got {self.sample_rate}")
+        if self.steps < 1 or self.physical_batch_size < 1:
+            raise DpauditError("self-test steps and physical_batch_size must be at least 1")
 
     def variant(self, name: str) -> Variant:
         """The variant ``name`` with these settings' parameters."""
@@ -114,6 +157,42 @@ class SelftestSettings:
             return MisreportedSamplingRate(factor=self.rate_factor)
         return make_variant(name)
 
+    def batch_size(self, variant: str, n: int) -> int:
+        """The claimed expected batch size of ``variant`` on ``n`` examples.
+
+        ``round(q·n)``, except for the misreported-rate variant:
+        ``floor(q·n / rate_factor)``, so that the applied rate
+        ``rate_factor · batch / n`` stays at most q (≤ 1).
+        """
+        if variant == MisreportedSamplingRate.name:
+            return max(1, math.floor(self.sample_rate * n / self.rate_factor))
+        return max(1, round(self.sample_rate * n))
+
+
+@dataclass(frozen=True)
+class EstimatorRow:
+    """One estimator's bound on one variant's audit (the same guesses for every estimator).
+
+    Attributes:
+        estimator: registry name; guarantee: what its ε_lb promises
+            (:data:`~dpaudit.audit.estimators.GUARANTEES`).
+        epsilon_lb: its bound (best grid point, union-bounded).
+        ceiling: its ε_lb had every guess been right (same grid and confidence).
+        n_guesses, n_correct: of its best grid point.
+        verdict: its ε_lb against the claimed ε, ``consistent`` or
+            ``violation`` (informative: only the primary estimator's decides the
+            row); ``None`` for an estimator that is not a lower bound for every
+            (ε, δ)-DP mechanism, which cannot decide a violation.
+    """
+
+    estimator: str
+    guarantee: str
+    epsilon_lb: float
+    ceiling: float | None
+    n_guesses: int
+    n_correct: int
+    verdict: str | None
+
 
 @dataclass(frozen=True)
 class SelftestRow:
@@ -121,13 +200,21 @@ class SelftestRow:
 
     Attributes:
         variant: registry name; description: what it applies.
-        claimed_epsilon: the ledger's ε (primary accountant) — the claim.
-        epsilon_lb: the white-box one-run lower bound.
-        verdict: ``consistent`` / ``violation``; expected: what a working auditor says.
+        claimed_epsilon: the ledger's ε (primary accountant) — the claim, ε_ub.
+        epsilon_lb: the white-box one-run lower bound of the primary estimator.
+        verdict: ``violation`` (primary estimator's ε_lb above the claim),
+            ``consistent``, or ``inconclusive`` when its ceiling is below the
+            claim (no violation could have been shown;
+            :func:`~dpaudit.audit.verdict.assess_power`);
+            expected: what a working auditor says.
         ok: verdict == expected.
-        n_guesses, n_correct: of the best grid point.
+        n_guesses, n_correct: of the primary estimator's best grid point.
         applied: the mechanism actually applied (q, σ, C).
         seconds: wall time of training and auditing.
+        estimator: the primary estimator; ceiling: its ε_lb with every guess right.
+        statistic: the canary score audited.
+        claimed: the mechanism the ledger states (q, σ, C) and its steps T.
+        bounds: every estimator's bound, by name, the primary first.
     """
 
     variant: str
@@ -141,6 +228,11 @@ class SelftestRow:
     n_correct: int
     applied: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    estimator: str = DEFAULT_ESTIMATOR
+    ceiling: float | None = None
+    statistic: str = STATISTIC_SUM
+    claimed: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, EstimatorRow] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +244,7 @@ class SelftestResult:
         out_dir: where the outputs are.
         settings: the set-up; seed, target_epsilon, n_canaries: the arguments.
         seconds: wall time of the whole self-test.
+        estimator: the primary estimator; estimators: all reported, primary first.
     """
 
     rows: tuple[SelftestRow, ...]
@@ -161,6 +254,8 @@ class SelftestResult:
     target_epsilon: float
     n_canaries: int
     seconds: float
+    estimator: str = DEFAULT_ESTIMATOR
+    estimators: tuple[str, ...] = (DEFAULT_ESTIMATOR,)
 
     @property
     def passed(self) -> bool:
@@ -168,14 +263,29 @@ class SelftestResult:
         return bool(self.rows) and all(r.ok for r in self.rows)
 
     def table(self) -> str:
-        """A fixed-width text table of the rows."""
-        head = f"{'variant':<18} {'claimed ε':>9} {'ε_lb':>6} {'guesses':>9}  {'verdict':<11} {'expected':<11} ok"
+        """A fixed-width text table of the rows: ε_lb and ceiling per estimator, primary first."""
+        cols = "".join(f" {_short(name):>13}" for name in self.estimators)
+        head = (
+            f"{'variant':<18} {'claimed ε':>9}{cols} {'guesses':>9}  "
+            f"{'verdict':<11} {'expected':<11} ok"
+        )
         lines = [head, "-" * len(head)]
         for r in self.rows:
+            cells = ""
+            for name in self.estimators:
+                b = r.bounds.get(name)
+                cells += f" {_pair(b.epsilon_lb, b.ceiling) if b else '-':>13}"
             lines.append(
-                f"{r.variant:<18} {r.claimed_epsilon:>9.3f} {r.epsilon_lb:>6.3f} "
-                f"{f'{r.n_correct}/{r.n_guesses}':>9}  {r.verdict:<11} {r.expected:<11} {'yes' if r.ok else 'NO'}"
+                f"{r.variant:<18} {r.claimed_epsilon:>9.3f}{cells} "
+                f"{f'{r.n_correct}/{r.n_guesses}':>9}  {r.verdict:<11} {r.expected:<11} "
+                f"{'yes' if r.ok else 'NO'}"
             )
+        kinds = ", ".join(
+            f"{name} ({get_estimator(name).guarantee}"
+            f"{', primary' if name == self.estimator else ''})"
+            for name in self.estimators
+        )
+        lines.append(f"cells: ε_lb/ceiling (every guess right); estimators: {kinds}")
         lines.append(f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -186,9 +296,33 @@ class SelftestResult:
             "target_epsilon": self.target_epsilon,
             "n_canaries": self.n_canaries,
             "seconds": self.seconds,
+            "estimator": self.estimator,
+            "estimators": list(self.estimators),
             "settings": dataclasses.asdict(self.settings),
             "rows": [dataclasses.asdict(r) for r in self.rows],
         }
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 13 else name[:12] + "…"
+
+
+def _pair(lb: float, ceiling: float | None) -> str:
+    return f"{lb:.2f}/{ceiling:.2f}" if ceiling is not None else f"{lb:.2f}/-"
+
+
+def _estimator_names(estimator: str, estimators: Sequence[str]) -> tuple[str, ...]:
+    """The primary first, then the others asked (all registered ones when none), each once."""
+    guarantee = get_estimator(estimator).guarantee
+    if guarantee != LOWER_BOUND:
+        raise DpauditError(
+            f"estimator {estimator!r} is not a lower bound for every DP mechanism ({guarantee}), "
+            "so it cannot decide a violation; it is reported beside the primary one anyway"
+        )
+    rest = tuple(estimators) or ESTIMATORS.names()
+    for name in rest:
+        get_estimator(name)
+    return tuple(dict.fromkeys((estimator, *rest)))
 
 
 def run_selftest(
@@ -200,6 +334,8 @@ def run_selftest(
     progress: bool = True,
     variants: Sequence[str] = DEFAULT_VARIANTS,
     settings: SelftestSettings | None = None,
+    estimator: str = DEFAULT_ESTIMATOR,
+    estimators: Sequence[str] = (),
 ) -> SelftestResult:
     """Train each variant with gradient canaries, audit it, and judge it against its ledger.
 
@@ -212,9 +348,14 @@ def run_selftest(
         progress: progress bars while training.
         variants: names from :data:`~dpaudit.audit.variants.VARIANTS`.
         settings: the set-up (default :class:`SelftestSettings`).
+        estimator: the primary estimator, whose bound decides each verdict; it
+            must be a ``lower-bound`` (valid for every (ε, δ)-DP mechanism).
+        estimators: further estimators reported side by side (empty = every
+            registered one).
 
     Raises:
-        DpauditError: unknown variant, or a variant directory holding something else.
+        DpauditError: unknown variant or estimator, a primary estimator that is
+            not a ``lower-bound``, or a variant directory holding something else.
     """
     from dpaudit.config import TrainConfig
     from dpaudit.datasets.synth import synthesize
@@ -225,6 +366,7 @@ def run_selftest(
     started = time.perf_counter()
     settings = settings or SelftestSettings()
     variants = tuple(variants)
+    names = _estimator_names(estimator, estimators)
     # Unknown names fail here, before any work.
     hooks_of = {name: settings.variant(name) for name in variants}
     if len(set(variants)) != len(variants):
@@ -238,21 +380,26 @@ def run_selftest(
     canaries = plant_gradient_canaries(n_canaries, seed=seed)
     train = records + canaries.records()
     n = len(train)
-    batch = max(1, round(settings.sample_rate * n))
-    config = TrainConfig(
-        target_epsilon=target_epsilon,
-        delta=settings.delta,
-        accountant="pld",
-        batch_size=batch,
-        physical_batch_size=batch,
-        epochs=settings.steps * batch / n,
-        max_grad_norm=settings.max_grad_norm,
-        learning_rate=settings.learning_rate,
-        baseline=False,
-        num_references=0,
-        checkpoint_every=settings.steps + 1,
-    )
-    model = build_model(config, tokenizer, seed=seed, max_length=settings.max_length).model
+
+    def config_of(variant: str) -> TrainConfig:
+        batch = settings.batch_size(variant, n)
+        return TrainConfig(
+            target_epsilon=target_epsilon,
+            delta=settings.delta,
+            accountant="pld",
+            batch_size=batch,
+            physical_batch_size=min(batch, settings.physical_batch_size),
+            epochs=settings.steps * batch / n,
+            max_grad_norm=settings.max_grad_norm,
+            learning_rate=settings.learning_rate,
+            baseline=False,
+            num_references=0,
+            checkpoint_every=settings.steps + 1,
+        )
+
+    model = build_model(
+        config_of("correct"), tokenizer, seed=seed, max_length=settings.max_length
+    ).model
     slots = position_canary_slots(model, max_length=settings.max_length, m=n_canaries)
     del model
 
@@ -266,7 +413,7 @@ def run_selftest(
         (run_dir / MARKER_FILE).write_text(f"{name}\n", encoding="utf-8")
         result = train_model(
             train,
-            config=config,
+            config=config_of(name),
             tokenizer=tokenizer,
             out_dir=run_dir,
             seed=seed,
@@ -275,30 +422,55 @@ def run_selftest(
             hooks=CombinedHooks(canary_hooks, variant),
         )
         ledger = result.ledger
-        lower = gradient_canary_audit(
-            canary_hooks.scores(),
+        scores = canary_hooks.scores(settings.statistic)
+        bounds = gradient_canary_audits(
+            scores,
             canaries.included,
             delta=ledger.delta,
             confidence=settings.confidence,
+            estimators=names,
         )
-        verdict = judge(lower, ledger.epsilons, result.primary_accountant)
-        applied = variant.mechanism(_claimed(ledger))
+        verdicts = {
+            k: judge(b, ledger.epsilons, result.primary_accountant).verdict
+            for k, b in bounds.items()
+            if b.guarantee == LOWER_BOUND
+        }
+        primary = bounds[estimator]
+        verdict = assess_power(
+            judge(primary, ledger.epsilons, result.primary_accountant),
+            control=None,
+            require_control=False,
+        )
+        claimed = _claimed(ledger)
+        applied = variant.mechanism(claimed)
         row = SelftestRow(
             variant=name,
             description=variant.describe(),
             claimed_epsilon=result.epsilon,
-            epsilon_lb=lower.epsilon,
+            epsilon_lb=primary.epsilon,
             verdict=verdict.verdict,
             expected=variant.expected_verdict,
             ok=verdict.verdict == variant.expected_verdict,
-            n_guesses=lower.n_guesses,
-            n_correct=lower.n_correct,
-            applied={
-                "sample_rate": applied.sample_rate,
-                "noise_multiplier": applied.noise_multiplier,
-                "max_grad_norm": applied.max_grad_norm,
-            },
+            n_guesses=primary.n_guesses,
+            n_correct=primary.n_correct,
+            applied=_mechanism_dict(applied),
             seconds=time.perf_counter() - t,
+            estimator=estimator,
+            ceiling=primary.ceiling,
+            statistic=settings.statistic,
+            claimed={**_mechanism_dict(claimed), "steps": float(result.steps)},
+            bounds={
+                k: EstimatorRow(
+                    estimator=k,
+                    guarantee=b.guarantee,
+                    epsilon_lb=b.epsilon,
+                    ceiling=b.ceiling,
+                    n_guesses=b.n_guesses,
+                    n_correct=b.n_correct,
+                    verdict=verdicts.get(k),
+                )
+                for k, b in bounds.items()
+            },
         )
         write_json(
             run_dir / CANARY_FILE,
@@ -306,7 +478,12 @@ def run_selftest(
                 "variant": name,
                 "canary_ids": list(canaries.ids),
                 "included": list(canaries.included),
-                "statistic": canary_hooks.scores().tolist(),
+                "statistic": settings.statistic,
+                "scores": scores.tolist(),
+                STATISTIC_SUM: canary_hooks.scores(STATISTIC_SUM).tolist(),
+                STATISTIC_LIKELIHOOD_RATIO: canary_hooks.scores(
+                    STATISTIC_LIKELIHOOD_RATIO
+                ).tolist(),
                 "appearances": canary_hooks.appearances.tolist(),
                 "steps": canary_hooks.steps_seen,
                 "slots": {
@@ -315,6 +492,7 @@ def run_selftest(
                     "first_coordinate": slots.coordinates[0] if slots.coordinates else None,
                 },
                 "canary_scale": settings.canary_scale,
+                "bounds": {k: b.to_dict() for k, b in bounds.items()},
                 "verdict": verdict.to_dict(),
                 "row": dataclasses.asdict(row),
             },
@@ -335,6 +513,8 @@ def run_selftest(
         float(target_epsilon),
         int(n_canaries),
         time.perf_counter() - started,
+        estimator,
+        names,
     )
     write_json(out_dir / SELFTEST_FILE, res.to_dict())
     return res
@@ -345,6 +525,14 @@ def _claimed(ledger: Any) -> Any:
 
     clip = ledger.max_grad_norm if ledger.max_grad_norm is not None else math.inf
     return Mechanism(ledger.sample_rate, ledger.noise_multiplier, clip)
+
+
+def _mechanism_dict(mech: Any) -> dict[str, float]:
+    return {
+        "sample_rate": mech.sample_rate,
+        "noise_multiplier": mech.noise_multiplier,
+        "max_grad_norm": mech.max_grad_norm,
+    }
 
 
 def _clear(run_dir: Path) -> None:

@@ -1,8 +1,9 @@
 """The audit stage: one-run (or threshold) ε lower bound on the audit canaries, vs the ledger.
 
 The audit canaries (``canary-or-*``) were each included in training by a fair
-coin (bits in ``data/inclusion.json``). Each one's membership score is minus
-its log-perplexity −log Pr(secret | prefix) under the trained model; the
+coin (bits in ``data/inclusion.json``). Each one's membership score is
+``audit.canary_score`` of its secret given its prefix under the trained model
+(:func:`canary_scores`: the loss, or its drop from the model before training); the
 auditor turns scores and bits into an :class:`EpsilonLowerBound` and
 :func:`~dpaudit.audit.verdict.judge` compares it with the ledger's ε at the
 same δ. Written to ``audit/bounds.json`` under ``models.<model>``.
@@ -11,6 +12,8 @@ same δ. Written to ``audit/bounds.json`` under ``models.<model>``.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from dpaudit.audit.lower_bound import EpsilonLowerBound
 from dpaudit.audit.methods import AUDIT_METHODS
-from dpaudit.audit.verdict import AuditVerdict, judge
+from dpaudit.audit.verdict import AuditVerdict, assess_power, judge
 from dpaudit.config import RunConfig
 from dpaudit.datasets.prepare import PreparedData
 from dpaudit.errors import DpauditError
@@ -35,6 +38,31 @@ def lower_bound_from_scores(
     """The configured audit method (:data:`~dpaudit.audit.methods.AUDIT_METHODS`) on these canaries."""
     method = AUDIT_METHODS.get(config.audit.method)
     return method.run(scores, included, config.audit, delta=delta, seed=seed)
+
+
+def audit_delta(config: Any, ledger: Any, m: int) -> float:
+    """The δ of the audit: ``audit.delta`` when set; else min(ledger δ, β/(200·m)).
+
+    The one-run bound's δ term is 2·m·δ (Steinke, Nasr, Jagielski 2023,
+    Theorem 3.1 as read in docs/formulas.md#one-run-audit): at the ledger's δ
+    it can reach β and cap ε_lb. At β/(200·m) it is at most β/100 of the error
+    budget. The accountants' ε_ub is recomputed at the same δ, so the comparison
+    stays like for like. A *claimed* ledger (a checkpoint audit) cannot be
+    recomputed: its δ is used as it is. Rounded down to one significant digit.
+
+    Args:
+        config: the ``[audit]`` section.
+        ledger: the model's :class:`~dpaudit.accounting.PrivacyLedger`.
+        m: the number of audit canaries.
+    """
+    if config.delta is not None:
+        return float(config.delta)
+    if ledger.mechanism == "claimed":
+        return float(ledger.delta)
+    small = (1.0 - float(config.confidence)) / (200.0 * max(1, int(m)))
+    exponent = math.floor(math.log10(small))
+    small = math.floor(small / 10.0**exponent + 1e-9) * 10.0**exponent
+    return float(f"{min(float(ledger.delta), small):.1e}")
 
 
 def upper_bounds(privacy_path: Path, delta: float) -> tuple[dict[str, float], str]:
@@ -76,34 +104,132 @@ def mislabelled_canary_scores(model: Any, canaries: Any, config: RunConfig) -> n
     return log_softmax(logits, axis=1)[np.arange(len(canaries)), labels]
 
 
+def canary_scores(
+    model: Any, canaries: Sequence[Any], config: RunConfig, *, base: Any = None
+) -> tuple[np.ndarray, str]:
+    """Membership scores of audit canaries, higher = more likely included; and the statistic.
+
+    ``audit.canary_score`` (the canaries' coins are replaced by placeholders
+    before scoring, so no statistic can read them):
+
+    - ``loss``: minus the mean cross-entropy of the secret's tokens given the
+      canary's prefix (Panda et al. 2025); classifiers: the log-probability of the
+      canary's (mislabelled) label (Jagielski et al. 2020; Nasr et al. 2021);
+    - ``loss-drop``: the same loss under ``base`` (the model before training)
+      minus the loss under ``model``: black-box calibration by the initial model
+      (Steinke, Nasr, Jagielski 2023, §6), no shadow models. Without ``base``
+      it falls back to ``loss`` (with a warning), and says so in the returned name;
+    - ``logppl``: minus the summed cross-entropy of the secret (Carlini et al.
+      2019); for classifiers the same as ``loss``.
+
+    Args:
+        model, base: scoring models (:class:`~dpaudit.attacks.scoring.ScoringModel`).
+        canaries: the audit canaries, each scored after its own prefix.
+        config: the run's config (``audit.canary_score``, ``train.task``).
+
+    Returns:
+        ``(scores (m,) float64, statistic actually used)``.
+    """
+    import warnings
+
+    from dpaudit.attacks.canary import secret_losses
+
+    blind = [dataclasses.replace(c, included=True) for c in canaries]
+    statistic = config.audit.canary_score
+    if statistic == "loss-drop" and base is None:
+        warnings.warn(
+            "audit.canary_score = loss-drop needs the model before training, which this run "
+            "does not record; scoring with loss",
+            stacklevel=2,
+        )
+        statistic = "loss"
+
+    def score(m: Any) -> np.ndarray:
+        if config.train.task == "classification":
+            return mislabelled_canary_scores(m, blind, config)
+        reduce = "sum" if statistic == "logppl" else "mean"
+        return -secret_losses(
+            m, [c.prefix for c in blind], [c.secret for c in blind], reduce=reduce
+        )
+
+    scores = score(model)
+    if statistic == "loss-drop":
+        scores = scores - score(base)
+    return np.asarray(scores, dtype=np.float64), statistic
+
+
+def base_scoring_model(model: Any, model_dir: Path, config: RunConfig) -> Any | None:
+    """The audited model before training, as a scorer like ``model``; ``None`` when unknown.
+
+    - A model trained here: its initial weights, rebuilt from
+      ``<model_dir>/complete.json`` (recipe and weight hash checked;
+      :func:`~dpaudit.trainers.models.initial_model`).
+    - A checkpoint audit (``<model_dir>/source.json``): of an adapter, the model
+      it was applied to; of a model dpaudit trained, that model's initial weights.
+
+    A base that cannot be rebuilt faithfully is reported with a warning and
+    ``None`` is returned (the audit then scores with ``loss``).
+    """
+    import warnings
+
+    from dpaudit.atomic import read_json
+    from dpaudit.attacks.stage import load_scoring_model
+    from dpaudit.trainers.models import fit_vocabulary, initial_model, load_pretrained
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    try:
+        base = initial_model(model_dir, tokenizer)
+        source = model_dir / "source.json"
+        if base is None and source.is_file():
+            given = read_json(source)
+            path = given.get("model_path")
+            if path and given.get("adapter_path"):
+                base = load_pretrained(path, task=config.train.task, num_labels=None)
+                fit_vocabulary(base, tokenizer)
+            elif path:
+                base = initial_model(path, tokenizer)
+    except DpauditError as exc:
+        warnings.warn(f"no base model for loss-drop: {exc}", stacklevel=2)
+        return None
+    if base is None:
+        return None
+    return load_scoring_model((base, tokenizer), config, progress=False)
+
+
 def audit_model(
-    model: Any, prepared: PreparedData, config: RunConfig, privacy_path: Path, *, seed: int
+    model: Any,
+    prepared: PreparedData,
+    config: RunConfig,
+    privacy_path: Path,
+    *,
+    seed: int,
+    base: Any = None,
 ) -> AuditVerdict:
     """Score the audit canaries with ``model`` and judge the bound against the ledger.
 
-    Language models: minus the log-perplexity of the secret given the prefix.
-    Classifiers: the log-probability of the canary's mislabelled label.
+    Scores: :func:`canary_scores` with ``audit.canary_score``. ``loss-drop``
+    needs the model before training: ``base`` when given, else the one
+    :func:`base_scoring_model` finds next to ``privacy_path``.
     """
-    from dpaudit.attacks.canary import canary_logppl
     from dpaudit.trainers.privacy import read_privacy
 
     canaries = prepared.one_run
     if not canaries:
         raise DpauditError("no audit canaries in this run (data.one_run_canaries = 0)")
-    prefixes = {c.prefix for c in canaries}
-    if len(prefixes) != 1:
-        raise DpauditError("audit canaries must share one prefix")
-    if config.train.task == "classification":
-        scores = mislabelled_canary_scores(model, canaries, config)
-    else:
-        logppl, _ = canary_logppl(model, prefixes.pop(), [c.secret for c in canaries])
-        scores = -np.asarray(logppl)
+    if base is None and config.audit.canary_score == "loss-drop":
+        base = base_scoring_model(model, Path(privacy_path).parent, config)
+    scores, statistic = canary_scores(model, canaries, config, base=base)
     included = np.array([c.included for c in canaries], dtype=bool)
     ledger, _ = read_privacy(privacy_path)
-    delta = config.audit.delta if config.audit.delta is not None else ledger.delta
+    delta = audit_delta(config.audit, ledger, len(canaries))
     lower = lower_bound_from_scores(scores, included, config, delta=delta, seed=seed)
     upper, primary = upper_bounds(privacy_path, delta)
-    return judge(lower, upper, primary)
+    design = "mislabelled" if config.train.task == "classification" else config.data.canary_design
+    return dataclasses.replace(
+        judge(lower, upper, primary), canary_design=design, canary_score=statistic
+    )
 
 
 def run_audit_stage(
@@ -153,12 +279,53 @@ def record_verdict(path: Path, model_name: str, verdict: AuditVerdict) -> Path:
     return write_run_file(path, bounds.with_model(model_name, verdict.to_entry()))
 
 
+def assess_run(run: RunDir, config: RunConfig, models: Sequence[str]) -> dict[str, AuditVerdict]:
+    """Judge the power of each audited model's verdict; rewrite ``audit/bounds.json``.
+
+    The non-private ``baseline`` of the same run (same canaries and δ) is the
+    control of every other model (:func:`~dpaudit.audit.verdict.assess_power`).
+    Returns the assessed verdicts of ``models`` found in the file.
+    """
+    path = run.path / "audit" / BOUNDS_FILE
+    if not path.is_file():
+        return {}
+    bounds = read_run_file(path, BoundsFile)
+    verdicts = {name: AuditVerdict.from_entry(entry) for name, entry in bounds.models.items()}
+    control = verdicts.get("baseline")
+    out: dict[str, AuditVerdict] = {}
+    for name, verdict in verdicts.items():
+        if name == "baseline":
+            continue
+        verdicts[name] = assess_power(
+            verdict,
+            control=control,
+            control_model="baseline",
+            min_control_epsilon=config.audit.control_min_epsilon,
+            require_control=config.audit.require_control,
+        )
+    for name, verdict in verdicts.items():
+        bounds = bounds.with_model(name, verdict.to_entry())
+        if name in models:
+            out[name] = verdict
+    write_run_file(path, bounds)
+    return out
+
+
 def verdict_line(model_name: str, verdict: AuditVerdict) -> str:
-    """One line for the CLI."""
+    """One line for the CLI: what was tested and how strongly, then the verdict (and why)."""
     lb = verdict.lower
     claim = verdict.upper.get(verdict.primary_accountant, float("inf"))
-    return (
+    ceiling = f", ceiling {verdict.ceiling:.2f}" if verdict.ceiling is not None else ""
+    control = ""
+    if verdict.control is not None:
+        control = (
+            f"; control {verdict.control['model']} ε_lb = {verdict.control['epsilon_lower']:.2f}"
+        )
+    line = (
         f"audit/{model_name}: ε_lb = {lb.epsilon:.3f} ({lb.method}, {lb.confidence:.0%} confidence, "
-        f"{lb.n_correct}/{lb.n_guesses} correct) vs ε_ub = {claim:.3f} ({verdict.primary_accountant}) "
-        f"→ {verdict.verdict}"
+        f"δ = {lb.delta:.1e}, {lb.n_correct}/{lb.n_guesses} correct{ceiling}) vs ε_ub = "
+        f"{claim:.3f} ({verdict.primary_accountant}){control} → {verdict.verdict}"
     )
+    if verdict.reasons:
+        line += " (" + "; ".join(verdict.reasons) + ")"
+    return line

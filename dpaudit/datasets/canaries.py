@@ -57,6 +57,11 @@ from dpaudit.datasets.records import (
 from dpaudit.errors import DpauditError, InputError, did_you_mean
 
 CANARY_ID_PREFIX = "canary-"
+DESIGN_SPACE_PREFIX = "design:"
+"""``secret_space`` of a designed audit canary (``design:new-token``): no space to enumerate."""
+LOSS_FROM_CHAR = "loss_from_char"
+"""``Record.meta`` key of a canary copy whose training loss counts only its secret:
+the number of characters of its prefix (see :mod:`dpaudit.datasets.canary_designs`)."""
 DEFAULT_PREFIX = "my secret code is "
 MAX_SECRET_LENGTH = 64
 DEFAULT_ENUMERATION_LIMIT = 10**7
@@ -307,6 +312,7 @@ def insert_canaries(
     *,
     seed: int,
     canary_label: int | None = None,
+    secret_loss_only: bool = False,
 ) -> list[Record]:
     """A new training list: ``records`` plus the included canaries' copies, shuffled.
 
@@ -314,7 +320,11 @@ def insert_canaries(
     ``canary-0003#r1`` ... ``canary-0003#r<repetitions>``, text ``prefix + secret``,
     label ``canary_label`` and ``meta = {"canary_id", "copy"}``. Excluded
     canaries do not appear. The order is a permutation drawn with
-    ``numpy.random.default_rng(seed)``.
+    ``numpy.random.default_rng(seed)``. With ``secret_loss_only``, the copies of
+    one-run canaries also carry ``meta["loss_from_char"] = len(prefix)``: the
+    trainer's loss then counts only the secret's tokens (Panda et al. 2025).
+    One-run canaries are inserted once each (``repetitions = 1``) unless the
+    caller accounts for a group.
 
     Raises:
         DpauditError: a record id starts with ``canary-``, duplicate record or
@@ -338,7 +348,7 @@ def insert_canaries(
                 f"canary {c.id!r}: ids must start with {CANARY_ID_PREFIX!r} and repetitions be >= 1"
             )
     copies = [
-        Record(f"{c.id}#r{r}", c.text, canary_label, (), {"canary_id": c.id, "copy": r})
+        Record(f"{c.id}#r{r}", c.text, canary_label, (), _copy_meta(c, r, secret_loss_only))
         for c in canaries
         if c.included
         for r in range(1, c.repetitions + 1)
@@ -346,6 +356,13 @@ def insert_canaries(
     pool = list(records) + copies
     order = np.random.default_rng(seed).permutation(len(pool))
     return [pool[int(i)] for i in order]
+
+
+def _copy_meta(canary: Canary, copy: int, secret_loss_only: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"canary_id": canary.id, "copy": copy}
+    if secret_loss_only and canary.role == ONE_RUN:
+        meta[LOSS_FROM_CHAR] = len(canary.prefix)
+    return meta
 
 
 def write_canaries(path: str | Path, canaries: Sequence[Canary]) -> Path:
@@ -420,6 +437,8 @@ def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
             f"role {data['role']!r} is not one of {', '.join(CANARY_ROLES)} (or null)",
             line=lineno,
         )
+    if data["secret_space"].startswith(DESIGN_SPACE_PREFIX):
+        return data  # a designed audit canary: its secret is not from an enumerable space
     try:
         secret_index(data["secret_space"], data["secret"])
     except DpauditError as exc:

@@ -7,8 +7,9 @@ Writes into ``<run>/data/``:
 - ``canaries.jsonl`` every canary (Secret-Sharer and one-run), without inclusion bits;
 - ``inclusion.json`` the inclusion bits — the auditor's secret;
 - ``train_ids.json`` ids of the exact training list (members + canary copies);
-- ``tokenizer/``     the BPE tokenizer trained on the training text, when
-  ``data.tokenizer = "train"``.
+- ``tokenizer/``     the BPE tokenizer trained on the corpus text, when
+  ``data.tokenizer = "train"``, or the Hugging Face tokenizer extended with the
+  audit design's reserved tokens (``data.canary_design = "new-token"``).
 
 Loading the result back (:func:`load_prepared`) needs only the run directory.
 """
@@ -16,6 +17,7 @@ Loading the result back (:func:`load_prepared`) needs only the run directory.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,6 @@ from dpaudit.config import RunConfig
 from dpaudit.datasets.canaries import (
     insert_canaries,
     make_canaries,
-    make_one_run_canaries,
     read_canaries,
     write_canaries,
     write_inclusion,
@@ -92,8 +93,13 @@ def canary_label(canary_id: str, *, seed: int, num_labels: int) -> int:
 
 
 def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig) -> list[Record]:
-    """Members plus canary copies; a classifier's canary copies get their (mislabelled) labels."""
-    train = insert_canaries(records, canaries, seed=config.seed + 303)
+    """Members plus canary copies; a classifier's canary copies get their (mislabelled) labels.
+
+    With ``data.canary_loss = "secret"`` a language model's loss on an audit
+    canary counts only its secret's tokens (the copies carry ``loss_from_char``).
+    """
+    secret_only = config.data.canary_loss == "secret" and config.train.task == "causal_lm"
+    train = insert_canaries(records, canaries, seed=config.seed + 303, secret_loss_only=secret_only)
     if config.train.task != "classification":
         return train
     return [
@@ -109,11 +115,21 @@ def _train_list(records: list[Record], canaries: list[Canary], config: RunConfig
     ]
 
 
-def build_canaries(config: RunConfig) -> list[Canary]:
+def build_canaries(
+    config: RunConfig, *, tokenizer: Any = None, corpus: Sequence[str] = ()
+) -> list[Canary]:
     """Secret-Sharer canaries (ids ``canary-ss-*``) and one-run audit canaries (``canary-or-*``).
 
-    The id tags keep the two sets apart in files; code reads ``Canary.role``.
+    The audit canaries follow ``data.canary_design``
+    (:data:`~dpaudit.datasets.canary_designs.CANARY_DESIGNS`); ``tokenizer`` (with
+    any reserved tokens added) and ``corpus`` (the members' texts) serve the designs
+    that need them. The id tags keep the two sets apart in files; code reads
+    ``Canary.role``. An audit canary whose secret equals a Secret-Sharer secret is
+    dropped (exposure would count it twice); which ones is decided by the secrets,
+    never by the coins.
     """
+    from dpaudit.datasets.canary_designs import make_design_canaries
+
     d = config.data
     canaries: list[Canary] = []
     if d.canaries_per_repetition and d.canary_repetitions:
@@ -128,26 +144,65 @@ def build_canaries(config: RunConfig) -> list[Canary]:
             "ss",
         )
     if d.one_run_canaries:
-        canaries += _rename(
-            make_one_run_canaries(
-                m=d.one_run_canaries,
-                secret_space=d.secret_space,
-                prefix=d.canary_prefix.rstrip() + ONE_RUN_PREFIX_SUFFIX,
-                seed=config.seed + 202,
-            ),
-            "or",
+        audit = make_design_canaries(
+            d.canary_design,
+            m=d.one_run_canaries,
+            seed=config.seed + 202,
+            tokenizer=tokenizer,
+            corpus=corpus,
+            prefix=d.canary_prefix.rstrip() + ONE_RUN_PREFIX_SUFFIX,
+            prefix_tokens=d.canary_prefix_tokens,
+            secret_space=d.secret_space,
+            max_length=d.max_length,
         )
-    secrets = [c.secret for c in canaries]
-    if len(set(secrets)) != len(secrets):
-        # Two canary sets drew the same secret; exposure would count it twice.
-        seen: set[str] = set()
-        unique: list[Canary] = []
-        for c in canaries:
-            if c.secret not in seen:
-                seen.add(c.secret)
-                unique.append(c)
-        canaries = unique
+        exposed = {c.secret for c in canaries}
+        canaries += _rename([c for c in audit if c.secret not in exposed], "or")
     return canaries
+
+
+def reserves_tokens(config: RunConfig) -> bool:
+    """Whether the run's audit canaries add reserved tokens to the tokenizer."""
+    from dpaudit.datasets.canary_designs import CANARY_DESIGNS
+
+    d = config.data
+    return bool(d.one_run_canaries) and CANARY_DESIGNS.get(d.canary_design).reserves_tokens
+
+
+def design_tokenizer(config: RunConfig, records: Sequence[Record]) -> Any:
+    """The run's tokenizer with the audit design's reserved tokens, or ``None`` when the
+    design needs no tokenizer and none is trained.
+
+    ``data.tokenizer = "train"``: a BPE tokenizer trained on every record's text
+    (never on canaries), then the reserved tokens. A Hugging Face tokenizer: loaded,
+    then the reserved tokens, only when the design needs it.
+
+    Raises:
+        DpauditError: the corpus contains a reserved token's string.
+    """
+    from dpaudit.datasets.canary_designs import (
+        CANARY_DESIGNS,
+        add_reserved_tokens,
+        check_corpus_free_of_canary_tokens,
+    )
+
+    d = config.data
+    design = CANARY_DESIGNS.get(d.canary_design)
+    reserve = reserves_tokens(config)
+    needed = bool(d.one_run_canaries) and design.needs_tokenizer(d.canary_prefix_tokens)
+    if d.tokenizer == "train":
+        from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+
+        tok = train_bpe_tokenizer([r.text for r in records], vocab_size=d.vocab_size)
+    elif needed:
+        from dpaudit.datasets.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(d.tokenizer)
+    else:
+        return None
+    if reserve:
+        check_corpus_free_of_canary_tokens([r.text for r in records])
+        add_reserved_tokens(tok, d.one_run_canaries)
+    return tok
 
 
 def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> PreparedData:
@@ -173,16 +228,16 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
             nonmember_fraction=d.nonmember_fraction,
             seed=config.seed,
         )
-        canaries = build_canaries(config)
-        train = _train_list(split.select(records, "members"), canaries, config)
+        members = split.select(records, "members")
+        tok = design_tokenizer(config, records)
+        canaries = build_canaries(config, tokenizer=tok, corpus=[r.text for r in members])
+        train = _train_list(members, canaries, config)
         split.save(data_dir / "splits.json")
         write_canaries(data_dir / "canaries.jsonl", canaries)
         write_inclusion(data_dir / "inclusion.json", canaries)
         write_json(data_dir / "train_ids.json", {"ids": [r.id for r in train]})
-        if d.tokenizer == "train":
-            from dpaudit.datasets.tokenizer import train_bpe_tokenizer
-
-            tok = train_bpe_tokenizer([r.text for r in records], vocab_size=d.vocab_size)
+        if tok is not None and (d.tokenizer == "train" or reserves_tokens(config)):
+            # A trained tokenizer, or a Hugging Face one extended with reserved canary tokens.
             tok.save_pretrained(str(data_dir / "tokenizer"))
         record.outputs.update({p.name: sha256_file(p) for p in sorted(data_dir.glob("*.json*"))})
     return PreparedData(

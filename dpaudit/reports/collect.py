@@ -153,6 +153,12 @@ def _privacy(reader: _Reader, model: str, warnings: list[str]) -> PrivacySection
         )
     for name, message in sorted(file.errors.items()):
         warnings.append(f"{model}: accountant {name} failed: {message}")
+    if out.dp and file.n_examples and file.delta >= 1.0 / file.n_examples:
+        warnings.append(
+            f"{model}: δ = {file.delta:g} ≥ 1/n = {1.0 / file.n_examples:.3g} (n = {file.n_examples}): "
+            "a mechanism that publishes one random training record outright meets this δ; "
+            "use δ well below 1/n (the default is min(1e-5, 1/n^1.1))"
+        )
     if file.mechanism == "claimed":
         warnings.append(
             f"{model}: ε = {out.epsilon:g} at δ = {file.delta:g} is the publisher's claim; dpaudit did not "
@@ -197,6 +203,9 @@ def _audit(
             n_guesses=lower.n_guesses,
             n_correct=lower.n_correct,
             threshold_selection=lower.threshold_selection,
+            estimator=lower.estimator,
+            guarantee=lower.guarantee,
+            ceiling=lower.ceiling,
         ),
         epsilon_upper=upper,
         claimed_epsilon=upper.get(entry.primary_accountant, math.inf),
@@ -204,12 +213,24 @@ def _audit(
         verdict=entry.verdict,
         per_accountant=dict(sorted(entry.per_accountant.items())),
         tightness=dict(sorted(entry.tightness.items())),
+        ceiling=entry.ceiling,
+        control=None if entry.control is None else entry.control.model_dump(),
+        reasons=list(entry.reasons),
+        estimates={k: dict(v) for k, v in sorted(entry.estimates.items())},
+        canary_design=entry.canary_design,
+        canary_score=entry.canary_score,
     )
-    if privacy is not None and not math.isclose(lower.delta, privacy.delta):
+    if (
+        privacy is not None
+        and lower.delta > privacy.delta
+        and not math.isclose(lower.delta, privacy.delta)
+    ):
         warnings.append(
-            f"{model}: the audit tests δ = {lower.delta:g}, the ledger reports δ = {privacy.delta:g}; "
+            f"{model}: the audit tests δ = {lower.delta:g}, above the ledger's δ = {privacy.delta:g}; "
             "audit ε upper bounds are recomputed at the audit's δ"
         )
+    if entry.verdict == "inconclusive":
+        warnings.append(f"{model}: the ε audit is inconclusive: " + "; ".join(entry.reasons))
     return out
 
 
@@ -238,11 +259,24 @@ def _attacks(
             (v for k, v in metrics.tpr_at_fpr.items() if math.isclose(float(k), policy.LOW_FPR)),
             None,
         )
+        # Fewer than 1/FPR non-members cannot resolve the FPR: the value is the TPR at zero
+        # false positives, shown without an interval and judged unknown by the policy.
+        resolvable = metrics.n_nonmember * policy.LOW_FPR >= 1.0 - 1e-9
         at_low = (
-            TprAtLowFpr(tpr=low.tpr, ci=low.ci, fpr=policy.LOW_FPR, source="stored")
+            TprAtLowFpr(
+                tpr=low.tpr,
+                ci=low.ci if resolvable else None,
+                fpr=policy.LOW_FPR,
+                source="stored",
+                resolvable=resolvable,
+            )
             if low is not None
             else TprAtLowFpr(
-                tpr=_tpr_at(metrics.roc, policy.LOW_FPR), ci=None, fpr=policy.LOW_FPR, source="roc"
+                tpr=_tpr_at(metrics.roc, policy.LOW_FPR),
+                ci=None,
+                fpr=policy.LOW_FPR,
+                source="roc",
+                resolvable=resolvable,
             )
         )
         attacks[directory.name] = _copy(
@@ -376,9 +410,11 @@ def _summary(
         privacy.primary_accountant if privacy else (audit.primary_accountant if audit else None)
     )
     best_auc = max(sorted(attacks.items()), key=lambda kv: kv[1].auc, default=None)
-    lows = [(v.tpr_at_low_fpr.tpr, k) for k, v in sorted(attacks.items())]
+    lows = [
+        (v.tpr_at_low_fpr.tpr, k, v.tpr_at_low_fpr.resolvable) for k, v in sorted(attacks.items())
+    ]
     best_low = max(
-        ((tpr, k) for tpr, k in lows if tpr is not None), key=lambda t: t[0], default=None
+        ((tpr, k, ok) for tpr, k, ok in lows if tpr is not None), key=lambda t: t[0], default=None
     )
     return Summary(
         epsilon=epsilon,
@@ -387,9 +423,18 @@ def _summary(
         epsilon_lower=audit.epsilon_lower.value if audit else None,
         epsilon_lower_confidence=audit.epsilon_lower.confidence if audit else None,
         audit_verdict=audit.verdict if audit else None,
+        audit_ceiling=audit.ceiling if audit else None,
+        audit_reasons=list(audit.reasons) if audit else [],
         max_auc=MaxAuc(value=best_auc[1].auc, attack=best_auc[0]) if best_auc else None,
         max_tpr_at_low_fpr=(
-            MaxTpr(value=best_low[0], attack=best_low[1], fpr=policy.LOW_FPR) if best_low else None
+            MaxTpr(
+                value=best_low[0],
+                attack=best_low[1],
+                fpr=policy.LOW_FPR,
+                resolvable=all(ok for tpr, _, ok in lows if tpr is not None),
+            )
+            if best_low
+            else None
         ),
         max_exposure=canaries.max_exposure if canaries else None,
         pii_extraction_rate=pii.extraction_rate if pii else None,

@@ -3,8 +3,9 @@
 :func:`gate` reads a report (never a live model), judges one model's headline
 numbers with the same rules as the report's policy section
 (:mod:`dpaudit.reports.policy`: ``value <= threshold`` passes, a threshold
-whose value was not measured fails, an audit ``violation`` always fails), and
-returns a :class:`GateResult`. :func:`gate_exit_code` maps it to a process exit
+whose value was not measured fails, an audit ``violation`` always fails, and
+an ``inconclusive`` check — an audit without power, a TPR the sample cannot
+resolve — fails unless ``allow_inconclusive``), and returns a :class:`GateResult`. :func:`gate_exit_code` maps it to a process exit
 code (0 pass, 1 fail); a bad report file raises
 :class:`~dpaudit.errors.DpauditError` naming the file (exit code 2 in the CLI).
 """
@@ -38,8 +39,10 @@ class GateResult:
     """Outcome of :func:`gate`.
 
     Attributes:
-        passed: no check failed.
-        reasons: one line per failed check, e.g. ``"target MIA AUC 0.91 (loss) > 0.6"``.
+        passed: no check failed (nor was inconclusive, unless allowed).
+        reasons: one line per failed (or inconclusive) check, e.g.
+            ``"target MIA AUC 0.91 (loss) > 0.6"``.
+        inconclusive: the checks that were inconclusive (allowed or not).
         checks: every check made (passed, failed and not-applicable).
         model: the model judged.
         source: the report file read.
@@ -50,6 +53,7 @@ class GateResult:
     checks: tuple[policy.PolicyCheck, ...] = field(default=())
     model: str = "target"
     source: str = ""
+    inconclusive: tuple[str, ...] = ()
 
 
 def resolve_report_path(path: str | Path) -> Path:
@@ -81,6 +85,7 @@ def gate(
     report_json_path: str | Path,
     *,
     model: str = "target",
+    allow_inconclusive: bool = False,
     **thresholds: float | None,
 ) -> GateResult:
     """Judge ``model`` in a report against thresholds.
@@ -92,6 +97,8 @@ def gate(
     Args:
         report_json_path: a ``report.json``, or a run or report directory holding one.
         model: ``target`` (default) or ``baseline``.
+        allow_inconclusive: pass despite inconclusive checks (they are still
+            listed in ``GateResult.inconclusive``).
         **thresholds: limits by name in
             :data:`~dpaudit.reports.policy.POLICY_THRESHOLDS` (``None``: not
             given). Built in: ``max_epsilon`` (claimed ε, primary accountant;
@@ -128,8 +135,16 @@ def gate(
             )
     checks = policy.evaluate(report["models"][model]["summary"], thresholds, model=model)
     reasons = [c.detail for c in checks if c.verdict == policy.FAIL]
+    unsure = tuple(c.detail for c in checks if c.verdict == policy.INCONCLUSIVE)
+    if not allow_inconclusive:
+        reasons += list(unsure)
     return GateResult(
-        passed=not reasons, reasons=reasons, checks=tuple(checks), model=model, source=str(path)
+        passed=not reasons,
+        reasons=reasons,
+        checks=tuple(checks),
+        model=model,
+        source=str(path),
+        inconclusive=unsure,
     )
 
 
@@ -145,6 +160,13 @@ def format_reason(result: GateResult) -> str:
     ``gate passed: target MIA AUC 0.52 (loss) ≤ 0.6; ...``.
     """
     if not result.passed:
-        return "gate failed: " + "; ".join(result.reasons)
+        word = (
+            "failed"
+            if any(r not in result.inconclusive for r in result.reasons)
+            else "inconclusive"
+        )
+        hint = " (--allow-inconclusive to pass anyway)" if word == "inconclusive" else ""
+        return f"gate {word}: " + "; ".join(result.reasons) + hint
     made = [c.detail for c in result.checks if c.verdict == policy.PASS]
-    return "gate passed: " + ("; ".join(made) if made else "no check applied")
+    allowed = [f"{d} (allowed)" for d in result.inconclusive]
+    return "gate passed: " + ("; ".join(made + allowed) if made or allowed else "no check applied")

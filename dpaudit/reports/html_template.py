@@ -26,18 +26,21 @@ nav.toc a { color: var(--target); text-decoration: none; margin-right: 14px; whi
 .verdict.pass { border-color: var(--pass); background: #eef8f0; }
 .verdict.fail { border-color: var(--fail); background: #fdf0ee; }
 .verdict.none { border-color: var(--none); background: #fff8e5; }
+.verdict.inconclusive { border-color: var(--none); background: #fff8e5; }
 .verdict .head { display: flex; align-items: center; gap: 18px; }
 .verdict .word { font-size: 30px; font-weight: 800; letter-spacing: .03em; padding: 4px 16px; border-radius: 6px;
                  color: #fff; background: var(--na); white-space: nowrap; }
 .verdict.pass .word { background: var(--pass); }
 .verdict.fail .word { background: var(--fail); }
 .verdict.none .word { background: var(--none); font-size: 22px; }
+.verdict.inconclusive .word { background: var(--none); font-size: 24px; }
 .verdict .headline { font-size: 15px; font-weight: 600; }
 .badge { display: inline-block; font-weight: 700; font-size: 12px; padding: 1px 8px; border-radius: 4px;
          color: #fff; white-space: nowrap; }
 .badge.pass, .badge.consistent { background: var(--pass); }
 .badge.fail, .badge.violation { background: var(--fail); }
 .badge.not-applicable, .badge.none { background: var(--na); }
+.badge.inconclusive { background: var(--none); color: #222; }
 .badge.not-private { background: var(--baseline); }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 14px; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
@@ -59,6 +62,7 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; text-align: 
 .audit-text.consistent { border-left-color: var(--pass); }
 .audit-text.violation { border-left-color: var(--fail); background: #fdf0ee; }
 .audit-text.not-private { border-left-color: var(--baseline); }
+.audit-text.inconclusive { border-left-color: var(--none); background: #fff8e5; }
 .confidential { border: 3px solid var(--fail); background: #fdf0ee; color: var(--fail); font-weight: 700;
                 padding: 10px 14px; margin: 10px 0; text-align: center; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }

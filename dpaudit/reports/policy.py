@@ -37,14 +37,18 @@ from dpaudit.reports import fmt
 
 PASS = "pass"
 FAIL = "fail"
+INCONCLUSIVE = "inconclusive"
 NOT_APPLICABLE = "not-applicable"
-VERDICTS = (PASS, FAIL, NOT_APPLICABLE)
+VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_APPLICABLE)
 
 LOW_FPR = 0.001
 """The FPR at which ``max_tpr_at_low_fpr`` reads the TPR (0.1%)."""
 
 AUDIT_CHECK = "audit_consistent"
-AUDIT_DESCRIPTION = "Empirical audit does not contradict the claimed ε"
+AUDIT_DESCRIPTION = (
+    "Empirical ε audit with power (its ceiling reaches the claim and the non-private control is "
+    "detected) finds no violation of the claimed ε"
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Threshold:
     show: Callable[[Any], str]
     in_config: bool = True
     per_attack: bool = False
+    summary_key: str | None = None
+    """The summary entry holding the value; its ``resolvable = false`` makes the check inconclusive."""
 
 
 POLICY_THRESHOLDS: Registry[Threshold] = Registry("policy threshold")
@@ -139,6 +145,7 @@ for _name, _threshold in (
             _best("max_tpr_at_low_fpr"),
             _fixed3,
             per_attack=True,
+            summary_key="max_tpr_at_low_fpr",
         ),
     ),
     (
@@ -245,6 +252,18 @@ def check_threshold(
             name, model, None, value, NOT_APPLICABLE, f"{label} {shown} (no threshold)", attack
         )
     x = fmt.as_float(value)
+    entry = summary.get(spec.summary_key) if spec.summary_key else None
+    if x is not None and isinstance(entry, Mapping) and entry.get("resolvable") is False:
+        return PolicyCheck(
+            name,
+            model,
+            limit_f,
+            value,
+            INCONCLUSIVE,
+            f"{label} not resolvable: too few non-members for this FPR ({show_value(name, value)} "
+            "is the TPR at zero false positives); unknown, not a pass",
+            attack,
+        )
     if x is None:
         return PolicyCheck(
             name,
@@ -286,6 +305,17 @@ def check_audit(summary: Mapping[str, Any], *, model: str) -> PolicyCheck:
             NOT_APPLICABLE,
             f"{model}: not trained with DP, no claim to audit (ε_lb {fmt.eps(lower)})",
         )
+    if verdict == "inconclusive":
+        reasons = "; ".join(summary.get("audit_reasons") or []) or "the audit had no power"
+        return PolicyCheck(
+            AUDIT_CHECK,
+            model,
+            None,
+            verdict,
+            INCONCLUSIVE,
+            f"{model} audit inconclusive: ε_lb {fmt.eps(lower)}, ceiling "
+            f"{fmt.eps(summary.get('audit_ceiling'))} vs claimed ε {fmt.eps(claim)}: {reasons}",
+        )
     if verdict == "violation":
         return PolicyCheck(
             AUDIT_CHECK,
@@ -301,7 +331,9 @@ def check_audit(summary: Mapping[str, Any], *, model: str) -> PolicyCheck:
         None,
         verdict,
         PASS,
-        f"{model} empirical ε lower bound {fmt.eps(lower)} ≤ claimed ε {fmt.eps(claim)}",
+        f"{model}: no violation found: empirical ε lower bound {fmt.eps(lower)} ≤ claimed ε "
+        f"{fmt.eps(claim)} (ceiling {fmt.eps(summary.get('audit_ceiling'))}, non-private control "
+        "detected); this tests the claim, it does not locate the true ε",
     )
 
 
@@ -332,5 +364,7 @@ def evaluate(
 
 
 def overall(checks: list[PolicyCheck]) -> str:
-    """``fail`` if any check fails, else ``pass``."""
-    return FAIL if any(c.verdict == FAIL for c in checks) else PASS
+    """``fail`` if any check fails; else ``inconclusive`` if any is inconclusive; else ``pass``."""
+    if any(c.verdict == FAIL for c in checks):
+        return FAIL
+    return INCONCLUSIVE if any(c.verdict == INCONCLUSIVE for c in checks) else PASS

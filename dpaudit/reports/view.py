@@ -17,8 +17,18 @@ from dpaudit.reports.schema import APPROXIMATE_ACCOUNTANTS, RIGOROUS_ACCOUNTANTS
 
 __all__ = ["VERDICT_WORDS", "build_view"]
 
-VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "not-applicable": "N/A"}
-AUDIT_WORDS = {"consistent": "CONSISTENT", "violation": "VIOLATION", "not-private": "NOT PRIVATE"}
+VERDICT_WORDS = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "inconclusive": "INCONCLUSIVE",
+    "not-applicable": "N/A",
+}
+AUDIT_WORDS = {
+    "consistent": "CONSISTENT",
+    "violation": "VIOLATION",
+    "inconclusive": "INCONCLUSIVE",
+    "not-private": "NOT PRIVATE",
+}
 MECHANISMS = {
     "poisson-subsampled-gaussian": "DP-SGD, Poisson-subsampled Gaussian mechanism",
     "shuffled-gaussian": "DP-SGD, shuffled fixed-size batches, Gaussian mechanism",
@@ -76,6 +86,14 @@ def _verdict(report: Mapping[str, Any]) -> dict[str, Any]:
         headline = (
             f"The target model does not meet the release policy: {len(failed)} of {len(checked)} "
             "checks failed (" + "; ".join(i["detail"] for i in failed) + ")."
+        )
+    elif pol["verdict"] == policy.INCONCLUSIVE:
+        unsure = [i for i in items if i["verdict"] == policy.INCONCLUSIVE]
+        status, word = "inconclusive", "INCONCLUSIVE"
+        headline = (
+            "The checks made found no breach, but they cannot vouch for the model: "
+            + "; ".join(i["detail"] for i in unsure)
+            + ". An inconclusive check is not a pass."
         )
     elif pol["configured"]:
         status, word = "pass", "PASS"
@@ -297,6 +315,26 @@ def _factor(epsilon: float) -> str:
     return f"{factor:.1e}"
 
 
+GUARANTEE_WORDS = {
+    "lower-bound": "a lower bound for any DP mechanism",
+    "gdp-lower-bound": "valid only if the mechanism's trade-off curve is Gaussian",
+    "estimate": "an estimate, not a bound",
+}
+
+
+def _estimates_text(audit: Mapping[str, Any] | None) -> str:
+    """One sentence listing the other estimators' ε_lb on the same guesses."""
+    if not audit or not audit.get("estimates"):
+        return ""
+    primary = (audit.get("epsilon_lower") or {}).get("estimator")
+    parts = [
+        f"{name} {fmt.eps(e.get('epsilon'))} ({GUARANTEE_WORDS.get(str(e.get('guarantee')), e.get('guarantee'))})"
+        for name, e in sorted(audit["estimates"].items())
+        if name != primary
+    ]
+    return (" Other estimators on the same guesses: " + "; ".join(parts) + ".") if parts else ""
+
+
 def _audit_text(
     model: str, audit: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None
 ) -> str:
@@ -306,9 +344,13 @@ def _audit_text(
     conf = fmt.as_float(lb["confidence"]) or 0.95
     value, claim = fmt.eps(lb["value"]), fmt.eps(audit.get("claimed_epsilon"))
     fluke = max(1, round(1 / max(1 - conf, 1e-9)))
+    design = ""
+    if audit.get("canary_design"):
+        design = f" ({audit['canary_design']} design"
+        design += f", scored by {audit['canary_score']})" if audit.get("canary_score") else ")"
     counts = (
-        f"{lb['n_correct']} of {lb['n_guesses']} membership guesses on {lb['n_canaries']} audit canaries "
-        f"were correct"
+        f"{lb['n_correct']} of {lb['n_guesses']} membership guesses on {lb['n_canaries']} audit canaries"
+        f"{design} were correct"
     )
     if audit["verdict"] == "violation":
         return (
@@ -317,6 +359,16 @@ def _audit_text(
             f"privacy accounting is broken, or this is a 1-in-{fluke} statistical fluke. Do not rely on the "
             "claimed guarantee until this is explained; re-running the audit with a new seed tells a fluke "
             "from a bug."
+        )
+    if audit["verdict"] == "inconclusive":
+        ceiling = fmt.eps(audit.get("ceiling"))
+        return (
+            f"INCONCLUSIVE. The audit found no violation (ε_lb = {value} at {conf:.0%} confidence, "
+            f"{counts}), but it could not have found one: "
+            + "; ".join(audit.get("reasons") or ["its power was not demonstrated"])
+            + f". Its ceiling (the ε_lb if every guess were right) is {ceiling}, the claim ε = {claim}. "
+            "This is no evidence for the claim; strengthen the audit (more or better canaries, a "
+            "non-private control) before relying on it."
         )
     if audit["verdict"] == "not-private":
         return (
@@ -335,11 +387,23 @@ def _audit_text(
     tight_text = (
         f" The audit confirms {fmt.pct(tight, 0)} of the claim." if tight is not None else ""
     )
+    strength = ""
+    if audit.get("ceiling") is not None:
+        strength += (
+            f" The test could have shown up to ε = {fmt.eps(audit.get('ceiling'))} (its ceiling)"
+        )
+        control = audit.get("control")
+        if control:
+            strength += (
+                f", and it detected the non-private control ({control['model']}) at ε_lb = "
+                f"{fmt.eps(control['epsilon_lower'])}"
+            )
+        strength += "."
     return (
-        f"The audit shows, with {conf:.0%} confidence, that training the {model} model leaks at "
-        f"least ε = {value} ({counts}); the claimed ε = {claim} is not contradicted.{tight_text} A lower "
-        f"bound is a floor, not an estimate: the true ε lies somewhere between {value} and {claim}, and a "
-        "small lower bound does not show that the model leaks less than claimed."
+        f"The audit tested the claimed ε = {claim} and found, with {conf:.0%} confidence, that "
+        f"training the {model} model leaks at least ε = {value} ({counts}); no violation.{strength}"
+        f"{tight_text} A lower bound is what this attack can prove, not an estimate of the true ε: "
+        "a small one does not show that the model leaks less than claimed."
     )
 
 
@@ -362,7 +426,7 @@ def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
                 "model": m,
                 "verdict": (audit or {}).get("verdict", "none"),
                 "word": _audit_word((audit or {}).get("verdict")),
-                "text": _audit_text(m, audit, privacy),
+                "text": _audit_text(m, audit, privacy) + _estimates_text(audit),
             }
         )
         if audit is None:
@@ -371,10 +435,15 @@ def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
         rows.append(
             {
                 "model": m,
-                "lower": fmt.eps(lb["value"]),
+                "lower": fmt.eps(lb["value"])
+                + (
+                    f" (ceiling {fmt.eps(lb.get('ceiling'))})"
+                    if lb.get("ceiling") is not None
+                    else ""
+                ),
                 "confidence": fmt.pct(lb["confidence"], 0),
                 "delta": fmt.sci(lb["delta"]),
-                "method": lb["method"],
+                "method": lb["method"] + (f", {lb['estimator']}" if lb.get("estimator") else ""),
                 "guesses": f"{lb['n_correct']}/{lb['n_guesses']} correct of {lb['n_canaries']} canaries",
                 "selection": lb["threshold_selection"],
                 "claimed": f"{fmt.eps(audit['claimed_epsilon'])} ({audit['primary_accountant']})",

@@ -63,7 +63,10 @@ class PrivacyFile(RunFile):
         "Training finished all planned steps (`false` in the ledger of a checkpoint).",
         default=None,
     )
-    delta_source: str | None = describe("`config`, `default 1/n^1.1` or `claim`.", default=None)
+    delta_source: str | None = describe(
+        "`config`, `default min(1e-5, 1/n^1.1)` (older: `default 1/n^1.1`) or `claim`.",
+        default=None,
+    )
     noise_source: str | None = describe(
         "`calibrated` (to `target_epsilon`), `config`, `none` or `unknown`.", default=None
     )

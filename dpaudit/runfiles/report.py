@@ -44,7 +44,8 @@ __all__ = [
     "UtilitySection",
 ]
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
+"""1.1 (dpaudit 0.2): `inconclusive` verdicts, audit ceiling/control/reasons, TPR resolvability."""
 
 Interval = tuple[JsonFloat, JsonFloat]
 Number = JsonFloat
@@ -98,10 +99,12 @@ class PolicyItem(RunModel):
         "The measured value (`summary` of the target); `null` = not measured. For "
         "`audit_consistent`, the audit verdict."
     )
-    verdict: Literal["pass", "fail", "not-applicable"] = describe(
+    verdict: Literal["pass", "fail", "inconclusive", "not-applicable"] = describe(
         "`pass` (value ≤ threshold), `fail` (value > threshold; or threshold set but value not "
-        "measured: **fail-closed**; or audit `violation`), `not-applicable` (no threshold; or no "
-        "audit / non-private model for `audit_consistent`)."
+        "measured: **fail-closed**; or audit `violation`), `inconclusive` (the audit had no power "
+        "to find a violation, or the value cannot be resolved by the sample, e.g. TPR at an FPR "
+        "below 1/n_nonmember), `not-applicable` (no threshold; or no audit / non-private model "
+        "for `audit_consistent`)."
     )
     detail: str = describe("One line, e.g. `target MIA AUC 0.91 (loss) > 0.6`.")
     model: str = describe("`target`.")
@@ -134,7 +137,9 @@ class PolicySection(RunModel):
         "One entry per threshold plus `audit_consistent`.", keys="name"
     )
     failed: list[str] = describe("Names of the failed items.")
-    verdict: Literal["pass", "fail"] = describe("`fail` if any item failed.")
+    verdict: Literal["pass", "fail", "inconclusive"] = describe(
+        "`fail` if any item failed; else `inconclusive` if any item is inconclusive; else `pass`."
+    )
     model: str = describe("The model judged: `target`.", default="target")
 
 
@@ -162,7 +167,9 @@ class PrivacySection(RunModel):
         "The accountant whose ε is the claim (it calibrated the noise)."
     )
     delta: Number = describe("δ of every ε.")
-    delta_source: str | None = describe("`config`, `default 1/n^1.1` or `claim`.")
+    delta_source: str | None = describe(
+        "`config`, `default min(1e-5, 1/n^1.1)` (older: `default 1/n^1.1`) or `claim`."
+    )
     mechanism: str = describe(
         "`poisson-subsampled-gaussian`, `shuffled-gaussian`, `none` or `claimed`."
     )
@@ -196,6 +203,14 @@ class EpsilonLower(RunModel):
     n_guesses: int = describe("Membership guesses made.")
     n_correct: int = describe("Correct guesses.")
     threshold_selection: str = describe("How the guessing rule was fixed.")
+    estimator: str | None = describe(
+        "The estimator of ε from the counts (`steinke`, `fdp-epsdelta`, ...).", default=None
+    )
+    guarantee: str | None = describe(
+        "`lower-bound` (valid for every DP mechanism), `gdp-lower-bound` or `estimate`.",
+        default=None,
+    )
+    ceiling: Number | None = describe("ε_lb if every guess were right.", default=None)
 
 
 class AuditSection(RunModel):
@@ -217,6 +232,28 @@ class AuditSection(RunModel):
     tightness: dict[str, Number] = describe(
         "Accountant → ε_lb / ε_ub (0 when ε_ub is infinite).", keys="accountant"
     )
+    ceiling: Number | None = describe(
+        "The ε_lb the audit would give if every guess were right (`null`: unknown).", default=None
+    )
+    control: dict[str, Any] | None = describe(
+        "The non-private control `{model, epsilon_lower, threshold, detected}` (`null`: none).",
+        default=None,
+    )
+    reasons: list[str] = describe(
+        "Why the verdict is `inconclusive` (empty otherwise).", default_factory=list
+    )
+    estimates: dict[str, dict[str, Any]] = describe(
+        "Estimator → `{epsilon, ceiling, guarantee}` on the same guesses (side by side).",
+        keys="estimator",
+        default_factory=dict,
+    )
+    canary_design: str | None = describe(
+        "Design of the audit canaries (`audit/bounds.json`); `null` when not recorded.",
+        default=None,
+    )
+    canary_score: str | None = describe(
+        "Statistic the canaries were scored with; `null` when not recorded.", default=None
+    )
 
 
 class TprAtLowFpr(RunModel):
@@ -228,6 +265,11 @@ class TprAtLowFpr(RunModel):
     source: Literal["stored", "roc"] = describe(
         "`stored` (from `tpr_at_fpr`) or `roc` (recomputed from the ROC points when 0.001 was "
         "not a configured budget)."
+    )
+    resolvable: bool = describe(
+        "False when there are fewer than 1/FPR non-members: the value is then the TPR at zero "
+        "false positives, shown without an interval, and the policy treats it as unknown.",
+        default=True,
     )
 
 
@@ -455,6 +497,10 @@ class MaxTpr(RunModel):
     value: Number = describe("The TPR.")
     attack: str = describe("The attack.")
     fpr: Number = describe("0.001.")
+    resolvable: bool = describe(
+        "False when the non-members are too few to resolve this FPR (then judged unknown).",
+        default=True,
+    )
 
 
 class Summary(RunModel):
@@ -465,7 +511,15 @@ class Summary(RunModel):
     delta: Number | None = describe("Its δ.")
     epsilon_lower: Number | None = describe("Empirical lower bound ε_lb.")
     epsilon_lower_confidence: Number | None = describe("Its confidence.")
-    audit_verdict: AuditVerdictName | None = describe("`consistent`, `violation`, `not-private`.")
+    audit_verdict: AuditVerdictName | None = describe(
+        "`consistent`, `violation`, `inconclusive`, `not-private`."
+    )
+    audit_ceiling: Number | None = describe(
+        "The audit's ceiling (ε_lb with every guess right).", default=None
+    )
+    audit_reasons: list[str] = describe(
+        "Why the audit is inconclusive (empty otherwise).", default_factory=list
+    )
     max_auc: MaxAuc | None = describe("The highest AUC over attacks.")
     max_tpr_at_low_fpr: MaxTpr | None = describe("The highest TPR at 0.1% FPR over attacks.")
     max_exposure: Number | None = describe("`canaries.max_exposure`.")
@@ -574,7 +628,7 @@ class Report(RunFile):
     KIND: ClassVar[str] = "report.json"
     PATH: ClassVar[str] = "report/report.json"
     SCHEMA_VERSION: ClassVar[str] = REPORT_SCHEMA_VERSION
-    READS: ClassVar[tuple[str, ...]] = (REPORT_SCHEMA_VERSION,)
+    READS: ClassVar[tuple[str, ...]] = ("1.0", "1.1")
 
     schema_version: str = describe(
         f'`"{REPORT_SCHEMA_VERSION}"`; a new version means consumers must be updated.',

@@ -48,11 +48,16 @@ class EncodedExamples:
         ids: record ids, one per example (repeated ids stay repeated).
         input_ids: token ids per example, at most ``max_length`` long.
         labels: class labels (classification) or ``None`` (causal LM).
+        loss_start: per example, the first token the causal-LM loss counts
+            (earlier tokens are context only; 0 = all), or ``None`` for all
+            examples counting every token. Set for audit canaries whose loss is
+            their secret's (``Record.meta["loss_from_char"]``).
     """
 
     ids: tuple[str, ...]
     input_ids: tuple[tuple[int, ...], ...]
     labels: tuple[int, ...] | None
+    loss_start: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,7 +100,34 @@ def encode_records(
                 raise DpauditError(
                     f"record {out[0]!r}: label outside 0..{num_labels - 1} (train.num_labels = {num_labels})"
                 )
-    return EncodedExamples(tuple(r.id for r in records), tuple(tuple(x) for x in encoded), labels)
+    return EncodedExamples(
+        tuple(r.id for r in records),
+        tuple(tuple(x) for x in encoded),
+        labels,
+        _loss_starts(records, tokenizer, max_length) if task == "causal_lm" else None,
+    )
+
+
+def _loss_starts(
+    records: Sequence[Record], tokenizer: Any, max_length: int
+) -> tuple[int, ...] | None:
+    """First counted token per record: the secret's first token for a masked canary, else 0."""
+    from dpaudit.datasets.canaries import LOSS_FROM_CHAR
+    from dpaudit.datasets.canary_designs import secret_token_start
+
+    masked = [i for i, r in enumerate(records) if LOSS_FROM_CHAR in r.meta]
+    if not masked:
+        return None
+    starts = [0] * len(records)
+    firsts = secret_token_start(
+        tokenizer,
+        [records[i].text for i in masked],
+        [int(records[i].meta[LOSS_FROM_CHAR]) for i in masked],
+        max_length=max_length,
+    )
+    for i, first in zip(masked, firsts, strict=True):
+        starts[i] = first
+    return tuple(starts)
 
 
 def collate(
@@ -113,8 +145,9 @@ def collate(
     them, contiguous batch-shaped ``position_ids`` and ``token_type_ids``
     (Opacus computes per-example gradients of every embedding from its input,
     which must carry the batch dimension; ghost clipping also needs it
-    contiguous). Targets are the input ids with padding set to
-    :data:`IGNORE_INDEX` (causal LM; the loss shifts them) or the class labels.
+    contiguous). Targets are the input ids with padding (and the context
+    tokens before an example's ``loss_start``) set to :data:`IGNORE_INDEX`
+    (causal LM; the loss shifts them) or the class labels.
     """
     import torch
 
@@ -132,6 +165,9 @@ def collate(
         inputs["token_type_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
     if task == "causal_lm":
         targets = ids.masked_fill(mask == 0, IGNORE_INDEX)
+        if examples.loss_start is not None:
+            for j, i in enumerate(indices):
+                targets[j, : examples.loss_start[i]] = IGNORE_INDEX
     else:
         assert examples.labels is not None
         targets = torch.tensor([examples.labels[i] for i in indices], dtype=torch.long)

@@ -16,7 +16,10 @@ non-private baseline. Outputs in ``out_dir``:
   ``lot_size``, ``epsilon_rdp`` (live RDP ε), ``lr``, ``seconds``;
 * ``metrics.json`` — train and held-out loss/perplexity or accuracy/F1;
 * ``train_ids.json`` — the record ids trained on, in order (repeats kept);
-* ``complete.json`` — written last: the training recipe and step count.
+* ``complete.json`` — written last: the training recipe, the step count and
+  ``initial_sha256``, the hash of the weights training started from (the base
+  model a loss-drop audit rebuilds from the recipe's seed, see
+  :func:`dpaudit.trainers.models.initial_model`).
 
 Every ``train.checkpoint_every`` steps a checkpoint goes to ``checkpoint/``
 with the partial ledger; ``resume=True`` continues from it and the ledger
@@ -143,7 +146,9 @@ def training_recipe(
     cfg = {
         f"train.{k}": v for k, v in dataclasses.asdict(config).items() if k not in NON_RECIPE_FIELDS
     }
-    data = json.dumps([[r.id, r.text, r.label] for r in records], ensure_ascii=False)
+    data = json.dumps(
+        [[r.id, r.text, r.label, *_loss_mask(r)] for r in records], ensure_ascii=False
+    )
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     recipe = {
         **cfg,
@@ -156,6 +161,13 @@ def training_recipe(
         "hooks": hooks_key,
     }
     return json.loads(dumps(recipe))
+
+
+def _loss_mask(record: Record) -> list[int]:
+    """A canary copy's loss mask (``[]`` when every token counts, so old recipes hash the same)."""
+    from dpaudit.datasets.canaries import LOSS_FROM_CHAR
+
+    return [int(record.meta[LOSS_FROM_CHAR])] if LOSS_FROM_CHAR in record.meta else []
 
 
 def train_model(
@@ -197,7 +209,12 @@ def train_model(
 
     from dpaudit.trainers.data import encode_records
     from dpaudit.trainers.loop import LiveEpsilon, StepRunner
-    from dpaudit.trainers.models import build_model, check_precision, resolve_device
+    from dpaudit.trainers.models import (
+        build_model,
+        check_precision,
+        resolve_device,
+        weights_sha256,
+    )
 
     started = time.perf_counter()
     dp = config.dp if dp is None else bool(dp)
@@ -238,6 +255,7 @@ def train_model(
     )
     plan = plan_privacy(config, len(examples), dp=dp)
     built = build_model(config, tokenizer, seed=seed, max_length=max_length)
+    initial_sha256 = weights_sha256(built.model)  # the base of black-box loss-drop audits
     runner = StepRunner(
         built=built,
         examples=examples,
@@ -335,6 +353,7 @@ def train_model(
             "device": str(device),
             "seconds": seconds,
             "finished": _now(),
+            "initial_sha256": initial_sha256,
         },
     )
     remove_training_states(out_dir)

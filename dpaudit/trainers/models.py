@@ -155,7 +155,7 @@ def build_model(config: TrainConfig, tokenizer: Any, *, seed: int, max_length: i
         model = _embedded_model(config, tokenizer, max_length)
     else:
         model = load_pretrained(config.model, task=config.task, num_labels=config.num_labels)
-        _fit_vocabulary(model, tokenizer)
+        fit_vocabulary(model, tokenizer)
     max_positions = _max_positions(model.config)
     if max_positions is not None and max_length > max_positions:
         raise DpauditError(
@@ -282,11 +282,99 @@ def _check_weights_dir(path: Path) -> None:
     raise DpauditError(f"{path}: no *.safetensors weights found")
 
 
-def _fit_vocabulary(model: Any, tokenizer: Any) -> None:
-    """Grow the embeddings when the tokenizer has more tokens than the model."""
+def fit_vocabulary(model: Any, tokenizer: Any) -> None:
+    """Grow the embeddings when the tokenizer has more tokens than the model.
+
+    The new rows of the input embeddings and of the output head start at zero
+    (the ``--init zero`` default of Panda et al. 2025 for new-token canaries): a
+    new token's logit is 0 in every context until training moves it.
+    """
+    import torch
+
     emb = model.get_input_embeddings()
-    if emb is not None and len(tokenizer) > emb.num_embeddings:
+    if emb is None or len(tokenizer) <= emb.num_embeddings:
+        return
+    old = emb.num_embeddings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers' note on mean-initialised rows
         model.resize_token_embeddings(len(tokenizer))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[old:].zero_()
+        out = model.get_output_embeddings()
+        if out is not None:
+            out.weight[old:].zero_()
+            if getattr(out, "bias", None) is not None:
+                out.bias[old:].zero_()
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 of every parameter and buffer (name, dtype, shape, bytes), in name order.
+
+    Used to check that a model rebuilt from a recorded seed is the one training
+    started from (:func:`initial_model`).
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def initial_model(model_dir: str | Path, tokenizer: Any) -> Any | None:
+    """The weights a finished training run in ``model_dir`` started from, or ``None``.
+
+    Rebuilt with :func:`build_model` from ``complete.json``'s recipe (its
+    ``train.*`` settings, seed and ``max_length``) and checked against its
+    ``initial_sha256``: the base model of a black-box loss-drop audit (for an
+    embedded model its random initialisation, for a pretrained one
+    ``train.model`` with any new token rows at zero). A LoRA model comes back
+    with its zero-initialised adapter merged, i.e. the base. ``None`` when
+    ``model_dir`` holds no such record (an older run, or a model trained elsewhere).
+
+    Raises:
+        DpauditError: the rebuilt weights differ from the recorded ones (another
+            torch or transformers version, or other weights at ``train.model``).
+    """
+    import dataclasses
+
+    import torch
+
+    from dpaudit.atomic import read_json
+    from dpaudit.trainers.dp_sgd import COMPLETE_FILE
+
+    path = Path(model_dir) / COMPLETE_FILE
+    if not path.is_file():
+        return None
+    done = read_json(path)
+    expected = done.get("initial_sha256")
+    recipe = done.get("recipe") or {}
+    if not expected or "seed" not in recipe or "max_length" not in recipe:
+        return None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k[6:]: v for k, v in recipe.items() if k.startswith("train.") and k[6:] in known}
+    try:
+        config = TrainConfig(**settings)
+    except (TypeError, DpauditError) as exc:
+        raise DpauditError(f"{path}: cannot rebuild the initial model: {exc}") from None
+    with torch.random.fork_rng(devices=[]):  # build_model seeds the global stream
+        built = build_model(
+            config, tokenizer, seed=int(recipe["seed"]), max_length=int(recipe["max_length"])
+        )
+    if weights_sha256(built.model) != expected:
+        raise DpauditError(
+            f"{path}: the initial weights rebuilt from seed {recipe['seed']} differ from those "
+            "training started from (another torch/transformers version, or other weights at "
+            "train.model?)"
+        )
+    model = built.model
+    if built.is_peft:
+        model = model.merge_and_unload()
+    return model.eval()
 
 
 def _max_positions(cfg: Any) -> int | None:

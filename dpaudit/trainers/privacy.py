@@ -4,8 +4,8 @@ DP-SGD (Abadi et al. 2016) with Poisson sampling rate q = batch_size / n,
 T = round(epochs / q) steps (half up), clipping norm C and noise multiplier σ. σ is
 calibrated with :func:`dpaudit.accounting.calibrate_noise` and
 ``train.accountant`` (never an approximate accountant unless allowed) unless
-``train.noise_multiplier`` is set. δ defaults to 1/n^1.1 rounded down to one
-significant digit. The ledger (``privacy.json``) reports ε under every
+``train.noise_multiplier`` is set. δ defaults to min(1e-5, 1/n^1.1 rounded down
+to one significant digit) (:func:`default_delta`). The ledger (``privacy.json``) reports ε under every
 accountant (:func:`dpaudit.accounting.compute_epsilons`) for the steps
 actually taken, which a resume never resets.
 """
@@ -28,18 +28,26 @@ MECHANISM_SHUFFLE = "shuffled-gaussian"
 MECHANISM_NONE = "none"
 
 
-def default_delta(n: int) -> float:
-    """1/n^1.1 rounded *down* to one significant digit (n = 800 → 6e-4).
+DEFAULT_DELTA_CAP = 1e-5
+"""The largest default δ: what a privacy officer signs should not hinge on the data size."""
+DEFAULT_DELTA_RULE = "default min(1e-5, 1/n^1.1)"
 
-    Rounding down keeps δ < 1/n (a mechanism that leaks one random record
-    outright is (0, 1/n)-DP, so δ must be well below 1/n to mean anything).
+
+def default_delta(n: int) -> float:
+    """min(1e-5, 1/n^1.1 rounded *down* to one significant digit) (n = 800 → 1e-5; n = 10⁶ → 2e-7).
+
+    A mechanism that leaks one random record outright is (0, 1/n)-DP, so δ must
+    be well below 1/n to mean anything; 1/n^1.1 rounded down keeps it there for
+    large n, and the 1e-5 cap keeps it at the usual level for small data sets
+    (1/n^1.1 alone gave 5e-3 for n = 118, where 2·m·δ also swamped the one-run
+    audit). See docs/formulas.md#default-delta.
     """
     if n < 2:
         raise DpauditError(f"need at least 2 training examples to set a default delta, got {n}")
     x = float(n) ** -1.1
     exponent = math.floor(math.log10(x))
     digit = math.floor(x / 10.0**exponent + 1e-9)
-    return float(f"{digit}e{exponent}")
+    return min(DEFAULT_DELTA_CAP, float(f"{digit}e{exponent}"))
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
     if config.delta is not None:
         delta, delta_source = float(config.delta), "config"
     else:
-        delta, delta_source = default_delta(n), "default 1/n^1.1"
+        delta, delta_source = default_delta(n), DEFAULT_DELTA_RULE
     if not dp:
         return PrivacyPlan(
             False,

@@ -35,6 +35,8 @@ from dpaudit.trainers.hooks import TrainHooks
 
 MEMBERSHIP_FILE = "membership.npy"
 POPULATION_FILE = "population_ids.json"
+REFERENCE_DIRS = {"target": "references", "baseline": "references-baseline"}
+"""Run subdirectory of each model's reference set; each set is trained with that model's recipe."""
 
 
 def assign_membership(n: int, k: int, seed: int) -> np.ndarray:

@@ -26,7 +26,7 @@ class RunResult:
         audit_verdicts: ``{model: verdict}`` of the ε audit per audited model
             (``consistent``, ``violation``, ``not-private``, ...), from the report
             or ``audit/bounds.json``; empty when no audit ran.
-        policy_verdict: ``pass`` / ``fail`` of the release policy, or ``None``
+        policy_verdict: ``pass`` / ``fail`` / ``inconclusive`` of the release policy, or ``None``
             without a report.
         lines: the summary lines the CLI prints.
     """

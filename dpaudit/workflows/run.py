@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from dpaudit.config import RunConfig
 from dpaudit.rundir import RunDir
@@ -82,7 +83,8 @@ def stage_seeds(config: RunConfig) -> dict[str, int]:
 def _tokenizer(config: RunConfig, data_dir: Path):
     from dpaudit.datasets.tokenizer import load_tokenizer
 
-    if config.data.tokenizer == "train":
+    if config.data.tokenizer == "train" or (data_dir / "tokenizer").is_dir():
+        # trained, or a named tokenizer extended with the audit canaries' reserved tokens
         return load_tokenizer(data_dir / "tokenizer")
     return load_tokenizer(config.data.tokenizer)
 
@@ -155,9 +157,16 @@ def run_train_references(
     argv: list[str] | None = None,
     progress: bool = True,
 ) -> list[str]:
-    """Train reference models on random halves of the members and non-members."""
+    """Train reference models on random halves of the members and non-members.
+
+    The references of the target use the target's recipe (DP-SGD when the
+    target is private); with ``train.baseline_references`` a second set, trained
+    without DP on the same halves, calibrates the attacks on the non-private
+    baseline (``references-baseline/``). LiRA and RMIA assume references trained
+    like the attacked model (Carlini et al. 2022, §4; Zarifzadeh et al. 2024).
+    """
     from dpaudit.datasets.prepare import prepare_data
-    from dpaudit.trainers import train_references
+    from dpaudit.trainers.references import REFERENCE_DIRS
 
     run = RunDir.create(config, argv=argv, resume=True)
     k = config.train.num_references if num is None else num
@@ -166,30 +175,74 @@ def run_train_references(
     # The audited examples: each lands in about half the references, so online LiRA has IN and OUT
     # models for every one; the population part stays out of all of them, for RMIA's z samples.
     pool = prepared.part("members") + prepared.part("nonmembers")
-    inputs = _train_inputs(config, run, {"num": str(k)})
-    if resume and run.can_skip("references", inputs):
-        return [f"run directory: {run.path}", "references: unchanged, skipped (--resume)"]
-    with run.stage("references", inputs) as record:
-        membership = train_references(
+    sets = [("target", config.train)]
+    if config.train.baseline and config.train.private and config.train.baseline_references:
+        sets.append(("baseline", dataclasses.replace(config.train, dp=False)))
+    lines = [f"run directory: {run.path}"]
+    for model, recipe in sets:
+        stage = REFERENCE_DIRS[model]
+        inputs = _train_inputs(config, run, {"num": str(k), "dp": str(recipe.private)})
+        if model == "target":
+            inputs.pop("dp")  # unchanged inputs of existing runs' target references
+        if resume and run.can_skip(stage, inputs):
+            lines.append(f"{stage}: unchanged, skipped (--resume)")
+            continue
+        membership = train_reference_stage(
+            run,
+            stage,
+            inputs,
             pool,
             k=k,
-            config=config.train,
+            recipe=recipe,
             tokenizer=tokenizer,
-            out_dir=run.path / "references",
             seed=stage_seeds(config)["references"],
             max_length=config.data.max_length,
             progress=progress,
         )
-        from dpaudit.rundir import sha256_file
-
-        record.outputs.update(
-            {"membership.npy": sha256_file(run.path / "references" / "membership.npy")}
+        lines.append(
+            f"{stage}: {k} {'DP' if recipe.private else 'non-private'} models over {len(pool)} "
+            f"examples; membership matrix {membership.shape} (each example in "
+            f"{membership.sum(axis=1).min()}–{membership.sum(axis=1).max()} models)"
         )
-    return [
-        f"run directory: {run.path}",
-        f"references: {k} models over {len(pool)} examples; membership matrix {membership.shape} "
-        f"(each example in {membership.sum(axis=1).min()}–{membership.sum(axis=1).max()} models)",
-    ]
+    return lines
+
+
+def train_reference_stage(
+    run: RunDir,
+    stage: str,
+    inputs: dict[str, str],
+    pool: list[Any],
+    *,
+    k: int,
+    recipe: Any,
+    tokenizer: Any,
+    seed: int,
+    max_length: int,
+    progress: bool,
+) -> Any:
+    """Train ``k`` references on random halves of ``pool`` into ``<run>/<stage>/``, as a recorded stage.
+
+    The one place the pipeline and the checkpoint audit train references:
+    the stage records ``inputs`` and the membership matrix's hash (so
+    ``--resume`` can skip it). Returns the membership matrix
+    (``len(pool)`` × ``k``, bool).
+    """
+    from dpaudit.rundir import sha256_file
+    from dpaudit.trainers import train_references
+
+    with run.stage(stage, inputs) as record:
+        membership = train_references(
+            pool,
+            k=k,
+            config=recipe,
+            tokenizer=tokenizer,
+            out_dir=run.path / stage,
+            seed=seed,
+            max_length=max_length,
+            progress=progress,
+        )
+        record.outputs.update({"membership.npy": sha256_file(run.path / stage / "membership.npy")})
+    return membership
 
 
 def config_of_run(run_dir: str | Path, sets: tuple[str, ...] = ()) -> RunConfig:
@@ -253,14 +306,15 @@ def run_audit(
     progress: bool = True,
 ) -> list[str]:
     """Empirical ε lower bounds against the ledgers of an existing run (``audit/bounds.json``)."""
-    from dpaudit.audit.stage import run_audit_stage, verdict_line
+    from dpaudit.audit.stage import assess_run, run_audit_stage, verdict_line
     from dpaudit.datasets.prepare import load_prepared
 
     config = config_of_run(run_dir, sets)
     run = RunDir(run_dir)
     prepared = load_prepared(run.path)
     lines = []
-    for name in trained_models(run, models):
+    names = trained_models(run, models)
+    for name in names:
         verdict = run_audit_stage(
             run,
             config,
@@ -270,11 +324,11 @@ def run_audit(
             resume=resume,
             progress=progress,
         )
-        lines.append(
-            verdict_line(name, verdict)
-            if verdict
-            else f"audit/{name}: unchanged, skipped (--resume)"
-        )
+        if verdict is None:
+            lines.append(f"audit/{name}: unchanged, skipped (--resume)")
+    # Power: each model's verdict against its ceiling and the run's non-private control.
+    assessed = assess_run(run, config, names)
+    lines += [verdict_line(name, assessed[name]) for name in names if name in assessed]
     return lines
 
 

@@ -10,7 +10,9 @@ under a second and without writing anything:
   accepts the resolved parameters (each attack is built once);
 - ``train.accountant``: a registered accountant, and a rigorous one when it
   calibrates the noise unless ``train.allow_approximate_accountant``;
+- ``data.canary_design``: a registered audit canary design;
 - ``audit.method``, ``report.formats``: registered audit methods and report formats;
+- ``audit.estimator``, ``audit.estimators``: registered one-run estimators;
 - the ``[report]`` policy settings: registered policy thresholds.
 
 Errors are :class:`~dpaudit.errors.ConfigError` with a did-you-mean, on one
@@ -43,14 +45,19 @@ def field_choices() -> dict[str, tuple[str, ...]]:
     """Allowed values of the settings whose values are registry names, by dotted setting."""
     from dpaudit.accounting import ACCOUNTANTS
     from dpaudit.attacks.registry import ATTACKS
+    from dpaudit.audit.estimators import ESTIMATORS
     from dpaudit.audit.methods import AUDIT_METHODS
+    from dpaudit.datasets.canary_designs import CANARY_DESIGNS
     from dpaudit.reports import REPORT_FORMATS
 
     return {
+        "data.canary_design": CANARY_DESIGNS.names(),
         "train.accountant": ACCOUNTANTS.names(),
         "attack.attacks": ATTACKS.names(),
         "attack.params": ATTACKS.names(),
         "audit.method": AUDIT_METHODS.names(),
+        "audit.estimator": ESTIMATORS.names(),
+        "audit.estimators": ESTIMATORS.names(),
         "report.formats": REPORT_FORMATS.names(),
     }
 
@@ -186,11 +193,24 @@ def check_sweep(
 def _check(config: RunConfig) -> None:
     _check_attacks(config)
     _check_accountant(config)
+    from dpaudit.audit.estimators import ESTIMATORS
     from dpaudit.audit.methods import AUDIT_METHODS
+    from dpaudit.datasets.canary_designs import CANARY_DESIGNS
     from dpaudit.reports import REPORT_FORMATS
     from dpaudit.reports.policy import POLICY_THRESHOLDS
 
+    _known(CANARY_DESIGNS, config.data.canary_design, "data.canary_design")
     _known(AUDIT_METHODS, config.audit.method, "audit.method")
+    _known(ESTIMATORS, config.audit.estimator, "audit.estimator")
+    if ESTIMATORS.get(config.audit.estimator).guarantee != "lower-bound":
+        raise ConfigError(
+            f"audit.estimator = {config.audit.estimator!r} is not a lower bound for every DP "
+            f"mechanism ({ESTIMATORS.get(config.audit.estimator).guarantee}), so it cannot decide "
+            "a violation; list it in audit.estimators to report it side by side",
+            key="audit.estimator",
+        )
+    for name in config.audit.estimators:
+        _known(ESTIMATORS, name, "audit.estimators")
     for fmt in config.report.formats:
         _known(REPORT_FORMATS, fmt, "report.formats")
     for f in dataclasses.fields(config.report):
