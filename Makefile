@@ -2,6 +2,10 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# PyTorch's CPU wheel index: on PyPI alone torch==2.13.0 resolves to the CUDA build (~20 nvidia-*
+# packages) on most machines. A CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cu126;
+# PyPI only: TORCH_INDEX= (an unreachable index costs pip a few retries, then it goes on).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 PY      := $(VENV)/bin/python
 DPAUDIT := $(VENV)/bin/dpaudit
@@ -13,7 +17,7 @@ STAMP   := $(VENV)/.dpaudit-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -50,8 +50,13 @@ def black_box(design: str, eps: str, seed: int, args: argparse.Namespace) -> dic
     train = [*DPAUDIT, "train", "quickstart", "--runs-dir", str(runs), "--name", name]
     train += ["--seed", str(seed)] + [x for s in sets for x in ("--set", s)]
     audit = [*DPAUDIT, "audit", str(runs / name), "--set", f"audit.delta={args.audit_delta}"]
-    wall = _run(train) + _run(audit)
-    entry = json.loads((runs / name / "audit" / "bounds.json").read_text())["models"]["target"]
+    bounds = runs / name / "audit" / "bounds.json"
+    wall = 0.0
+    if not bounds.is_file():  # a finished point is reused (the benchmark can be resumed)
+        if (runs / name).exists():
+            train.append("--resume")
+        wall = _run(train) + _run(audit)
+    entry = json.loads(bounds.read_text())["models"]["target"]
     return {
         "threat": "black-box",
         "design": design,
@@ -192,20 +197,27 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "audit-power"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "AUDIT_POWER.md"))
     args = parser.parse_args()
-    rows = []
+    rows: list[dict] = []
+    log = Path(args.workdir) / "rows.jsonl"  # every finished row, as it finishes
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        with log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+        print(json.dumps(row, default=str)[:300], flush=True)
+
     for seed in (int(s) for s in args.seeds.split(",")):
         for eps in (e for e in args.eps.split(",") if e != "inf"):
-            rows.append(ideal(eps, seed, args))
+            keep(ideal(eps, seed, args))
         if args.ideal_only:
             continue
         for design in [] if args.only_whitebox else args.designs.split(","):
             for eps in args.eps.split(","):
-                rows.append(black_box(design, eps, seed, args))
-                print(json.dumps(rows[-1], default=str)[:300], flush=True)
+                keep(black_box(design, eps, seed, args))
         if args.whitebox:
             for eps in (e for e in args.eps.split(",") if e != "inf"):
-                rows.append(white_box(eps, seed, args))
-                print(json.dumps(rows[-1], default=str)[:300], flush=True)
+                keep(white_box(eps, seed, args))
     out = Path(args.out)
     head = (
         ""

@@ -19,6 +19,17 @@ Approximate accountants can state an ε *below* the true one, so
 :func:`calibrate_noise` refuses them unless ``allow_approximate=True``.
 Heavy libraries (Opacus imports torch) are imported inside the functions.
 
+Failures and time limits: one accountant query (ε at one σ, or the σ search
+of :meth:`Accountant.noise_for`) either answers or fails with an
+:class:`AccountantError` naming the accountant and the reason; any exception
+inside it counts, and inside the σ search it fails the search (it is never
+read as "ε above the target"). :func:`compute_epsilons`,
+:func:`calibrate_noise` and :func:`accountant_report` run each query in a
+worker thread and wait at most ``time_limit`` seconds
+(:data:`DEFAULT_TIME_LIMIT`); a slower query is reported as an
+:class:`AccountantTimeout` and abandoned (its σ search stops before its next
+ε evaluation), and the other accountants still answer.
+
 A new accountant is one call, :func:`register_accountant`; it is then accepted
 by ``train.accountant``, listed in every privacy ledger written afterwards,
 labelled rigorous or approximate in the report (from its ``rigorous``
@@ -27,9 +38,13 @@ declaration) and read by the gate.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import math
 import numbers
+import threading
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -43,6 +58,8 @@ __all__ = [
     "ACCOUNTANTS",
     "Accountant",
     "AccountantError",
+    "AccountantTimeout",
+    "DEFAULT_TIME_LIMIT",
     "EdgeworthAccountant",
     "GdpAccountant",
     "PldAccountant",
@@ -75,6 +92,100 @@ class AccountantError(DpauditError):
     """An accountant could not compute ε for these parameters (e.g. PRV at large ε)."""
 
 
+class AccountantTimeout(AccountantError):
+    """An accountant query ran past its time limit and was abandoned."""
+
+
+DEFAULT_TIME_LIMIT: float = 60.0
+"""Seconds one accountant query may take in :func:`compute_epsilons`,
+:func:`calibrate_noise` and :func:`accountant_report` (``dpaudit accountant
+--time-limit``). The slowest built-in queries that answer take about 15 s
+(the PLD σ search for ε = 1000 at q = 0.01, T = 1000); ``None`` disables the
+limit."""
+
+
+# ----------------------------------------------------------------------------- time limits
+class _Deadline:
+    """When a query's waiter gives up; read by the query's own thread between ε evaluations."""
+
+    def __init__(self, seconds: float, message: str) -> None:
+        self.end = time.monotonic() + seconds
+        self.message = message
+        self.abandoned = threading.Event()
+
+    def passed(self) -> bool:
+        return self.abandoned.is_set() or time.monotonic() >= self.end
+
+
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
+    "dpaudit_accountant_deadline", default=None
+)
+
+
+def _check_deadline() -> None:
+    """Raise :class:`AccountantTimeout` when the query running in this thread is past its limit."""
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.passed():
+        raise AccountantTimeout(deadline.message)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why ``exc`` was raised."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, DpauditError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _as_failure(name: str, compute: Callable[[], float]) -> float:
+    """``compute()``; any exception but an :class:`AccountantError` becomes one naming ``name``."""
+    try:
+        return compute()
+    except AccountantError:
+        raise
+    except Exception as exc:  # a plug-in's or a library's error: this accountant failed
+        raise AccountantError(f"{name} failed: {_reason(exc)}") from exc
+
+
+def _bounded(name: str, what: str, compute: Callable[[], float], time_limit: float | None) -> float:
+    """One accountant query, ``compute()``, waited on for at most ``time_limit`` seconds.
+
+    ``None``: run it here, without a limit. Otherwise it runs in a daemon
+    thread; past the limit the caller gets an :class:`AccountantTimeout` at
+    once and the thread is abandoned (a σ search stops before its next ε
+    evaluation; one evaluation under way runs to its end).
+
+    Raises:
+        AccountantError: the query failed (any exception) or timed out.
+    """
+    if time_limit is None:
+        return _as_failure(name, compute)
+    deadline = _Deadline(
+        time_limit,
+        f"{name}: no answer within {time_limit:g} s for {what}; abandoned "
+        "(allow more time with time_limit / --time-limit)",
+    )
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        _DEADLINE.set(deadline)
+        try:
+            box["value"] = _as_failure(name, compute)
+        except BaseException as exc:  # handed to the waiting caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"dpaudit-accountant-{name}", daemon=True).start()
+    if not done.wait(time_limit):
+        deadline.abandoned.set()
+        raise AccountantTimeout(deadline.message)
+    if "error" in box:
+        raise box["error"]
+    return float(box["value"])
+
+
 # ----------------------------------------------------------------------------- validation
 def _number(name: str, value: Any, ok: Callable[[float], bool], what: str) -> float:
     """``float(value)``; a :class:`DpauditError` naming ``name`` unless it is a number ``what``."""
@@ -105,6 +216,12 @@ def _check_steps(steps: Any) -> int:
     return int(steps)
 
 
+def _check_time_limit(seconds: Any) -> float | None:
+    if seconds is None:
+        return None
+    return _number("time_limit", seconds, lambda x: 0 < x < math.inf, "None or seconds > 0")
+
+
 # ----------------------------------------------------------------------------- interface
 class Accountant(ABC):
     """ε of ``steps`` Poisson-subsampled Gaussian steps (add/remove adjacency).
@@ -128,11 +245,24 @@ class Accountant(ABC):
         self.steps = _check_steps(steps)
 
     def epsilon(self, delta: float) -> float:
-        """ε at ``delta`` (``math.inf`` without noise)."""
+        """ε at ``delta`` (``math.inf`` without noise).
+
+        Raises:
+            AccountantError: the accountant cannot compute it, or gave NaN or a
+                negative ε; :class:`AccountantTimeout` when called inside a
+                query whose time limit has passed.
+        """
         delta = _check_delta(delta)
+        _check_deadline()
         if self.noise_multiplier == 0:
             return math.inf
-        return float(self._epsilon(delta))
+        eps = float(self._epsilon(delta))
+        if math.isnan(eps) or eps < 0:
+            raise AccountantError(
+                f"{self.name} gave epsilon = {eps!r} for q={self.sampling_rate:g}, "
+                f"sigma={self.noise_multiplier:g}, steps={self.steps}, delta={delta:g}"
+            )
+        return eps
 
     @abstractmethod
     def _epsilon(self, delta: float) -> float:
@@ -147,6 +277,7 @@ class Accountant(ABC):
         sampling_rate: float,
         steps: int,
         rtol: float = 1e-4,
+        time_limit: float | None = None,
         **options: Any,
     ) -> float:
         """Smallest σ (to relative tolerance ``rtol``) whose ε(δ) ≤ ``epsilon``.
@@ -155,7 +286,13 @@ class Accountant(ABC):
         form, usually within tens of percent), widens a bracket by factors of
         1.5, then runs Brent's method on log ε(σ) − log ``epsilon`` in log σ and
         returns σ at most ``rtol``/2 above the root, checked to meet the target.
-        A failure to compute ε (:class:`AccountantError`) counts as "above".
+
+        A failure to compute ε at a σ the search needs (any exception, e.g.
+        PRV's refusal of a grid too large) fails the search with that reason:
+        it says nothing about which side of the target ε lies. (Read as
+        "above", it sent the search to the edge of PRV's domain: σ = 0.172 for
+        ε = 1000 at q = 0.01, T = 1000, where PRV's ε is 339 and PLD's σ is
+        0.1085, after 7 minutes.)
 
         Args:
             epsilon: target ε > 0.
@@ -163,27 +300,46 @@ class Accountant(ABC):
             sampling_rate: q.
             steps: T.
             rtol: relative accuracy of σ.
+            time_limit: seconds to wait for the search (``None``: no limit).
             **options: passed to the constructor (e.g. ``eps_error`` for prv).
 
         Raises:
-            AccountantError: no σ ≤ 1e4 meets the target.
+            AccountantError: no σ ≤ 1e4 meets the target, or ε could not be
+                computed at a σ the search needed;
+                :class:`AccountantTimeout` past ``time_limit``.
         """
+        epsilon, delta = _check_epsilon(epsilon), _check_delta(delta)
+        q, steps = _check_rate(sampling_rate), _check_steps(steps)
+        limit = _check_time_limit(time_limit)
+        what = f"the noise multiplier for epsilon = {epsilon:g} (q={q:g}, steps={steps}, delta={delta:g})"
+        search = functools.partial(cls._search_noise, epsilon, delta, q, steps, rtol, options)
+        return _bounded(cls.name, what, search, limit)
+
+    @classmethod
+    def _search_noise(
+        cls, epsilon: float, delta: float, q: float, steps: int, rtol: float, options: Any
+    ) -> float:
+        """The search of :meth:`noise_for` on validated arguments."""
         from scipy import optimize
 
         from dpaudit.edgeworth import gdp_noise
 
-        epsilon, delta = _check_epsilon(epsilon), _check_delta(delta)
-        q, steps = _check_rate(sampling_rate), _check_steps(steps)
         cache: dict[float, float] = {}
 
         def excess(t: float) -> float:
-            """log ε(e^t) − log ε_target: > 0 above the target (50 when ε is ∞ or fails)."""
+            """log ε(e^t) − log ε_target: > 0 above the target (capped at ±50; 50 when ε is ∞)."""
             if t not in cache:
+                sigma = math.exp(t)
                 try:
-                    acc = cls(sampling_rate=q, noise_multiplier=math.exp(t), steps=steps, **options)
+                    acc = cls(sampling_rate=q, noise_multiplier=sigma, steps=steps, **options)
                     eps = acc.epsilon(delta)
-                except AccountantError:
-                    eps = math.inf
+                except AccountantTimeout:
+                    raise
+                except Exception as exc:  # unknown side of the target: the search fails
+                    raise AccountantError(
+                        f"{cls.name}: cannot find the noise multiplier for epsilon = {epsilon:g}: "
+                        f"epsilon at sigma = {sigma:.6g} failed ({_reason(exc)})"
+                    ) from exc
                 cache[t] = min(50.0, math.log(eps / epsilon)) if eps > 0 else -50.0
             return cache[t]
 
@@ -350,15 +506,32 @@ class PldAccountant(Accountant):
             step's privacy-loss spread, which keeps ε within ~3e-4 relative of
             a 10× finer grid and T = 10000 under ~0.5 s (measured on the grid
             q ∈ {0.001, 0.01, 0.1}, σ ∈ {0.5, 1, 4}).
+        max_points: refuse compositions whose grid (dp_accounting's own
+            truncation bounds) is larger than this: memory and time guard (ε of
+            10⁹ steps at q = 0.01, σ = 1 needs 4.7e7 points and 40 s; at σ = 190,
+            1e9 points).
+
+    The composition is dp_accounting's ``PrivacyLossDistribution`` (what its
+    ``PLDAccountant`` runs) self-composed T times, in blocks of 64 steps when
+    T > 10⁴: its sparse self-composition first computes size**T as an exact
+    integer (1 s at 10⁶ steps, 49 s at 10⁷, hours at 10⁹, without releasing
+    the GIL, so no time limit could interrupt it).
     """
 
     name = "pld"
     rigorous = True
     description = "privacy loss distributions, connect-the-dots (dp_accounting); rigorous, tight"
 
-    def __init__(self, *, value_discretization_interval: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        *,
+        value_discretization_interval: float | None = None,
+        max_points: int = 20_000_000,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.value_discretization_interval = value_discretization_interval
+        self.max_points = int(max_points)
 
     def discretization(self) -> float:
         """The value discretisation interval used."""
@@ -371,26 +544,68 @@ class PldAccountant(Accountant):
 
     def _epsilon(self, delta: float) -> float:
         import dp_accounting
-        from dp_accounting.pld import pld_privacy_accountant
+        from dp_accounting.pld import privacy_loss_distribution
 
-        event = dp_accounting.SelfComposedDpEvent(
-            dp_accounting.PoissonSampledDpEvent(
-                self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier)
-            ),
-            self.steps,
-        )
-        acc = pld_privacy_accountant.PLDAccountant(
-            neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
-            value_discretization_interval=self.discretization(),
-        )
+        q, sigma, steps = self.sampling_rate, self.noise_multiplier, self.steps
+        where = f"pld failed for q={q:g}, sigma={sigma:g}, steps={steps}"
         try:
-            acc.compose(event)
-            eps = float(acc.get_epsilon(delta))
+            one = privacy_loss_distribution.from_gaussian_mechanism(
+                standard_deviation=sigma,
+                value_discretization_interval=self.discretization(),
+                sampling_prob=q,
+                neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+            )
+            points = _pld_points(one, steps)
+            if points is not None and points > self.max_points:
+                raise AccountantError(
+                    f"{where}: its composition needs {points:.3g} grid points (> "
+                    f"{self.max_points}); use rdp or a larger value_discretization_interval"
+                )
+            eps = float(_pld_self_compose(one, steps).get_epsilon_for_delta(delta))
+        except AccountantError:
+            raise
         except (ValueError, OverflowError, MemoryError) as exc:
-            raise AccountantError(
-                f"pld failed for q={self.sampling_rate:g}, sigma={self.noise_multiplier:g}: {exc}"
-            ) from None
+            raise AccountantError(f"{where}: {str(exc) or type(exc).__name__}") from None
         return max(0.0, eps)
+
+
+_PLD_BLOCK = 64
+
+
+def _pld_self_compose(pld: Any, steps: int) -> Any:
+    """``pld`` composed ``steps`` times; above 10⁴ steps in blocks of 64 (see :class:`PldAccountant`).
+
+    A block of 64 steps has a dense PMF (unless one step is a point mass), and
+    dp_accounting self-composes a dense PMF by an FFT power. Each composition
+    truncates at most 1e-15 of mass, pessimistically (it counts as ε = ∞).
+    """
+    if steps <= 10_000:
+        return pld.self_compose(steps)
+    composed = pld.self_compose(_PLD_BLOCK).self_compose(steps // _PLD_BLOCK)
+    rest = steps % _PLD_BLOCK
+    return composed if rest == 0 else composed.compose(pld.self_compose(rest))
+
+
+def _pld_points(pld: Any, steps: int) -> int | None:
+    """Grid points dp_accounting allocates to compose ``pld`` ``steps`` times.
+
+    Its own Chernoff truncation bounds (``common.compute_self_convolve_bounds``
+    at tail mass 1e-15) on one step's PMFs; ``None`` when dp_accounting's
+    internals are not as expected (then nothing is refused).
+    """
+    from dp_accounting.pld import common
+
+    sizes = []
+    try:
+        for name in ("_pmf_remove", "_pmf_add"):
+            pmf = getattr(pld, name, None)
+            if pmf is not None:
+                probs = pmf.to_dense_pmf()._probs
+                lower, upper = common.compute_self_convolve_bounds(probs, steps, 1e-15)
+                sizes.append(int(upper) - int(lower) + 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return max(sizes, default=None)
 
 
 # ----------------------------------------------------------------------------- gdp
@@ -523,6 +738,31 @@ def _check_names(accountants: Iterable[str] | None) -> tuple[str, ...]:
     return names
 
 
+OnResult = Callable[[str, float | None, str | None], None]
+"""Called as each accountant finishes: (name, value or ``None``, error or ``None``)."""
+
+
+def _query_each(
+    names: tuple[str, ...],
+    query: Callable[[type[Accountant]], float],
+    what: str,
+    time_limit: float | None,
+    on_result: OnResult | None,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``query(cls)`` for each accountant in turn, bounded; (values, errors) by name."""
+    values: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            compute = functools.partial(query, ACCOUNTANTS.get(name))
+            values[name] = _bounded(name, what, compute, time_limit)
+        except AccountantError as exc:
+            errors[name] = str(exc)
+        if on_result is not None:
+            on_result(name, values.get(name), errors.get(name))
+    return values, errors
+
+
 def compute_epsilons(
     *,
     sampling_rate: float,
@@ -530,12 +770,15 @@ def compute_epsilons(
     steps: int,
     delta: float,
     accountants: Iterable[str] | None = None,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    on_result: OnResult | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """ε under each accountant (``None``: every registered one); a failing one is recorded, not raised.
 
     Inputs are validated first (a bad input raises :class:`DpauditError`);
-    then an :class:`AccountantError` of one accountant lands in the errors
-    dict under its name and the others still run.
+    then any error of one accountant, or its running past ``time_limit``
+    seconds (``None``: no limit), lands in the errors dict under its name and
+    the others still run.
 
     Returns:
         (epsilons by name, error messages by name).
@@ -547,14 +790,16 @@ def compute_epsilons(
         steps=_check_steps(steps),
     )
     delta = _check_delta(delta)
-    epsilons: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            epsilons[name] = ACCOUNTANTS.get(name)(**kw).epsilon(delta)
-        except AccountantError as exc:
-            errors[name] = str(exc)
-    return epsilons, errors
+    limit = _check_time_limit(time_limit)
+    what = (
+        f"epsilon at q={kw['sampling_rate']:g}, sigma={kw['noise_multiplier']:g}, "
+        f"steps={kw['steps']}, delta={delta:g}"
+    )
+
+    def query(cls: type[Accountant]) -> float:
+        return cls(**kw).epsilon(delta)
+
+    return _query_each(names, query, what, limit, on_result)
 
 
 def calibrate_noise(
@@ -565,6 +810,7 @@ def calibrate_noise(
     steps: int,
     accountant: str = "pld",
     allow_approximate: bool = False,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
 ) -> float:
     """Smallest σ whose ε(δ) under ``accountant`` is at most ``target_epsilon``.
 
@@ -572,7 +818,9 @@ def calibrate_noise(
         DpauditError: ``accountant`` is unknown, or approximate (``rigorous = False``) and
             ``allow_approximate`` is false: it can understate ε, so noise
             calibrated with it may not deliver the promised guarantee.
-        AccountantError: no σ meets the target.
+        AccountantError: no σ meets the target, the accountant failed during
+            the search, or (:class:`AccountantTimeout`) it took longer than
+            ``time_limit`` seconds (``None``: no limit).
     """
     cls = ACCOUNTANTS.get(accountant)
     if not cls.rigorous and not allow_approximate:
@@ -581,7 +829,9 @@ def calibrate_noise(
             f"accountant {accountant!r} is an approximation that can understate epsilon; refusing to calibrate "
             f"noise with it (use one of {rigorous}, or allow approximate accountants explicitly)"
         )
-    return cls.noise_for(target_epsilon, delta, sampling_rate=sampling_rate, steps=steps)
+    return cls.noise_for(
+        target_epsilon, delta, sampling_rate=sampling_rate, steps=steps, time_limit=time_limit
+    )
 
 
 def accountant_report(
@@ -592,8 +842,16 @@ def accountant_report(
     noise_multiplier: float | None = None,
     epsilon: float | None = None,
     accountants: Iterable[str] | None = None,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    on_result: OnResult | None = None,
 ) -> dict[str, Any]:
     """The ``dpaudit accountant --json`` payload.
+
+    Every input is checked before any accountant runs. Each accountant's
+    query is bounded by ``time_limit`` seconds; one that fails or times out is
+    marked ``"status": "failed"`` in ``"accountants"``, its reason is in
+    ``"errors"``, and the others still answer. ``on_result`` is called as each
+    one finishes (the CLI prints its line then).
 
     Forward (``noise_multiplier`` given): ``{"delta", "sampling_rate",
     "steps", "adjacency", "unit", "accountants", "noise_multiplier": σ,
@@ -602,15 +860,18 @@ def accountant_report(
     ``"noise_multiplier": {name: σ}`` and ``"tightest_rigorous":
     {"accountant", "noise_multiplier"}`` (the least noise a rigorous accountant
     certifies). ``"accountants"`` maps each name to ``{"kind": "rigorous" |
-    "approximate", "rigorous", "description"}``: GDP and Edgeworth are
-    approximations that can fall below the true ε, so a script must not take the
-    minimum over every accountant. The inverse mode lists every requested
+    "approximate", "rigorous", "description", "status": "ok" | "failed"}``:
+    GDP and Edgeworth are approximations that can fall below the true ε, so a
+    script must not take the minimum over every accountant. The inverse mode lists every requested
     accountant, approximate ones included: it is a comparison, not a calibration.
     """
     if (noise_multiplier is None) == (epsilon is None):
         raise DpauditError("give exactly one of noise_multiplier and epsilon")
     names = _check_names(accountants)
     q, steps, delta = _check_rate(sampling_rate), _check_steps(steps), _check_delta(delta)
+    sigma = None if noise_multiplier is None else _check_sigma(noise_multiplier)
+    target = None if epsilon is None else _check_epsilon(epsilon)
+    limit = _check_time_limit(time_limit)
     head: dict[str, Any] = {"delta": delta, "sampling_rate": q, "steps": steps}
     head["adjacency"] = "add/remove"
     head["unit"] = "example"
@@ -622,11 +883,18 @@ def accountant_report(
         }
         for name in names
     }
-    if noise_multiplier is not None:
-        sigma = _check_sigma(noise_multiplier)
+    if sigma is not None:
         eps, errors = compute_epsilons(
-            sampling_rate=q, steps=steps, delta=delta, noise_multiplier=sigma, accountants=names
+            sampling_rate=q,
+            steps=steps,
+            delta=delta,
+            noise_multiplier=sigma,
+            accountants=names,
+            time_limit=limit,
+            on_result=on_result,
         )
+        for name in names:
+            head["accountants"][name]["status"] = "failed" if name in errors else "ok"
         rigorous = {k: v for k, v in eps.items() if is_rigorous(k)}
         best = min(rigorous.items(), key=lambda kv: kv[1], default=None)
         return {
@@ -638,16 +906,17 @@ def accountant_report(
             else {"accountant": best[0], "epsilon": best[1]},
             "errors": errors,
         }
-    target = _check_epsilon(epsilon)
-    sigmas: dict[str, float] = {}
-    errors = {}
+    assert target is not None
+
+    def search(cls: type[Accountant]) -> float:
+        return cls.noise_for(target, delta, sampling_rate=q, steps=steps, time_limit=None)
+
+    what = (
+        f"the noise multiplier for epsilon = {target:g} (q={q:g}, steps={steps}, delta={delta:g})"
+    )
+    sigmas, errors = _query_each(names, search, what, limit, on_result)
     for name in names:
-        try:
-            sigmas[name] = ACCOUNTANTS.get(name).noise_for(
-                target, delta, sampling_rate=q, steps=steps
-            )
-        except AccountantError as exc:
-            errors[name] = str(exc)
+        head["accountants"][name]["status"] = "failed" if name in errors else "ok"
     rigorous_sigmas = {k: v for k, v in sigmas.items() if is_rigorous(k)}
     best = min(rigorous_sigmas.items(), key=lambda kv: kv[1], default=None)
     return {

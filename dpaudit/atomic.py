@@ -22,24 +22,55 @@ from typing import IO, Any
 SCHEMA_VERSION = "1.0"
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (mkstemp's 0600 ignores the umask)."""
+PRIVATE_FILE_NAMES = frozenset(
+    {
+        "recovered.json",  # recovered secrets and PII in clear text
+        "inclusion.json",  # the audit's coin flips: who can read them can fake an audit
+        "splits.json",  # membership ground truth
+        "train_ids.json",
+        "membership.npy",  # the references' membership coins
+    }
+)
+"""Files created owner-only (0600) whatever the umask; so is every ``*.jsonl`` (records: texts
+with PII, canaries with their secrets). A revealed report is written with ``private=True``."""
+
+
+def is_private(path: str | Path) -> bool:
+    """Whether ``path`` holds secrets, PII or coin flips (:data:`PRIVATE_FILE_NAMES`, ``*.jsonl``)."""
+    path = Path(path)
+    return path.name in PRIVATE_FILE_NAMES or path.suffix.lower() == ".jsonl"
+
+
+def _file_mode(path: str | Path | None = None, private: bool | None = None) -> int:
+    """The mode of a new file: 0600 for private ones, else what a plain ``open()`` gives.
+
+    (mkstemp's 0600 ignores the umask, so it is set explicitly either way.)
+    """
+    if private or (private is None and path is not None and is_private(path)):
+        return 0o600
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_open(
+    path: str | Path,
+    mode: str = "w",
+    encoding: str | None = "utf-8",
+    *,
+    private: bool | None = None,
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched.
+    ``private``: create it owner-only (0600); ``None`` = by name (:func:`is_private`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _file_mode())
+    os.chmod(tmp, _file_mode(path, private))
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
@@ -52,16 +83,16 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_open(path, "w") as handle:
+def atomic_write_text(path: str | Path, text: str, *, private: bool | None = None) -> Path:
+    """Write ``text`` to ``path`` atomically (``private``: see :func:`atomic_open`)."""
+    with atomic_open(path, "w", private=private) as handle:
         handle.write(text)
     return Path(path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb", encoding=None) as handle:
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (``private``: see :func:`atomic_open`)."""
+    with atomic_open(path, "wb", encoding=None, private=private) as handle:
         handle.write(data)
     return Path(path)
 
@@ -79,7 +110,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
     )
     os.close(fd)
-    os.chmod(tmp, _file_mode())
+    os.chmod(tmp, _file_mode(path))
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -8,6 +8,7 @@ with exit code 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -64,7 +65,12 @@ def _echo_json(obj: Any) -> None:
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="dpaudit")
-@click.option("-v", "--verbose", count=True, help="More output (repeat for more).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output: -v dpaudit's progress log and library warnings, -vv debug.",
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
@@ -79,6 +85,30 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: int) -> None:
+    """``-v``: dpaudit's INFO log and the libraries' warnings; ``-vv``: DEBUG and their INFO.
+
+    Without ``-v`` only dpaudit's warnings reach stderr, and transformers is told
+    (through its environment variables, before it is imported) to print errors
+    only and no weight-loading bars, so its load reports and advisory notices do
+    not bury dpaudit's own lines. A variable the user set is left alone.
+    """
+    import logging
+    import os
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("dpaudit").setLevel(level)
+    for noisy in ("urllib3", "filelock", "matplotlib", "PIL", "fsspec"):
+        logging.getLogger(noisy).setLevel(
+            max(level, logging.INFO if verbose >= 3 else logging.WARNING)
+        )
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", {0: "error", 1: "warning"}.get(verbose, "info"))
+    if verbose == 0:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # ----------------------------------------------------------------------------- config
@@ -185,10 +215,20 @@ def datasets_synth(domain: str, n: int, seed: int, num_labels: int, out: str) ->
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "jsonl", "csv", "parquet", "text", "hf"]),
+    type=click.Choice(["auto", "jsonl", "csv", "tsv", "parquet", "text", "hf"]),
     default="auto",
     show_default=True,
-    help="File format.",
+    help="File format ('auto': from the extension; .tsv/.tab = tsv).",
+)
+@click.option(
+    "--delimiter", default=None, help="CSV/TSV field delimiter (default ',' for csv, tab for tsv)."
+)
+@click.option(
+    "--label-map",
+    "label_map",
+    default=None,
+    metavar="NAME=INDEX,...",
+    help="Map string labels to class indices, e.g. positive=1,negative=0.",
 )
 @click.option("--text-field", default="text", show_default=True, help="Column holding the text.")
 @click.option("--label-field", default=None, help="Column holding the label.")
@@ -198,6 +238,8 @@ def datasets_synth(domain: str, n: int, seed: int, num_labels: int, out: str) ->
 def datasets_check(
     file: str,
     fmt: str,
+    delimiter: str | None,
+    label_map: str | None,
     text_field: str,
     label_field: str | None,
     id_field: str | None,
@@ -208,9 +250,14 @@ def datasets_check(
     from dpaudit.datasets.loaders import Fields, load_records
     from dpaudit.datasets.summary import summarize
 
-    records = load_records(
-        file, format=fmt, fields=Fields(text_field, label_field, id_field, user_field)
-    )
+    pairs: list[tuple[str, int]] = []
+    for item in filter(None, (label_map or "").split(",")):
+        name, _, index = item.partition("=")
+        if not name.strip() or not index.strip().lstrip("-").isdigit():
+            raise DpauditError(f"--label-map: expected NAME=INDEX, got {item!r}")
+        pairs.append((name.strip(), int(index)))
+    fields = Fields(text_field, label_field, id_field, user_field, tuple(pairs), delimiter or None)
+    records = load_records(file, format=fmt, fields=fields)
     summary = summarize(records)
     if as_json:
         _echo_json(summary)
@@ -232,7 +279,15 @@ def _run_options(fn: Any) -> Any:
     )(fn)
     fn = click.option("--seed", type=click.IntRange(min=0), default=None, help="Master seed.")(fn)
     fn = click.option(
-        "--resume", is_flag=True, help="Continue a run; stages with unchanged inputs are skipped."
+        "--resume",
+        is_flag=True,
+        help="Continue a run; stages with unchanged inputs are skipped. Settings that differ "
+        "from those of its finished data and training stages are refused.",
+    )(fn)
+    fn = click.option(
+        "--force",
+        is_flag=True,
+        help="Start the run over: discard the existing run directory of this name first.",
     )(fn)
     return fn
 
@@ -261,25 +316,32 @@ def prepare(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
+    force: bool,
 ) -> None:
     """Run the data stage of CONFIG: load or synthesize data, split it, plant canaries."""
     from dpaudit.workflows.run import run_prepare
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
-    summary = run_prepare(cfg, resume=resume, argv=sys.argv)
+    summary = run_prepare(cfg, resume=resume, argv=sys.argv, force=force)
     click.echo("\n".join(summary))
 
 
 @cli.command("demo", context_settings=CONTEXT)
 @_run_options
 def demo(
-    sets: tuple[str, ...], name: str | None, runs_dir: str | None, seed: int | None, resume: bool
+    sets: tuple[str, ...],
+    name: str | None,
+    runs_dir: str | None,
+    seed: int | None,
+    resume: bool,
+    force: bool,
 ) -> None:
     """The main job on the embedded default: `dpaudit run configs/quickstart.toml`."""
     from dpaudit.workflows.run import demo_config_path, run_all
 
     cfg = _load_run_config(str(demo_config_path()), sets, name, runs_dir, seed)
-    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv).lines))
+    result = run_all(cfg, resume=resume, argv=sys.argv, force=force)
+    click.echo("\n".join([*result.lines, *result.headline()]))
 
 
 # ----------------------------------------------------------------------------- accounting
@@ -289,6 +351,15 @@ def _accountants_help() -> str:
 
     rigorous, approximate = accountant_names(rigorous=True), accountant_names(rigorous=False)
     return f"{', '.join(rigorous)} (rigorous); {', '.join(approximate)} (approximate)"
+
+
+def _default_time_limit() -> float:
+    from dpaudit.accounting import DEFAULT_TIME_LIMIT
+
+    return DEFAULT_TIME_LIMIT
+
+
+_DEFAULT_TIME_LIMIT = _default_time_limit()
 
 
 @cli.command("accountant", context_settings=CONTEXT)
@@ -330,6 +401,13 @@ def _accountants_help() -> str:
     metavar="NAME",
     help=f"Accountant to use (repeatable): {_accountants_help()}. Default: all.",
 )
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT_TIME_LIMIT,
+    show_default=True,
+    help="Seconds each accountant may take; a slower one is reported as failed, not waited on.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def accountant(
     sampling_rate: float,
@@ -338,6 +416,7 @@ def accountant(
     steps: int,
     delta: float,
     accountants: tuple[str, ...],
+    time_limit: float,
     as_json: bool,
 ) -> None:
     """Epsilon of Poisson-subsampled Gaussian DP-SGD under every accountant (add/remove adjacency).
@@ -348,12 +427,35 @@ def accountant(
 
     Rigorous accountants give proven upper bounds on epsilon; approximate ones
     are estimates that can fall below the true epsilon. Each line says which.
+    An accountant that fails (or runs past --time-limit) is reported as failed
+    with the reason (JSON: "status": "failed" and "errors") while the others
+    answer; the exit code is 1 when none of them answered.
     """
     from dpaudit.accounting import ACCOUNTANTS, accountant_report
 
     if (noise_multiplier is None) == (epsilon is None):
         raise DpauditError("give exactly one of --noise-multiplier and --epsilon")
+    if not math.isfinite(time_limit):
+        raise DpauditError(f"--time-limit must be a finite number of seconds, got {time_limit}")
     names = accountants or tuple(ACCOUNTANTS)
+    head = [f"q = {sampling_rate:g}, steps = {steps}, delta = {delta:g}, add/remove adjacency"]
+    if epsilon is None:
+        head.append(f"noise multiplier = {noise_multiplier:g}")
+        label = "epsilon"
+    else:
+        head.append(f"target epsilon = {epsilon:g}")
+        label = "noise multiplier"
+
+    def show(name: str, value: float | None, error: str | None) -> None:
+        """Print each accountant's line as it finishes (after the header, once inputs are valid)."""
+        while head:
+            click.echo(head.pop(0))
+        kind = "rigorous" if ACCOUNTANTS[name].rigorous else "approximate"
+        if value is not None:
+            click.echo(f"  {name:10s} {label} = {value:.4f}   ({kind})")
+        else:
+            click.echo(f"  {name:10s} failed: {error or 'unknown error'}")
+
     report = accountant_report(
         sampling_rate=sampling_rate,
         steps=steps,
@@ -361,23 +463,14 @@ def accountant(
         noise_multiplier=noise_multiplier,
         epsilon=epsilon,
         accountants=names,
+        time_limit=time_limit,
+        on_result=None if as_json else show,
     )
     if as_json:
         _echo_json(report)
-        return
-    click.echo(f"q = {sampling_rate:g}, steps = {steps}, delta = {delta:g}, add/remove adjacency")
-    if epsilon is None:
-        click.echo(f"noise multiplier = {noise_multiplier:g}")
-        values, label = report["epsilon"], "epsilon"
-    else:
-        click.echo(f"target epsilon = {epsilon:g}")
-        values, label = report["noise_multiplier"], "noise multiplier"
-    for name in names:
-        kind = "rigorous" if ACCOUNTANTS[name].rigorous else "approximate"
-        if name in values:
-            click.echo(f"  {name:10s} {label} = {values[name]:.4f}   ({kind})")
-        else:
-            click.echo(f"  {name:10s} failed: {report['errors'].get(name, 'unknown error')}")
+    if all(entry["status"] == "failed" for entry in report["accountants"].values()):
+        click.echo("error: no accountant answered", err=True)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- training
@@ -402,6 +495,7 @@ def train(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
+    force: bool,
     dp: bool | None,
     target_epsilon: float | None,
     epochs: float | None,
@@ -412,7 +506,9 @@ def train(
     Writes target/ and baseline/ in the run directory: safetensors weights,
     tokenizer, privacy.json (the ledger), train_log.jsonl and metrics.json.
     With --resume an interrupted run continues from its last checkpoint and
-    the ledger keeps counting every step ever taken.
+    the ledger keeps counting every step ever taken; settings that differ from
+    those the run's finished stages were built with are refused (--force
+    starts the run over).
     """
     from dpaudit.workflows.run import run_train
     from dpaudit.workflows.validate import load_config
@@ -428,7 +524,7 @@ def train(
         sets=sets,
         overrides={"name": name, "runs_dir": runs_dir, "seed": seed, "train": train_over},
     )
-    click.echo("\n".join(run_train(cfg, resume=resume, argv=sys.argv)))
+    click.echo("\n".join(run_train(cfg, resume=resume, argv=sys.argv, force=force)))
 
 
 @cli.command("train-references", context_settings=CONTEXT)
@@ -444,6 +540,7 @@ def train_references(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
+    force: bool,
     num: int | None,
 ) -> None:
     """Train K reference (shadow) models on random halves of the data pool.
@@ -451,11 +548,16 @@ def train_references(
     Each example lands in about half the models; the membership matrix
     (examples x models) goes to references/membership.npy so that online and
     offline LiRA and RMIA can use it. Finished models are kept on a rerun.
+    Adds to the run of CONFIG: settings that differ from those its finished data
+    and training stages were built with are refused (--force starts the run
+    over, discarding its trained models).
     """
     from dpaudit.workflows.run import run_train_references
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
-    click.echo("\n".join(run_train_references(cfg, num=num, argv=sys.argv)))
+    click.echo(
+        "\n".join(run_train_references(cfg, num=num, resume=resume, argv=sys.argv, force=force))
+    )
 
 
 # ----------------------------------------------------------------------------- bound calculators
@@ -490,7 +592,11 @@ def _print_bound(result: Any, as_json: bool) -> None:
     )
 
 
-@bound.command("threshold", context_settings=CONTEXT)
+@bound.command(
+    "threshold",
+    context_settings=CONTEXT,
+    short_help="Clopper-Pearson audit from TP/FP/TN/FN counts at a fixed threshold.",
+)
 @click.option("--tp", type=click.IntRange(min=0), required=True, help="Members guessed 'in'.")
 @click.option("--fp", type=click.IntRange(min=0), required=True, help="Non-members guessed 'in'.")
 @click.option("--tn", type=click.IntRange(min=0), required=True, help="Non-members guessed 'out'.")
@@ -513,7 +619,11 @@ def bound_threshold_cmd(
     _print_bound(bound_threshold(tp, fp, tn, fn, delta=delta, confidence=confidence), as_json)
 
 
-@bound.command("one-run", context_settings=CONTEXT)
+@bound.command(
+    "one-run",
+    context_settings=CONTEXT,
+    short_help="One-run audit bound from canary guesses (Steinke, Nasr, Jagielski 2023).",
+)
 @click.option(
     "--canaries",
     "m",
@@ -837,17 +947,20 @@ def run(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
+    force: bool,
 ) -> None:
     """The main job: data -> DP target + baseline -> references -> attacks -> audit -> report.
 
     Every stage is recorded in <run>/manifest.json; with --resume, stages whose
     inputs are unchanged are skipped and an interrupted training continues from
-    its last checkpoint.
+    its last checkpoint. Settings that differ from those the run's finished data
+    and training stages were built with are refused; --force starts the run over.
     """
     from dpaudit.workflows.run import run_all
 
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
-    click.echo("\n".join(run_all(cfg, resume=resume, argv=sys.argv).lines))
+    result = run_all(cfg, resume=resume, argv=sys.argv, force=force)
+    click.echo("\n".join([*result.lines, *result.headline()]))
 
 
 @cli.command("report", context_settings=CONTEXT)
@@ -898,10 +1011,10 @@ def report(
 )
 def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
     """Defense benchmark table over runs: epsilon claimed and measured, MIA, exposure, PII, utility."""
-    from dpaudit.reports.compare import compare_runs
+    from dpaudit.reports.compare import compare_runs, console_table
 
     table = compare_runs(list(run_dirs), out_dir)
-    click.echo(table.to_string(index=False))
+    click.echo(console_table(table))
     click.echo(f"wrote {Path(out_dir) / 'comparison.csv'} and {Path(out_dir) / 'comparison.html'}")
 
 
@@ -915,6 +1028,7 @@ def sweep(
     runs_dir: str | None,
     seed: int | None,
     resume: bool,
+    force: bool,
 ) -> None:
     """Run the main job over a grid of defenses and compare them.
 
@@ -933,7 +1047,13 @@ def sweep(
     click.echo(
         "\n".join(
             run_sweep(
-                config_file, sets=sets, name=name, runs_dir=runs_dir, resume=resume, argv=sys.argv
+                config_file,
+                sets=sets,
+                name=name,
+                runs_dir=runs_dir,
+                resume=resume,
+                argv=sys.argv,
+                force=force,
             )
         )
     )
@@ -991,8 +1111,10 @@ def gate(
     options the run's own [report] policy applies. The audit check is always
     made: a violation fails, and an inconclusive audit (its ceiling below the
     claim, or the non-private control not detected) fails too unless
-    --allow-inconclusive. Exit codes: 0 pass, 1 threshold exceeded or
-    inconclusive, 2 bad input.
+    --allow-inconclusive. A run that did not finish (a stage started and never
+    finished, or failed; a partial privacy ledger) always fails, naming the
+    stage. Exit codes: 0 pass, 1 threshold exceeded, inconclusive or run
+    incomplete, 2 bad input.
     """
     from dpaudit.reports.gate import format_reason, gate_exit_code
     from dpaudit.reports.gate import gate as run_gate

@@ -48,9 +48,23 @@ def option(
     le: float | None = None,
     lt: float | None = None,
     choices: Sequence[Any] | None = None,
+    allow_inf: bool = False,
 ) -> Any:
-    """Declare a config field with its help text and validated range."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    """Declare a config field with its help text and validated range.
+
+    A float must be finite (NaN never passes) unless ``allow_inf``: infinity
+    then is a meaning the field declares (``train.target_epsilon = inf`` is
+    non-private), still subject to the range.
+    """
+    meta = {
+        "help": help,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "choices": choices,
+        "allow_inf": allow_inf,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -85,6 +99,8 @@ def _check_field(section: str, f: dataclasses.Field, value: Any) -> None:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if isinstance(v, float) and math.isnan(v):
                 raise ConfigError(f"{name} must be a number, got nan", key=name)
+            if isinstance(v, float) and math.isinf(v) and not meta.get("allow_inf"):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}", key=name)
             for key, ok, word in (
                 ("ge", lambda a, b: a >= b, ">="),
                 ("gt", lambda a, b: a > b, ">"),
@@ -107,8 +123,16 @@ class DataConfig(_Section):
     )
     format: str = option(
         "auto",
-        "File format; 'auto' infers it from the extension",
-        choices=("auto", "jsonl", "csv", "parquet", "text", "hf"),
+        "File format; 'auto' infers it from the extension (.tsv/.tab = tsv)",
+        choices=("auto", "jsonl", "csv", "tsv", "parquet", "text", "hf"),
+    )
+    delimiter: str | None = option(
+        None, "CSV/TSV field delimiter (one character); empty = ',' for csv, tab for tsv"
+    )
+    label_map: dict[str, int] = option(
+        {},
+        "String labels to class indices, e.g. {positive = 1, negative = 0}; "
+        "empty = labels must be integers",
     )
     text_field: str = option("text", "Column holding the text")
     label_field: str | None = option(None, "Column holding the class label (classifiers)")
@@ -190,6 +214,7 @@ class TrainConfig(_Section):
         8.0,
         "Target epsilon; the noise multiplier is calibrated to reach it (inf = non-private)",
         gt=0,
+        allow_inf=True,
     )
     noise_multiplier: float | None = option(
         None, "Noise multiplier sigma; overrides target_epsilon when set", ge=0
@@ -281,7 +306,25 @@ class AttackConfig(_Section):
     memorization_suffix_tokens: int = option(
         16, "Continuation length n checked for verbatim memorization", ge=1
     )
-    batch_size: int = option(32, "Examples per scoring batch", ge=1)
+    batch_size: int = option(
+        32,
+        "Examples per scoring batch (a batch of long texts holds at most 128 tokens per example)",
+        ge=1,
+    )
+    max_length: int = option(
+        0,
+        "Tokens of each text the attacks score; 0 = the length the model was fine-tuned at when "
+        "dpaudit trained it (data.max_length), else the model's context (at most 2048). Texts "
+        "cut short are counted in status.json and warned about in the console and the report",
+        ge=0,
+    )
+
+    def validate(self) -> None:
+        if self.max_length == 1:
+            raise ConfigError(
+                "attack.max_length must be 0 (automatic) or at least 2 tokens",
+                key="attack.max_length",
+            )
 
 
 @dataclass(frozen=True)
@@ -364,7 +407,9 @@ class RunConfig(_Section):
     """The whole configuration of one run."""
 
     SECTION = "run"
-    name: str = option("run", "Run name; the run directory is <runs_dir>/<name>")
+    name: str = option(
+        "run", "Run name, one directory name; the run directory is <runs_dir>/<name>"
+    )
     runs_dir: str = option("runs", "Directory under which run directories are created")
     seed: int = option(0, "Master seed; every stage derives its seed from it", ge=0)
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data section"})
@@ -379,6 +424,31 @@ class RunConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        check_run_name(self.name)
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a run name that would not be one directory inside ``runs_dir``.
+
+    Raises:
+        ConfigError: empty, ``.``, ``..``, or holding a path separator or NUL
+            (``../x`` would write outside ``runs_dir``; ``''`` would make
+            ``runs_dir`` itself the run directory).
+    """
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or any(sep in name for sep in ("/", "\\", "\0"))
+        or Path(name).is_absolute()
+    )
+    if bad:
+        raise ConfigError(
+            f"name = {name!r}: a run name must be one directory name inside runs_dir "
+            "(not empty, '.' or '..', no '/' or '\\')",
+            key="name",
+        )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -597,6 +667,7 @@ def load_config(
             line = _key_line(Path(path), getattr(exc, "key", None))
             where = f"{path}:{line}" if line else str(path)
             raise ConfigError(f"{where}: {exc}") from None
+    file_data = data
     try:
         set_values = parse_set(sets)
         data = merge(data, set_values)
@@ -604,12 +675,59 @@ def load_config(
             config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"--set: {exc}") from None
-    if overrides:
+    given = _drop_none(overrides) if overrides else {}
+    if given:
         try:
-            return config_from_dict(merge(data, _drop_none(overrides)))
+            config = config_from_dict(merge(data, given))
         except ConfigError as exc:
             raise ConfigError(f"option: {exc}") from None
-    return config_from_dict(data)
+    else:
+        config = config_from_dict(data)
+    _check_dp_off(config, (file_data, set_values, given), None if path is None else Path(path))
+    return config
+
+
+def _check_dp_off(
+    config: RunConfig, levels: Sequence[Mapping[str, Any]], path: Path | None
+) -> None:
+    """Refuse ``train.dp = false`` beside a target ε or σ given at the same or a higher level.
+
+    ``levels`` are the file, ``--set`` and the explicit options, lowest first.
+    A value from a lower level than ``dp`` is overridden, not contradicted
+    (``--no-dp`` on a file holding ``target_epsilon = 8``); one from the same
+    or a higher level (``--no-dp --target-epsilon 3``, both in one file, or a
+    file's ``dp = false`` with ``--set train.noise_multiplier=1``) would be
+    silently ignored. ``target_epsilon = inf`` agrees with ``dp = false``.
+
+    Raises:
+        ConfigError: naming the level (``file:line``, ``--set``, ``option``) and both settings.
+    """
+    train = config.train
+    if train.dp:
+        return
+
+    def level(key: str) -> int:
+        found = -1
+        for i, mapping in enumerate(levels):
+            for section, values in mapping.items():
+                if SECTION_ALIASES.get(section, section) == "train" and isinstance(values, Mapping):
+                    found = i if key in values else found
+        return found
+
+    for key in ("target_epsilon", "noise_multiplier"):
+        value = getattr(train, key)
+        at = level(key)
+        if value is None or math.isinf(value) or at < 0 or at < level("dp"):
+            continue
+        where = ("", "--set", "option")[at]
+        if at == 0 and path is not None:
+            line = _key_line(path, f"train.{key}")
+            where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(
+            f"{where}: train.dp = false contradicts train.{key} = {value:g} (a non-private run "
+            f"has no {'target epsilon' if key == 'target_epsilon' else 'noise'}); drop one of them",
+            key=f"train.{key}",
+        )
 
 
 def packaged_configs() -> dict[str, Path]:
@@ -724,8 +842,22 @@ def describe_fields() -> list[tuple[str, str, Any]]:
             rows.append(
                 (
                     f"{section}.{f.name}",
-                    f.metadata["help"],
+                    f.metadata["help"] + _allowed(f.metadata),
                     getattr(getattr(defaults, section), f.name),
                 )
             )
     return rows
+
+
+def _allowed(meta: Any) -> str:
+    """``"; one of: a, b"`` / ``"; range: > 0, < 1"`` from a field's declared constraints."""
+    if meta.get("choices"):
+        return "; one of: " + ", ".join(str(c) for c in meta["choices"])
+    bounds = [
+        f"{op} {meta[key]:g}"
+        for key, op in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+        if meta.get(key) is not None
+    ]
+    if meta.get("allow_inf"):
+        bounds.append("inf allowed")
+    return "; range: " + ", ".join(bounds) if bounds else ""

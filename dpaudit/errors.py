@@ -20,6 +20,17 @@ class DpauditError(Exception):
     exit_code = 2
 
 
+class PreconditionError(DpauditError):
+    """What one attack (or one part of the attack stage) needs is missing from these inputs.
+
+    Too few reference models for LiRA, no population sample for RMIA, texts too
+    short to score or to test for memorization, no canary, no PII span: the
+    attack stage records the attack as ``skipped: <message>`` (``status.json``,
+    the console line, the report's warnings) and runs the rest. Called directly,
+    it is an ordinary :class:`DpauditError` (one line, exit code 2).
+    """
+
+
 class ConfigError(DpauditError):
     """A configuration value or key is invalid.
 

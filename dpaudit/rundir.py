@@ -10,7 +10,11 @@ Layout (see docs/run-directory.md)::
 :class:`RunDir` creates the directory, keeps ``manifest.json`` up to date
 (atomically, after every change) and records stages. A stage is skipped on
 ``--resume`` only when it completed before with exactly the same input hashes
-(:meth:`RunDir.can_skip`).
+(:meth:`RunDir.can_skip`). One manifest accumulates every stage of the run,
+whichever command ran it: each stage records its inputs, outputs, timings, seed
+and command line. Which settings a finished stage fixes is the workflows'
+business (:mod:`dpaudit.workflows.integrity` checks them before this module
+writes anything).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit import __version__
-from dpaudit.atomic import atomic_write_text
+from dpaudit.atomic import atomic_write_text, to_jsonable
 from dpaudit.config import RunConfig, to_toml
 from dpaudit.errors import DpauditError
 from dpaudit.runfiles.io import read_run_file, write_run_file
@@ -105,6 +109,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _discard(path: Path) -> None:
+    """Remove the run directory ``path`` (``--force``): renamed aside first, then deleted."""
+    import os
+    import shutil
+
+    aside = path.with_name(f".{path.name}.discarded-{os.getpid()}")
+    path.rename(aside)
+    shutil.rmtree(aside)
+
+
 @dataclass
 class StageRecord:
     """Status of one stage in the manifest."""
@@ -116,6 +130,8 @@ class StageRecord:
     finished: str | None = None
     seconds: float | None = None
     error: str | None = None
+    argv: list[str] = field(default_factory=list)
+    seed: int | None = None
 
 
 class RunDir:
@@ -123,10 +139,36 @@ class RunDir:
 
     Args:
         path: the run directory.
+        argv: the command line recorded with every stage this object runs
+            (default ``sys.argv``).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, argv: list[str] | None = None):
         self.path = Path(path)
+        self.argv = list(argv if argv is not None else sys.argv)
+
+    @staticmethod
+    def check_location(path: str | Path) -> None:
+        """Refuse a run directory path that cannot hold a run, before anything is written.
+
+        Raises:
+            DpauditError: ``path`` (or a directory above it) exists and is not a
+                directory, or ``path`` is a non-empty directory without a
+                ``manifest.json`` (not a dpaudit run).
+        """
+        path = Path(path)
+        for above in reversed(path.parents):
+            if above.exists() and not above.is_dir():
+                raise DpauditError(f"{above}: exists and is not a directory; cannot hold {path}")
+        if path.exists() and not path.is_dir():
+            raise DpauditError(
+                f"{path}: exists and is not a directory; choose another --name or --runs-dir"
+            )
+        if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
+            raise DpauditError(
+                f"{path}: exists and is not a dpaudit run (no {MANIFEST}); choose another "
+                "--name or --runs-dir"
+            )
 
     # -------------------------------------------------------------- creation
     @classmethod
@@ -137,37 +179,44 @@ class RunDir:
         argv: list[str] | None = None,
         path: str | Path | None = None,
         resume: bool = False,
+        force: bool = False,
     ) -> RunDir:
         """Create (or, with ``resume``, reopen) a run directory for ``config``.
 
-        Writes ``config.toml`` and a fresh ``manifest.json`` before any work.
-        Refuses to overwrite a run that has a manifest unless ``resume``.
+        Writes ``config.toml`` and ``manifest.json`` before any work. Refuses to
+        overwrite a run that has a manifest unless ``resume`` (reopen it: its
+        stages, seeds, inputs and creating command line are kept) or ``force``
+        (discard it and start over). Checks the location first
+        (:meth:`check_location`), so a refusal writes nothing.
         """
-        run = cls(path if path is not None else config.run_dir)
+        run = cls(path if path is not None else config.run_dir, argv=argv)
         manifest_path = run.path / MANIFEST
-        if manifest_path.exists() and not resume:
+        cls.check_location(run.path)
+        if manifest_path.exists() and force:
+            _discard(run.path)
+        elif manifest_path.exists() and not resume:
             raise DpauditError(
-                f"{run.path}: run directory already exists; pass --resume to continue it "
-                "or choose another --name"
+                f"{run.path}: run directory already exists; pass --resume to continue it, "
+                "--force to start it over, or choose another --name"
             )
-        run.path.mkdir(parents=True, exist_ok=True)
         previous = run.manifest() if manifest_path.exists() else {}
+        run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.path / "config.toml", to_toml(config))
         manifest = {
             "dpaudit_version": __version__,
             "created": previous.get("created", _now()),
             "updated": _now(),
-            "argv": list(argv if argv is not None else sys.argv),
+            "argv": previous.get("argv", run.argv),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "platform": platform.platform(),
             "config": config.to_dict(),
-            "seeds": {"master": config.seed},
+            "seeds": {**previous.get("seeds", {}), "master": config.seed},
             "device": previous.get("device"),
             "inputs": previous.get("inputs", {}),
             "stages": previous.get("stages", {}),
         }
-        if previous and previous.get("config") != manifest["config"]:
+        if previous and to_jsonable(previous.get("config")) != to_jsonable(manifest["config"]):
             manifest["config_changed_on_resume"] = True
         run._write(manifest)
         return run
@@ -249,13 +298,23 @@ class RunDir:
         self._write(manifest)
 
     @contextlib.contextmanager
-    def stage(self, name: str, inputs: Mapping[str, str] | None = None) -> Iterator[StageRecord]:
+    def stage(
+        self, name: str, inputs: Mapping[str, str] | None = None, *, seed: int | None = None
+    ) -> Iterator[StageRecord]:
         """Record a stage: ``running`` on entry, ``done`` with timings on exit.
 
-        The caller may add output hashes to ``record.outputs`` inside the block.
-        On an exception the stage is marked ``failed`` with a one-line error.
+        The record keeps the stage's ``seed`` and the command line that ran it
+        (``self.argv``). The caller may add output hashes to ``record.outputs``
+        inside the block. On an exception the stage is marked ``failed`` with a
+        one-line error.
         """
-        record = StageRecord(status="running", inputs=dict(inputs or {}), started=_now())
+        record = StageRecord(
+            status="running",
+            inputs=dict(inputs or {}),
+            started=_now(),
+            argv=list(self.argv),
+            seed=seed,
+        )
         self._set_stage(name, record)
         start = time.perf_counter()
         try:

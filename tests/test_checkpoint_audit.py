@@ -488,8 +488,21 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     from dpaudit.trainers.safe_load import read_pickle_state
 
     torch.save({"w": torch.zeros(2), "x": _Evil()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(DpauditError, match=r"weights_only=True"):
+    with pytest.raises(DpauditError, match=r"weights_only=True") as info:
         read_pickle_state([tmp_path / "pytorch_model.bin"])
+    # Our own message: never torch's advice to re-run with weights_only=False.
+    message = str(info.value)
+    assert "weights_only=False" not in message and "will likely succeed" not in message
+    assert "\n" not in message and "safetensors" in message
+
+
+def test_gguf_only_directory_is_named(tmp_path):
+    from dpaudit.errors import DpauditError
+    from dpaudit.trainers.safe_load import load_model
+
+    (tmp_path / "model.Q4_1.gguf").write_bytes(b"GGUF")
+    with pytest.raises(DpauditError, match=r"GGUF model \(model.Q4_1.gguf\)"):
+        load_model(str(tmp_path))
 
 
 def test_hub_id_offline_is_one_line(monkeypatch):

@@ -123,3 +123,76 @@ def test_missing_and_corrupt_files(tmp_path):
         load_records(bad)
     with pytest.raises(InputError, match="is a directory"):
         load_records(tmp_path, format="jsonl")
+
+
+# ----------------------------------------------------------------------------- TSV, delimiters, label names
+
+
+def test_tsv_is_inferred_and_split_on_tabs(tmp_path):
+    from dpaudit.datasets.loaders import load_records
+
+    path = tmp_path / "reviews.tsv"
+    path.write_text("text\tlabel\ngood, really good\t1\nbad, awful\t0\n", encoding="utf-8")
+    records = load_records(path)
+    assert [r.text for r in records] == ["good, really good", "bad, awful"]
+    assert [r.label for r in records] == [1, 0]
+
+
+def test_delimiter_option_reads_semicolons(tmp_path):
+    from dpaudit.datasets.loaders import Fields, load_records
+
+    path = tmp_path / "data.csv"
+    path.write_text("text;label\na, b;1\nc;0\n", encoding="utf-8")
+    records = load_records(path, fields=Fields(label="label", delimiter=";"))
+    assert [(r.text, r.label) for r in records] == [("a, b", 1), ("c", 0)]
+
+
+def test_string_labels_need_a_map_and_use_it(tmp_path):
+    from dpaudit.datasets.loaders import Fields, load_records
+    from dpaudit.errors import InputError
+
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nnice,positive\nmeh,negative\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"data.csv:2: .*label_map"):
+        load_records(path, fields=Fields(label="label"))
+    mapping = (("negative", 0), ("positive", 1))
+    records = load_records(path, fields=Fields(label="label", label_map=mapping))
+    assert [r.label for r in records] == [1, 0]
+    path.write_text("text,label\nnice,positive\nmeh,neutral\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"'neutral'.*not in data.label_map"):
+        load_records(path, fields=Fields(label="label", label_map=mapping))
+
+
+def test_unterminated_quote_is_an_error_not_a_swallowed_row(tmp_path):
+    from dpaudit.datasets.loaders import load_records
+    from dpaudit.errors import InputError
+
+    path = tmp_path / "data.csv"
+    path.write_text('text\n"first row\nsecond row\n', encoding="utf-8")
+    with pytest.raises(InputError, match="malformed CSV"):
+        load_records(path)
+
+
+def test_datasets_check_reads_tsv_with_a_label_map(tmp_path):
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+
+    path = tmp_path / "reviews.tsv"
+    path.write_text("text\tlabel\ngood\tpositive\nbad\tnegative\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "datasets",
+            "check",
+            str(path),
+            "--label-field",
+            "label",
+            "--label-map",
+            "positive=1,negative=0",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(cli, ["datasets", "check", str(path), "--label-map", "positive"])
+    assert bad.exit_code == 2 and "--label-map" in bad.output

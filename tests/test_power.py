@@ -131,3 +131,27 @@ def test_tpr_at_low_fpr_not_resolvable_is_unknown(base_run, tmp_path):
     fine = _copy(base_run, tmp_path / "fine")
     build_report(fine, formats=["json"])
     assert gate_exit_code(gate(fine, max_tpr_at_low_fpr=0.5)) == 0  # 1,000 non-members resolve it
+
+
+def test_black_box_audit_reports_every_estimator_side_by_side():
+    """bounds.json `estimates`: each estimator on the same guesses and grid as the primary."""
+    import numpy as np
+
+    from dpaudit.audit.lower_bound import audit_one_run
+    from dpaudit.audit.stage import side_by_side
+    from dpaudit.config import RunConfig
+
+    rng = np.random.default_rng(0)
+    included = rng.random(1000) < 0.5
+    scores = rng.normal(size=1000) + 2.0 * included
+    config = RunConfig()
+    out = side_by_side(scores, included, config, delta=1e-5)
+    assert set(out) == {"steinke", "fdp-epsdelta", "fdp-gdp"}
+    primary = audit_one_run(scores, included, delta=1e-5, confidence=0.95)
+    assert out["steinke"]["epsilon"] == primary.epsilon > 1.0
+    assert out["steinke"]["ceiling"] == primary.ceiling
+    assert out["fdp-epsdelta"]["guarantee"] == "lower-bound"
+    assert out["fdp-gdp"]["guarantee"] == "gdp-lower-bound"
+    assert out["fdp-gdp"]["epsilon"] >= out["steinke"]["epsilon"]
+    at_zero = side_by_side(scores, included, config, delta=0.0)
+    assert at_zero["fdp-gdp"]["epsilon"] is None and "error" in at_zero["fdp-gdp"]

@@ -32,22 +32,48 @@ of 0.5 over 100 splits, against 82-86% for the plain bootstrap.
 
 If the lower end of that interval is above ``warn_above`` (0.55 by default), the
 split is flagged: MIA numbers on it are inflated by distribution shift.
+
+Label-only baseline (classifiers, :func:`label_baseline`). A classifier attack
+scores an example through its label (``log softmax(z)_y``); a DP model at chance
+accuracy predicts nearly the same class for every text, so its scores are
+nearly a function of the label, and when members and non-members carry
+different label mixes that function separates them without any membership
+signal. The check scores each evaluated example by the member rate of its label
+in the evaluated sample, ``s(x) = m_y / (m_y + n_y)`` (``m_y``, ``n_y``: members and
+non-members with label ``y``), and takes its AUC as above. Ordering the labels
+by that rate is the likelihood-ratio order, so this is the largest AUC any
+function of the label alone reaches on the sample (in-sample, no interval: it is
+exactly what a label-only score adds to an attack's in-sample AUC). Equal label
+mixes give every example the rate ½ and the AUC 0.5; with two labels the AUC is
+``0.5 + |p_member - p_nonmember| / 2`` for the shares ``p`` of label 1. Above
+``warn_above`` (:data:`LABEL_WARN_ABOVE`, 0.52: label shares 4 points apart with
+two labels) the attack AUCs are flagged as confounded by labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dpaudit.attacks.metrics import bootstrap_samples, mann_whitney_auc, percentile_interval
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
-__all__ = ["BlindBaselineResult", "blind_baseline"]
+__all__ = [
+    "LABEL_WARN_ABOVE",
+    "BlindBaselineResult",
+    "LabelBaselineResult",
+    "blind_baseline",
+    "label_baseline",
+    "label_rate_scores",
+]
 
 _MAX_FEATURES = 200_000  # per vectoriser; bounds memory on large splits
+
+LABEL_WARN_ABOVE = 0.52
+"""Label-only AUC above which attack AUCs are flagged as confounded by labels."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +171,7 @@ def blind_baseline(
     """
     n_member, n_nonmember = len(members), len(nonmembers)
     if min(n_member, n_nonmember) < 2:
-        raise DpauditError(
+        raise PreconditionError(
             f"blind baseline needs at least 2 member and 2 non-member texts, "
             f"got {n_member} and {n_nonmember}"
         )
@@ -165,7 +191,7 @@ def blind_baseline(
     try:
         features = featuriser.fit_transform(texts).tocsr()
     except ValueError as exc:  # e.g. empty vocabulary
-        raise DpauditError(f"blind baseline could not featurise the texts: {exc}") from exc
+        raise PreconditionError(f"blind baseline could not featurise the texts: {exc}") from exc
     scores = np.zeros(len(texts))
     splitter = StratifiedKFold(n_splits=used_folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(texts, labels):
@@ -207,4 +233,120 @@ def blind_baseline(
         warning=warning,
         method=method,
         scores=scores,
+    )
+
+
+# -- label-only baseline (classifiers) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelBaselineResult:
+    """Outcome of :func:`label_baseline`.
+
+    Attributes:
+        auc: AUC of each example's label member rate (0.5: members and
+            non-members carry the same label mix).
+        member_labels: label (as a string) → members with it.
+        nonmember_labels: label (as a string) → non-members with it.
+        warn_above: the threshold of ``warning``.
+        warning: why attack AUCs are confounded by labels, or ``None``.
+        method: a one-line description of what was computed.
+    """
+
+    auc: float
+    member_labels: dict[str, int]
+    nonmember_labels: dict[str, int]
+    warn_above: float
+    warning: str | None
+    method: str
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the labels alone separate members from non-members."""
+        return self.warning is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "auc": self.auc,
+            "member_labels": dict(self.member_labels),
+            "nonmember_labels": dict(self.nonmember_labels),
+            "warn_above": self.warn_above,
+            "warning": self.warning,
+            "method": self.method,
+        }
+
+
+def label_rate_scores(
+    labels: Sequence[Hashable], is_member: Sequence[bool] | np.ndarray
+) -> np.ndarray:
+    """Each example's score: the share of members among the examples with its label.
+
+    A function of the label alone, ordered like the likelihood ratio of
+    membership given the label: its AUC is the most any label-only score reaches.
+    """
+    member = np.asarray(is_member, dtype=bool)
+    keys = [str(v) for v in labels]
+    if len(keys) != len(member):
+        raise DpauditError(f"{len(keys)} labels for {len(member)} membership bits")
+    total: dict[str, int] = {}
+    members: dict[str, int] = {}
+    for key, m in zip(keys, member, strict=True):
+        total[key] = total.get(key, 0) + 1
+        members[key] = members.get(key, 0) + int(m)
+    return np.array([members[k] / total[k] for k in keys], dtype=np.float64)
+
+
+def label_baseline(
+    labels: Sequence[Hashable],
+    is_member: Sequence[bool] | np.ndarray,
+    *,
+    warn_above: float = LABEL_WARN_ABOVE,
+) -> LabelBaselineResult:
+    """How well an example's label alone tells members from non-members (module docstring).
+
+    Args:
+        labels: the class label of each evaluated example (``None`` counts as a label).
+        is_member: membership bit of each example.
+        warn_above: flag when the label-only AUC exceeds this.
+
+    Returns:
+        The label-only AUC, the label counts of each side and a warning when the
+        attack AUCs on this sample are confounded by labels.
+
+    Raises:
+        DpauditError: lengths differ, or no member or no non-member.
+    """
+    member = np.asarray(is_member, dtype=bool)
+    if not member.any() or member.all():
+        raise PreconditionError("the label-only baseline needs members and non-members")
+    scores = label_rate_scores(labels, member)
+    auc = float(mann_whitney_auc(scores, member))
+    keys = [str(v) for v in labels]
+    counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for key, m in zip(keys, member, strict=True):
+        side = counts[0] if m else counts[1]
+        side[key] = side.get(key, 0) + 1
+    warning = None
+    if auc > warn_above:
+        n_m, n_n = int(member.sum()), int((~member).sum())
+        mix = ", ".join(
+            f"label {k}: {counts[0].get(k, 0) / n_m:.0%} of members vs "
+            f"{counts[1].get(k, 0) / n_n:.0%} of non-members"
+            for k in sorted(set(keys))
+        )
+        warning = (
+            f"attack AUCs are confounded by labels: the label alone separates members from "
+            f"non-members with AUC {auc:.3f} > {warn_above} ({mix}); a score that depends only "
+            "on the label, such as the loss of a classifier at chance accuracy, looks like "
+            "membership signal on this sample. Stratify members and non-members by label"
+        )
+    return LabelBaselineResult(
+        auc=auc,
+        member_labels=dict(sorted(counts[0].items())),
+        nonmember_labels=dict(sorted(counts[1].items())),
+        warn_above=warn_above,
+        warning=warning,
+        method="AUC of each example's label member rate m_y / (m_y + n_y) on the evaluated "
+        "sample (the best any label-only score does)",
     )

@@ -61,7 +61,7 @@ from dpaudit.attacks.exposure import (
 from dpaudit.attacks.scoring import GENERATION_STRATEGIES, ScoringModel
 from dpaudit.datasets.canaries import enumerate_secrets, parse_space, sample_secret, secret_index
 from dpaudit.datasets.records import Canary
-from dpaudit.errors import DpauditError, unknown_name
+from dpaudit.errors import DpauditError, PreconditionError, unknown_name
 
 SCOPES = ("secret", "separator+secret", "text")
 """What a canary's log-perplexity counts (see the module docstring)."""
@@ -138,7 +138,7 @@ class _LogPerplexity:
         out = np.empty(len(texts))
         for i, (ids, lp) in enumerate(zip(self.tokenize(texts), lps, strict=True)):
             if self.max_length is not None and len(ids) > self.max_length:
-                raise DpauditError(
+                raise PreconditionError(
                     f"canary text has {len(ids)} tokens, more than the scorer's max_length "
                     f"{self.max_length}; shorten the prefix or raise max_length"
                 )

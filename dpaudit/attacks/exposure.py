@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 __all__ = [
     "MIN_FIT_SAMPLES",
@@ -167,7 +167,7 @@ def fit_skewnorm(sampled_logppl: Any) -> tuple[float, float, float]:
     if len(x) < MIN_FIT_SAMPLES:
         raise DpauditError(f"a skew-normal fit needs >= {MIN_FIT_SAMPLES} samples, got {len(x)}")
     if np.ptp(x) == 0:
-        raise DpauditError("sampled log-perplexities are all equal; cannot fit a distribution")
+        raise PreconditionError("sampled log-perplexities are all equal; cannot fit a distribution")
     a, loc, scale = stats.skewnorm.fit(x)
     return float(a), float(loc), float(scale)
 

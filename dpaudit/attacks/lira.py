@@ -62,7 +62,7 @@ from dpaudit.attacks.mia import _Base, _require_tokens, mean_logprob
 from dpaudit.attacks.scores import AttackScores
 from dpaudit.attacks.scoring import ScoringModel
 from dpaudit.datasets.records import Record
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 FIXED_VARIANCE_BELOW = 32
 """Pool variances when an example has fewer IN or OUT references than this (Carlini et al.: < 64 models)."""
@@ -119,7 +119,7 @@ def true_label_logits(
     """
     unlabelled = [r.id for r in examples if r.label is None]
     if unlabelled:
-        raise DpauditError(
+        raise PreconditionError(
             f"attack {attack!r} needs labelled examples; {len(unlabelled)} have none, "
             f"e.g. {unlabelled[0]}"
         )
@@ -150,6 +150,33 @@ def as_membership_matrix(values: object, n: int, k: int, what: str) -> np.ndarra
 
 def _normal_logpdf(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     return -0.5 * (np.log(2 * np.pi * var) + (x - mean) ** 2 / var)
+
+
+def lira_unmet(ref_in: np.ndarray, *, online: bool = True) -> str | None:
+    """Why LiRA cannot score examples with this ``(n, K)`` membership, or ``None``.
+
+    Online LiRA needs IN and OUT references for every example, offline LiRA OUT
+    ones, unless some examples have both (the IN−OUT gap is then estimated from
+    them). One reference model never gives an example both: LiRA needs at least 2.
+    """
+    inside = np.asarray(ref_in, dtype=bool)
+    if inside.ndim != 2 or inside.shape[0] == 0:
+        return None
+    n_in = inside.sum(axis=1)
+    n_out = inside.shape[1] - n_in
+    missing = (n_out == 0) | ((n_in == 0) if online else False)
+    if not missing.any() or ((n_in > 0) & (n_out > 0)).any():
+        return None
+    if inside.shape[1] < 2:
+        return (
+            "LiRA needs at least 2 reference models (IN and OUT for each example); "
+            f"there is {inside.shape[1]}"
+        )
+    hint = " (references that saw no example suit online=False)" if online else ""
+    return (
+        f"LiRA needs {'IN and OUT' if online else 'OUT'} references for every example, "
+        f"or some examples with both to estimate the IN−OUT gap from{hint}"
+    )
 
 
 def _group_fit(stats: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -211,6 +238,9 @@ def lira_scores(
     if n == 0:
         return np.zeros(0)
     outside = ~inside
+    unmet = lira_unmet(inside, online=online)
+    if unmet:
+        raise PreconditionError(unmet)
 
     n_in, mu_in, ss_in, dof_in = _group_fit(ref, inside)
     n_out, mu_out, ss_out, dof_out = _group_fit(ref, outside)
@@ -220,12 +250,6 @@ def lira_scores(
     missing_in = (n_in == 0) if online else np.zeros(n, dtype=bool)
     if missing_out.any() or missing_in.any():
         both = (n_in > 0) & (n_out > 0)
-        if not both.any():
-            hint = " (references that saw no example suit online=False)" if online else ""
-            raise DpauditError(
-                f"LiRA needs {'IN and OUT' if online else 'OUT'} references for every example, "
-                f"or some examples with both to estimate the IN−OUT gap from{hint}"
-            )
         gap = float(np.mean(mu_in[both] - mu_out[both]))
         mu_out = np.where(missing_out, mu_in - gap, mu_out)
         mu_in = np.where(n_in == 0, mu_out + gap, mu_in)
@@ -261,7 +285,7 @@ def require_references(
 ) -> list[ScoringModel]:
     """The reference models as a list, refusing none."""
     if not references:
-        raise DpauditError(f"attack {attack!r} needs at least one reference model")
+        raise PreconditionError(f"attack {attack!r} needs at least one reference model")
     return list(references)
 
 
@@ -301,6 +325,14 @@ class LiraAttack(_Base):
     def _statistic(self, model: ScoringModel, examples: Sequence[Record]) -> np.ndarray:
         return lm_statistic(model, examples, self.name)
 
+    def unmet(
+        self, *, ref_membership: np.ndarray | None = None, n_population: int = 0
+    ) -> str | None:
+        """IN and OUT references for every example (:func:`lira_unmet`), else why not."""
+        if ref_membership is None:
+            return None  # the declared need (needs_ref_membership) says so
+        return lira_unmet(ref_membership, online=self.online)
+
     def score(
         self,
         model: ScoringModel,
@@ -328,13 +360,16 @@ class LiraAttack(_Base):
         self._check(examples, is_member)
         refs = require_references(self.name, references)
         if ref_membership is None:
-            raise DpauditError(
+            raise PreconditionError(
                 f"attack {self.name!r} needs ref_membership: an (examples × reference models) "
                 "bool matrix of which reference trained on which example"
             )
         membership = as_membership_matrix(
             ref_membership, len(examples), len(refs), f"attack {self.name!r}: ref_membership"
         )
+        unmet = self.unmet(ref_membership=membership)
+        if unmet:  # before any model scores a text
+            raise PreconditionError(unmet)
         target = self._statistic(model, examples)
         ref_stats = np.column_stack([self._statistic(r, examples) for r in refs])
         scores = lira_scores(

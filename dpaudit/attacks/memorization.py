@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dpaudit.datasets.records import Record
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 
 def _positions(model: Any) -> int | None:
@@ -65,7 +65,7 @@ def greedy_continuations(
         raise DpauditError("greedy decoding needs a non-empty prompt")
     limit = _positions(model)
     if limit is not None and prompts and max(map(len, prompts)) + n_tokens > limit:
-        raise DpauditError(
+        raise PreconditionError(
             f"prompt plus {n_tokens} generated tokens exceeds the model's {limit} positions"
         )
     device = next(model.parameters()).device
@@ -85,12 +85,31 @@ def greedy_continuations(
                     steps.append(nxt)
                     if step + 1 < n_tokens:
                         result = model(
-                            input_ids=nxt, past_key_values=result.past_key_values, use_cache=True
+                            input_ids=nxt, use_cache=True, **_cache_kwargs(model, result)
                         )
                 generated = torch.cat(steps, dim=1).cpu().tolist()
                 for i, row in zip(batch, generated, strict=True):
                     out[i] = row
     return out  # type: ignore[return-value]
+
+
+def _cache_kwargs(model: Any, result: Any) -> dict[str, Any]:
+    """The previous forward's key/value cache, under the name this transformers version takes.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is
+    deprecated, with removal announced); older versions only know the old one.
+    """
+    import inspect
+
+    forward = getattr(model, "forward", model)
+    try:
+        params: Any = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    cache = getattr(result, "cache", None)
+    if cache is None:
+        cache = getattr(result, "past_key_values", None)
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,22 @@ def _duplicates(record: Record, duplicates: Mapping[str, int] | None) -> int:
     return int(count)
 
 
+def too_short(lengths: Sequence[int], prefix_tokens: int, suffix_tokens: int) -> str | None:
+    """Why no record of these token ``lengths`` can be tested for verbatim memorization, or ``None``.
+
+    A record is tested when it has ``prefix_tokens + suffix_tokens`` tokens;
+    one is enough (the others are counted as ``n_skipped_too_short``).
+    """
+    need = prefix_tokens + suffix_tokens
+    if any(n >= need for n in lengths):
+        return None
+    return (
+        f"no record has the {need} tokens verbatim memorization needs ({prefix_tokens} prompt "
+        f"+ {suffix_tokens} continuation; {len(lengths)} too short): lower "
+        "attack.memorization_prefix_tokens and attack.memorization_suffix_tokens"
+    )
+
+
 def verbatim_memorization(
     model: Any,
     records: Sequence[Record],
@@ -173,7 +208,8 @@ def verbatim_memorization(
 
     Raises:
         DpauditError: a model without ``.model``/``.tokenizer``, non-positive
-            lengths, a bad duplicate count, or no record long enough.
+            lengths, or a bad duplicate count.
+        PreconditionError: no record long enough (:func:`too_short`).
     """
     if prefix_tokens < 1 or suffix_tokens < 1:
         raise DpauditError("prefix_tokens and suffix_tokens must be at least 1")
@@ -188,11 +224,9 @@ def verbatim_memorization(
     encoded = tokenizer([r.text for r in records])["input_ids"] if records else []
     need = prefix_tokens + suffix_tokens
     kept = [i for i, ids in enumerate(encoded) if len(ids) >= need]
-    if not kept:
-        raise DpauditError(
-            f"no record has the {need} tokens needed ({prefix_tokens} prompt + {suffix_tokens} "
-            f"continuation); {len(records)} skipped as too short"
-        )
+    unmet = too_short([len(ids) for ids in encoded], prefix_tokens, suffix_tokens)
+    if unmet:
+        raise PreconditionError(unmet)
     prompts = [list(encoded[i][:prefix_tokens]) for i in kept]
     generated = greedy_continuations(lm, prompts, suffix_tokens, batch_size=batch_size)
     hit = [g == list(encoded[i][prefix_tokens:need]) for i, g in zip(kept, generated, strict=True)]
@@ -214,5 +248,6 @@ __all__ = [
     "MemorizationResult",
     "dedupe_records",
     "greedy_continuations",
+    "too_short",
     "verbatim_memorization",
 ]

@@ -22,7 +22,8 @@ Orientation, per attack (n scored tokens, ``lp_t = log p(x_t | x_<t)``):
 - ``reference``: ``loss_target − mean_r loss_ref_r``; high = the target fits the
   example better than models that never saw it.
 - ``clf_loss``: ``log softmax(logits)[y]`` (the negated cross-entropy);
-  ``clf_confidence``: ``softmax(logits)[y]``.
+  ``clf_confidence``: ``softmax(logits)[y]`` = ``exp`` of it, the same ranking for
+  any number of classes (``ranks_like = "clf_loss"``: not a default attack).
 
 Every attack class declares, as class variables, the model it attacks
 (``task``: ``"causal_lm"`` or ``"classification"``) and what its ``score``
@@ -44,7 +45,7 @@ import numpy as np
 from dpaudit.attacks.scores import AttackScores
 from dpaudit.attacks.scoring import ScoringModel, TokenStats
 from dpaudit.datasets.records import Record
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 # -- pure statistics -----------------------------------------------------------------
 
@@ -92,6 +93,15 @@ class Attack(Protocol):
         needs_population: ``score`` takes ``population`` (records no reference trained on).
         legacy_fields: parameter → the ``[attack]`` scalar setting that feeds it
             when ``[attack.params.<name>]`` does not set it (``{"k": "mink_k"}``).
+        ranks_like: optional; the name of an attack whose scores this one
+            transforms by a strictly increasing function (same ranking, so the
+            same ROC, AUC and TPRs): it is left out of the default attack lists
+            and skipped, with that reason, when both are asked for.
+
+    An attack may also define ``unmet(*, ref_membership, n_population) -> str | None``
+    (what else it lacks on these inputs; see ``_Base.unmet``), and raises
+    :class:`~dpaudit.errors.PreconditionError` from ``score`` for an input it
+    cannot work with: the attack stage then skips it with the reason.
     """
 
     name: ClassVar[str]
@@ -126,10 +136,23 @@ class _Base:
     needs_ref_membership: ClassVar[bool] = False
     needs_population: ClassVar[bool] = False
     legacy_fields: ClassVar[Mapping[str, str]] = {}
+    ranks_like: ClassVar[str | None] = None
 
     @property
     def params(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
+
+    def unmet(
+        self, *, ref_membership: np.ndarray | None = None, n_population: int = 0
+    ) -> str | None:
+        """Why this attack cannot run on these inputs beyond its declared needs, or ``None``.
+
+        The attack stage plans with it before any model is loaded, and the
+        checkpoint audit before references are trained (LiRA: IN and OUT
+        references per example). Optional for plug-ins; ``score`` raises
+        :class:`~dpaudit.errors.PreconditionError` with the same reason.
+        """
+        return None
 
     def _package(
         self,
@@ -158,7 +181,7 @@ def _require_tokens(
     empty = [r.id for r, a in zip(examples, arrays, strict=True) if len(a) == 0]
     if empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        raise DpauditError(
+        raise PreconditionError(
             f"attack {attack!r}: {len(empty)} example(s) have fewer than 2 tokens{what}, "
             f"so no token can be scored: {shown}"
         )
@@ -343,7 +366,7 @@ class ReferenceAttack(_Base):
     ) -> AttackScores:
         self._check(examples, is_member)
         if not references:
-            raise DpauditError("attack 'reference' needs at least one reference model")
+            raise PreconditionError("attack 'reference' needs at least one reference model")
         texts = [r.text for r in examples]
         target = model.token_logprobs(texts)
         _require_tokens(self.name, examples, target)
@@ -381,7 +404,7 @@ class _ClassifierAttack(_Base):
         self._check(examples, is_member)
         unlabelled = [r.id for r in examples if r.label is None]
         if unlabelled:
-            raise DpauditError(
+            raise PreconditionError(
                 f"attack {self.name!r} needs labelled examples; {len(unlabelled)} have none, e.g. {unlabelled[0]}"
             )
         labels = np.array([r.label for r in examples], dtype=np.int64)
@@ -407,10 +430,17 @@ class ClassifierLossAttack(_ClassifierAttack):
 @dataclass(frozen=True)
 class ClassifierConfidenceAttack(_ClassifierAttack):
     """Confidence attack (Salem et al. 2019, "ML-Leaks"; Yeom et al. 2018):
-    ``softmax(logits)[y]``, the probability of the true label."""
+    ``softmax(logits)[y]``, the probability of the true label.
+
+    It is ``exp`` of ``clf_loss``'s score, for any number of classes: the same
+    ranking, so the same ROC, AUC and TPRs. Kept registered for the name, but
+    left out of the default classifier attacks and skipped beside ``clf_loss``
+    (``ranks_like``).
+    """
 
     name: ClassVar[str] = "clf_confidence"
     task: ClassVar[str] = "classification"
+    ranks_like: ClassVar[str | None] = "clf_loss"
 
     def _transform(self, true_logprob: np.ndarray) -> np.ndarray:
         return np.exp(true_logprob)

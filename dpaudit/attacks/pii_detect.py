@@ -33,6 +33,7 @@ longer match, then the earlier one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import warnings
@@ -40,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from dpaudit.datasets.records import PII_KINDS, PiiSpan
+from dpaudit.datasets.records import PII_KINDS, PiiSpan, Record
 from dpaudit.datasets.synth import luhn_valid
 from dpaudit.errors import DpauditError, unknown_name
 
@@ -50,11 +51,14 @@ __all__ = [
     "Gazetteer",
     "KindMatch",
     "LeakMatch",
+    "PII_DETECTORS",
     "detect_pii",
+    "detect_record_pii",
     "iban_valid",
     "luhn_valid",
     "match_leaked",
     "normalize_pii",
+    "presidio_available",
     "ssn_valid",
 ]
 
@@ -416,6 +420,44 @@ def detect_pii(
             taken[hit.start : hit.end] = [True] * (hit.end - hit.start)
             kept.append(PiiSpan(hit.start, hit.end, hit.kind, text[hit.start : hit.end]))
     return sorted(kept, key=lambda s: (s.start, s.end))
+
+
+PII_DETECTORS = ("annotated", "regex", "presidio")
+"""Where the PII spans of the attacked records come from: the records' own ``pii``
+annotations, the regex and checksum recognizers above, or those plus Presidio's
+``PERSON`` tagger (:func:`detect_record_pii`)."""
+
+
+def presidio_available() -> bool:
+    """Whether Presidio's ``AnalyzerEngine`` can be used here (optional, never required)."""
+    return _presidio_engine(required=False) is not None
+
+
+def detect_record_pii(
+    records: Sequence[Record], *, date_policy: str = "context"
+) -> tuple[list[Record], str]:
+    """``records`` with PII spans, and the detector that found them (one of :data:`PII_DETECTORS`).
+
+    Records of a user's file often carry no ``pii`` annotation (docs/inputs.md).
+    When any record is annotated, the annotations are the truth and nothing is
+    detected (``"annotated"``). Otherwise every record is tagged by
+    :func:`detect_pii`: the regex and checksum recognizers (``"regex"``), and
+    Presidio's ``PERSON`` tagger when it is importable and starts
+    (``"presidio"``). ``PERSON`` and ``ADDRESS`` are found only by Presidio (names)
+    or not at all: regex finds structured PII only. Dates count as dates of birth
+    only after a birth cue (``date_policy="context"``), since a user's records may
+    hold other dates.
+    """
+    if any(r.pii for r in records):
+        return list(records), "annotated"
+    presidio = presidio_available()
+    tagged = [
+        dataclasses.replace(
+            r, pii=tuple(detect_pii(r.text, date_policy=date_policy, use_presidio=presidio))
+        )
+        for r in records
+    ]
+    return tagged, "presidio" if presidio else "regex"
 
 
 _DIGIT_KINDS = frozenset({"SSN", "CREDIT_CARD", "MRN"})

@@ -56,7 +56,7 @@ from dpaudit.attacks.pii import (
 from dpaudit.attacks.pii_detect import REGEX_KINDS, detect_pii, normalize_pii
 from dpaudit.attacks.scoring import ScoringModel
 from dpaudit.datasets.records import Record
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 __all__ = [
     "PiiRankingResult",
@@ -268,7 +268,7 @@ def _mask_all(records: Sequence[Record], kind: str, other_pii: str) -> tuple[lis
     masked = [mask_record(r, kind, other_pii=other_pii) for r in records]
     kept = [m for m in masked if m is not None]
     if not kept:
-        raise DpauditError(f"no record has a {kind} span to mask")
+        raise PreconditionError(f"no record has a {kind} span to mask")
     return kept, len(masked) - len(kept)
 
 
@@ -414,7 +414,7 @@ def pii_inference(
         truth = normalize_pii(kind, m.truth)
         others = [v for norm, v in pool.items() if norm != truth]
         if len(others) < n_distractors:
-            raise DpauditError(
+            raise PreconditionError(
                 f"the population has {len(others)} other {kind} values, "
                 f"fewer than n_distractors = {n_distractors}"
             )

@@ -13,7 +13,10 @@ fields with a help string. From these:
   ``[attack]`` config (``[attack.params.<name>]`` tables, then the legacy
   scalar settings such as ``mink_k``), coerced to the field types;
 - :func:`plan_attacks` splits a list of names into those that can run on a
-  model with the given inputs and those skipped, with the reason.
+  model with the given inputs and those skipped, with the reason (an attack
+  declaring ``ranks_like`` another that runs too is skipped: same ROC);
+- :func:`default_attacks` lists the attacks of a task used when none are named
+  (the classifier default of the checkpoint audit), without ``ranks_like`` ones.
 
 A new attack is one call, :func:`register_attack`, after which it is accepted
 by ``attack.attacks``, runs in ``dpaudit run`` and reaches the report.
@@ -47,6 +50,7 @@ __all__ = [
     "ATTACKS",
     "TASKS",
     "attack_params",
+    "default_attacks",
     "get_attack",
     "param_fields",
     "plan_attacks",
@@ -235,7 +239,29 @@ def plan_attacks(
             skipped[name] = "skipped: no population records that no reference model trained on"
         else:
             runnable.append(name)
+    for name in list(runnable):  # an attack that only re-ranks another one adds nothing
+        same = getattr(ATTACKS.get(name), "ranks_like", None)
+        if same and same != name and same in runnable:
+            runnable.remove(name)
+            skipped[name] = (
+                f"skipped: ranks examples as {same} does (a strictly increasing transform of "
+                f"its score), so its ROC, AUC and TPRs are {same}'s"
+            )
     return runnable, skipped
+
+
+def default_attacks(task: str) -> list[str]:
+    """The registered attacks on a ``task`` model that a run uses when none are named.
+
+    Every attack of the task (registration order) except those declaring
+    ``ranks_like`` another attack: ``clf_confidence`` is ``exp`` of
+    ``clf_loss``'s score for any number of classes, so only ``clf_loss`` is listed.
+    """
+    return [
+        name
+        for name, cls in ATTACKS.items()
+        if cls.task == task and not getattr(cls, "ranks_like", None)
+    ]
 
 
 def _names_where(predicate: Any) -> frozenset[str]:

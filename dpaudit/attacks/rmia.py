@@ -55,7 +55,7 @@ from dpaudit.attacks.mia import _Base, _log_softmax
 from dpaudit.attacks.scores import AttackScores
 from dpaudit.attacks.scoring import ScoringModel
 from dpaudit.datasets.records import Record
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, PreconditionError
 
 _LOGP_TOLERANCE = 1e-9
 
@@ -134,7 +134,7 @@ def rmia_scores(
     if rz.shape != (m, rx.shape[1]):
         raise DpauditError(f"logp_z_refs must have shape ({m}, {rx.shape[1]}), got {rz.shape}")
     if m == 0:
-        raise DpauditError("RMIA needs at least one population sample z")
+        raise PreconditionError("RMIA needs at least one population sample z")
     check_gamma(gamma)
     if offline_a is not None:
         check_offline_a(offline_a)
@@ -150,7 +150,7 @@ def rmia_scores(
         )
         lacking = int((~outside.any(axis=1)).sum())
         if lacking:
-            raise DpauditError(
+            raise PreconditionError(
                 f"offline RMIA needs an OUT reference for every example; {lacking} have none"
             )
         log_pr_x = _log_offline(_log_mean(rx, outside), float(offline_a))
@@ -215,6 +215,19 @@ class RmiaAttack(_Base):
     def _logp(self, model: ScoringModel, records: Sequence[Record]) -> np.ndarray:
         return lm_statistic(model, records, self.name)
 
+    def unmet(
+        self, *, ref_membership: np.ndarray | None = None, n_population: int = 0
+    ) -> str | None:
+        """Offline: an OUT reference for every example (no membership: none trained on any)."""
+        if self.offline_a is None or ref_membership is None:
+            return None
+        inside = np.asarray(ref_membership, dtype=bool)
+        lacking = int(inside.all(axis=1).sum()) if inside.ndim == 2 else 0
+        if not lacking:
+            return None
+        fewer = f" (with {inside.shape[1]} reference model)" if inside.shape[1] < 2 else ""
+        return f"offline RMIA needs an OUT reference for every example; {lacking} have none{fewer}"
+
     def score(
         self,
         model: ScoringModel,
@@ -244,13 +257,16 @@ class RmiaAttack(_Base):
         self._check(examples, is_member)
         refs = require_references(self.name, references)
         if not population:
-            raise DpauditError(
+            raise PreconditionError(
                 f"attack {self.name!r} needs population samples z (records no reference trained on)"
             )
         if ref_membership is not None:
             ref_membership = as_membership_matrix(
                 ref_membership, len(examples), len(refs), f"attack {self.name!r}: ref_membership"
             )
+        unmet = self.unmet(ref_membership=ref_membership, n_population=len(population))
+        if unmet:  # before any model scores a text
+            raise PreconditionError(unmet)
         scores = rmia_scores(
             self._logp(model, examples),
             np.column_stack([self._logp(r, examples) for r in refs]),

@@ -10,10 +10,13 @@ adapter with no weights to download.
 
 Token log-probabilities (docs/formulas.md#token-log-probabilities): each text is tokenized with the
 model's tokenizer and its default special tokens, truncated to ``max_length``
-tokens, and tokens 1..T−1 are scored, each conditioned on the earlier ones (the
-standard shifted causal-LM loss). Padding is never scored, and because
-batches are right-padded under a causal attention mask, batching does not
-change any score (tested against a one-text-at-a-time reference).
+tokens (by default the model's context, at most :data:`CONTEXT_CAP`), and
+tokens 1..T−1 are scored, each conditioned on the earlier ones (the standard
+shifted causal-LM loss). Padding is never scored, and because batches are
+right-padded under a causal attention mask, batching does not change any score
+(tested against a one-text-at-a-time reference). :meth:`HFScoringModel.tokens_cut`
+says how many tokens of each text the truncation drops, so that callers can
+count and report it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dpaudit.errors import DpauditError, unknown_name
+from dpaudit.errors import DpauditError, PreconditionError, unknown_name
 from dpaudit.trainers.models import resolve_device
 
 GENERATION_STRATEGIES = ("greedy", "beam", "sample")
+
+CONTEXT_CAP = 2048
+"""Most tokens per text scored by default (models with a longer context are scored up to this)."""
+
+TOKENS_PER_TEXT = 128
+"""A forward pass holds at most ``batch_size * TOKENS_PER_TEXT`` tokens (long texts: smaller batches)."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +110,26 @@ def _max_positions(config: Any) -> int | None:
     return None
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first)."""
+def _length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first).
+
+    With ``max_tokens``, a batch also holds at most that many tokens once padded
+    (its first, longest text times its size), and always at least one text.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size:
+            width = max(lengths[batches[-1][0]], 1)
+            if (len(batches[-1]) + 1) * width <= max_tokens:
+                batches[-1].append(i)
+                continue
+        batches.append([i])
+    return batches
 
 
 def _next_token_stats(logits: Any, targets: Any, chunk: int = 1024) -> tuple[Any, Any, Any]:
@@ -152,6 +177,9 @@ class HFScoringModel:
         batch_size: texts per forward pass.
         max_length: texts are truncated to this many tokens (and to the model's
             number of positions, if smaller); prompts keep their last tokens.
+            ``None`` (default): the model's number of positions, at most
+            :data:`CONTEXT_CAP` (:data:`CONTEXT_CAP` when the model declares none).
+            :meth:`tokens_cut` counts what the truncation drops.
         progress: show a progress bar.
     """
 
@@ -162,18 +190,20 @@ class HFScoringModel:
         *,
         device: str = "auto",
         batch_size: int = 32,
-        max_length: int = 128,
+        max_length: int | None = None,
         progress: bool = True,
     ):
         if batch_size < 1:
             raise DpauditError(f"batch_size must be at least 1, got {batch_size}")
-        if max_length < 2:
+        if max_length is not None and max_length < 2:
             raise DpauditError(f"max_length must be at least 2 tokens, got {max_length}")
         self.device = resolve_device(device, setting="device")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         positions = _max_positions(getattr(model, "config", None))
+        if max_length is None:
+            max_length = min(positions, CONTEXT_CAP) if positions else CONTEXT_CAP
         self.max_length = min(max_length, positions) if positions else max_length
         self.progress = progress
         self._cache: dict[str, TokenStats] = {}
@@ -186,8 +216,20 @@ class HFScoringModel:
         if keep == "start":
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
             return [list(x) for x in enc["input_ids"]]
-        ids = self.tokenizer(list(texts))["input_ids"]
+        ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
         return [list(x[-self.max_length :]) for x in ids]
+
+    def tokens_cut(self, texts: Sequence[str]) -> list[int]:
+        """Per text, the tokens that truncation to :attr:`max_length` drops (0: scored whole).
+
+        Counted on the tokenization scoring uses (default special tokens
+        included), so ``len(token_logprobs([t])[0]) + 1 + tokens_cut([t])[0]``
+        is the text's full token count (for a text of at least two tokens).
+        """
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
+        return [max(0, len(x) - self.max_length) for x in ids]
 
     def _pad(
         self, seqs: Sequence[Sequence[int]], *, pad_id: int, left: bool = False
@@ -224,7 +266,10 @@ class HFScoringModel:
         empty = _readonly(np.zeros(0))
         with torch.inference_mode():
             for batch in self._bar(
-                _length_batches([len(e) for e in encoded], self.batch_size), "scoring"
+                _length_batches(
+                    [len(e) for e in encoded], self.batch_size, self.batch_size * TOKENS_PER_TEXT
+                ),
+                "scoring",
             ):
                 seqs = [encoded[i] for i in batch]
                 if max(len(s) for s in seqs) < 2:
@@ -280,7 +325,7 @@ class HFScoringModel:
             return np.zeros((0, int(getattr(config, "num_labels", 0) or 0)))
         encoded = self._encode(texts)
         if any(not e for e in encoded):
-            raise DpauditError("cannot classify an empty text (it has no tokens)")
+            raise PreconditionError("cannot classify an empty text (it has no tokens)")
         size = self.batch_size if model_pad is not None else 1
         pad_id = model_pad if model_pad is not None else self._pad_id
         rows: list[np.ndarray | None] = [None] * len(texts)
@@ -360,7 +405,7 @@ class HFScoringModel:
         if any(not e for e in encoded):
             bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else eos
             if bos is None:
-                raise DpauditError("an empty prompt needs a tokenizer with a bos or eos token")
+                raise PreconditionError("an empty prompt needs a tokenizer with a bos or eos token")
             encoded = [e or [bos] for e in encoded]
         results: list[list[str] | None] = [None] * len(prompts)
         cuda = [self.device] if self.device.type == "cuda" else []

@@ -195,7 +195,13 @@ def base_scoring_model(model: Any, model_dir: Path, config: RunConfig) -> Any | 
         return None
     if base is None:
         return None
-    return load_scoring_model((base, tokenizer), config, progress=False)
+    length = getattr(model, "max_length", None)  # the same tokens as the trained model
+    return load_scoring_model(
+        (base, tokenizer),
+        config,
+        progress=False,
+        max_length=length if isinstance(length, int) else None,
+    )
 
 
 def audit_model(
@@ -228,8 +234,47 @@ def audit_model(
     upper, primary = upper_bounds(privacy_path, delta)
     design = "mislabelled" if config.train.task == "classification" else config.data.canary_design
     return dataclasses.replace(
-        judge(lower, upper, primary), canary_design=design, canary_score=statistic
+        judge(lower, upper, primary),
+        canary_design=design,
+        canary_score=statistic,
+        estimates=side_by_side(scores, included, config, delta=delta),
     )
+
+
+def side_by_side(
+    scores: np.ndarray, included: np.ndarray, config: RunConfig, *, delta: float
+) -> dict[str, dict[str, Any]]:
+    """Every one-run estimator (``audit.estimators``, empty = all) on the same guesses and grid.
+
+    ``{name: {"epsilon", "ceiling", "guarantee"}}``; an estimator not defined
+    here (``fdp-gdp`` at δ = 0) gets ``{"error": reason}`` instead. Empty for
+    other audit methods (the threshold audit has one estimator, Clopper-Pearson).
+    """
+    from dpaudit.audit.estimators import ESTIMATORS
+    from dpaudit.audit.lower_bound import METHOD_ONE_RUN, audit_one_run_estimators
+
+    if config.audit.method != METHOD_ONE_RUN:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in tuple(config.audit.estimators) or ESTIMATORS.names():
+        try:
+            bound = audit_one_run_estimators(
+                scores,
+                included,
+                delta=delta,
+                confidence=config.audit.confidence,
+                grid=list(config.audit.guesses) or None,
+                estimators=(name,),
+            )[name]
+        except DpauditError as exc:
+            out[name] = {"epsilon": None, "ceiling": None, "guarantee": None, "error": str(exc)}
+            continue
+        out[name] = {
+            "epsilon": float(bound.epsilon),
+            "ceiling": None if bound.ceiling is None else float(bound.ceiling),
+            "guarantee": bound.guarantee,
+        }
+    return out
 
 
 def run_audit_stage(
@@ -250,17 +295,21 @@ def run_audit_stage(
     ``<run>/<model_name>/privacy.json`` either way.
     """
     from dpaudit.attacks.stage import load_scoring_model
+    from dpaudit.trainers.dp_sgd import check_trained_on
 
     model_dir = run.path / model_name
     if model is None and not model_dir.is_dir():
         raise DpauditError(f"{model_dir}: no trained model; run `dpaudit train` first")
+    if model is None:  # the canaries' inclusion bits must be those the model trained with
+        ids = [r.id for r in prepared.train]
+        check_trained_on(model_dir, ids, split=str(run.path / "data" / "train_ids.json"))
     stage = f"audit/{model_name}"
     inputs = run.output_hashes(model_name)
     inputs["audit_config"] = sha256_text(repr(dataclasses.asdict(config.audit)))
     path = run.subdir("audit") / BOUNDS_FILE
     if resume and run.can_skip(stage, inputs) and path.is_file():
         return None
-    with run.stage(stage, inputs):
+    with run.stage(stage, inputs, seed=seed):
         scorer = load_scoring_model(
             model_dir if model is None else model, config, progress=progress
         )

@@ -63,6 +63,12 @@ LOSS_FROM_CHAR = "loss_from_char"
 """``Record.meta`` key of a canary copy whose training loss counts only its secret:
 the number of characters of its prefix (see :mod:`dpaudit.datasets.canary_designs`)."""
 DEFAULT_PREFIX = "my secret code is "
+NO_INCLUSION_NOTE = (
+    "canaries were given without their inclusion coin flips (--canary-inclusion, "
+    "data/inclusion.json): no one-run audit is possible; the canaries are still scored "
+    "for exposure"
+)
+"""Said when canaries come without ``inclusion.json`` (console note and report warning)."""
 MAX_SECRET_LENGTH = 64
 DEFAULT_ENUMERATION_LIMIT = 10**7
 

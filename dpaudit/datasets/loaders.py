@@ -19,12 +19,14 @@ from typing import Any
 from dpaudit.datasets.records import PiiSpan, Record
 from dpaudit.errors import InputError
 
-FORMATS = ("jsonl", "csv", "parquet", "text", "hf")
+FORMATS = ("jsonl", "csv", "tsv", "parquet", "text", "hf")
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
     ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
     ".parquet": "parquet",
     ".pq": "parquet",
     ".txt": "text",
@@ -33,12 +35,24 @@ _EXTENSIONS = {
 
 @dataclass(frozen=True)
 class Fields:
-    """Which columns hold the text, label, id and user."""
+    """Which columns hold the text, label, id and user, and how to read them.
+
+    Attributes:
+        label_map: ``((name, class index), ...)``: string labels (``positive``,
+            ``negative``) mapped to class indices; empty = labels must be integers.
+        delimiter: the CSV/TSV field delimiter; ``None`` = ``,`` for csv, tab for tsv.
+    """
 
     text: str = "text"
     label: str | None = None
     id: str | None = None
     user: str | None = None
+    label_map: tuple[tuple[str, int], ...] = ()
+    delimiter: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise InputError("data.delimiter", f"must be one character, got {self.delimiter!r}")
 
 
 def infer_format(path: str | Path) -> str:
@@ -63,7 +77,7 @@ def load_records(
     Args:
         path: a file, or a directory saved with ``datasets.Dataset.save_to_disk``;
             for ``format="hf"`` also a hub dataset name (needs network).
-        format: one of ``auto``, ``jsonl``, ``csv``, ``parquet``, ``text``, ``hf``.
+        format: one of ``auto``, ``jsonl``, ``csv``, ``tsv``, ``parquet``, ``text``, ``hf``.
         fields: column names; the default reads ``text`` (and a dpaudit JSONL's
             ``id``, ``label``, ``pii`` and ``meta`` when present).
     """
@@ -76,6 +90,7 @@ def load_records(
     loader = {
         "jsonl": _load_jsonl,
         "csv": _load_csv,
+        "tsv": _load_tsv,
         "parquet": _load_parquet,
         "text": _load_text,
         "hf": _load_hf,
@@ -106,15 +121,25 @@ def _read_text(path: Path) -> str:
         raise InputError(path, f"not valid UTF-8 (byte {exc.start})", line=line) from None
 
 
-def _label(path: Path, value: Any, line: int | None) -> int | None:
+def _label(
+    path: Path, value: Any, line: int | None, label_map: tuple[tuple[str, int], ...] = ()
+) -> int | None:
+    """The class index of ``value``: a name in ``label_map``, or an integer (as a number or text)."""
     if value is None or value == "":
         return None
+    mapping = dict(label_map)
+    if isinstance(value, str) and value in mapping:
+        return mapping[value]
+    if mapping:
+        hint = f" and not in data.label_map ({', '.join(mapping)})"
+    else:
+        hint = " (map string labels with data.label_map, e.g. {positive = 1, negative = 0})"
     try:
         as_float = float(value)
     except (TypeError, ValueError):
-        raise InputError(path, f"label {value!r} is not an integer", line=line) from None
+        raise InputError(path, f"label {value!r} is not an integer{hint}", line=line) from None
     if not as_float.is_integer():
-        raise InputError(path, f"label {value!r} is not an integer", line=line)
+        raise InputError(path, f"label {value!r} is not an integer{hint}", line=line)
     return int(as_float)
 
 
@@ -131,7 +156,7 @@ def _make_record(
     if fields.id is not None and raw_id in (None, ""):
         raise InputError(path, f"missing id field {fields.id!r}", line=line)
     rec_id = str(raw_id) if raw_id not in (None, "") else f"row-{index:07d}"
-    label = _label(path, row.get(fields.label or "label"), line)
+    label = _label(path, row.get(fields.label or "label"), line, fields.label_map)
     meta = dict(row.get("meta") or {}) if isinstance(row.get("meta"), dict) else {}
     if fields.user is not None:
         if row.get(fields.user) in (None, ""):
@@ -184,8 +209,17 @@ def _as_row(path: Path, row: Any, line: int) -> dict[str, Any]:
     return row
 
 
-def _load_csv(path: Path, fields: Fields) -> list[Record]:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+def _load_tsv(path: Path, fields: Fields) -> list[Record]:
+    return _load_csv(path, fields, default_delimiter="\t")
+
+
+def _load_csv(path: Path, fields: Fields, *, default_delimiter: str = ",") -> list[Record]:
+    # strict: an unterminated quote is an error, not a field that swallows the rest of the file.
+    reader = csv.DictReader(
+        io.StringIO(_read_text(path), newline=""),
+        delimiter=fields.delimiter or default_delimiter,
+        strict=True,
+    )
     if reader.fieldnames is None:
         raise InputError(path, "empty file")
     if fields.text not in reader.fieldnames:

@@ -3,7 +3,8 @@
 Writes into ``<run>/data/``:
 
 - ``corpus.jsonl``   the synthesized corpus (only when no input file is given);
-- ``splits.json``    member / non-member / population ids;
+- ``splits.json``    member / non-member / population ids (a classifier's three
+  parts stratified by label, :func:`~dpaudit.datasets.splits.split_records`);
 - ``canaries.jsonl`` every canary (Secret-Sharer and one-run), without inclusion bits;
 - ``inclusion.json`` the inclusion bits — the auditor's secret;
 - ``train_ids.json`` ids of the exact training list (members + canary copies);
@@ -68,7 +69,14 @@ class PreparedData:
 
 def _fields(config: RunConfig) -> Fields:
     d = config.data
-    return Fields(text=d.text_field, label=d.label_field, id=d.id_field, user=d.user_field)
+    return Fields(
+        text=d.text_field,
+        label=d.label_field,
+        id=d.id_field,
+        user=d.user_field,
+        label_map=tuple(sorted(d.label_map.items())),
+        delimiter=d.delimiter,
+    )
 
 
 def _rename(canaries: list[Canary], tag: str) -> list[Canary]:
@@ -214,7 +222,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
         inputs["dataset"] = run.record_inputs({"dataset": d.path})["dataset"]
     if resume and run.can_skip(STAGE, inputs):
         return load_prepared(run.path)
-    with run.stage(STAGE, inputs) as record:
+    with run.stage(STAGE, inputs, seed=config.seed) as record:
         if d.path:
             records = load_records(d.path, format=d.format, fields=_fields(config))
         else:
@@ -227,6 +235,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
             member_fraction=d.member_fraction,
             nonmember_fraction=d.nonmember_fraction,
             seed=config.seed,
+            stratify=config.train.task == "classification",
         )
         members = split.select(records, "members")
         tok = design_tokenizer(config, records)
@@ -257,6 +266,8 @@ def load_prepared(run_path: str | Path) -> PreparedData:
             label=cfg["label_field"],
             id=cfg["id_field"],
             user=cfg["user_field"],
+            label_map=tuple(sorted((cfg.get("label_map") or {}).items())),
+            delimiter=cfg.get("delimiter"),
         )
         records = load_records(cfg["path"], format=cfg["format"], fields=fields)
     else:
@@ -265,9 +276,10 @@ def load_prepared(run_path: str | Path) -> PreparedData:
     canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
     from dpaudit.config import config_from_dict
 
-    train = _train_list(
-        split.select(records, "members"), canaries, config_from_dict(manifest["config"])
-    )
+    # The run's location plays no part (and a name recorded by an older dpaudit may not pass
+    # today's run-name check).
+    settings = {k: v for k, v in manifest["config"].items() if k not in ("name", "runs_dir")}
+    train = _train_list(split.select(records, "members"), canaries, config_from_dict(settings))
     expected = read_json(data_dir / "train_ids.json")["ids"]
     if [r.id for r in train] != expected:
         from dpaudit.errors import DpauditError

@@ -10,6 +10,14 @@ give the same split on every machine, whatever the order of the input file.
 - ``population``: the rest, a pool of same-distribution records for
   reference models and RMIA's population samples.
 
+With ``stratify=True`` (a classifier's data) the three parts keep the label
+mix of the whole dataset (scikit-learn's stratified shuffle split, each label
+within one record of its exact share): a member/non-member split whose label
+shares differ lets a score that depends on the label alone, such as a DP
+classifier's loss at chance accuracy, pass for membership signal
+(docs/decisions.md, "Classifier audits and labels"). Unlabelled data (language
+models) is split by the permutation above, unchanged.
+
 Only ids are saved (``data/splits.json``); the text stays in the input file.
 """
 
@@ -74,12 +82,23 @@ class Split:
 
 
 def split_records(
-    records: Sequence[Record], *, member_fraction: float, nonmember_fraction: float, seed: int
+    records: Sequence[Record],
+    *,
+    member_fraction: float,
+    nonmember_fraction: float,
+    seed: int,
+    stratify: bool = False,
 ) -> Split:
     """Split records into members, non-members and population by seed.
 
+    Args:
+        stratify: keep each label's share equal in the three parts (within one
+            record; :func:`stratified_split`), for a classifier's data. ``False``
+            (language models): the seeded permutation of the sorted ids.
+
     Raises:
-        DpauditError: when a part would be empty.
+        DpauditError: when a part would be empty, or (``stratify``) a record has
+            no label or a label is too rare to be shared out.
     """
     if not (
         0 < member_fraction < 1
@@ -96,10 +115,68 @@ def split_records(
     n_non = int(round(nonmember_fraction * n))
     if n_mem < 1 or n_non < 1:
         raise DpauditError(f"{n} records are too few to split into members and non-members")
+    if stratify:
+        return stratified_split(records, n_member=n_mem, n_nonmember=n_non, seed=seed)
     shuffled = [ids[i] for i in order]
     return Split(
         members=tuple(shuffled[:n_mem]),
         nonmembers=tuple(shuffled[n_mem : n_mem + n_non]),
         population=tuple(shuffled[n_mem + n_non :]),
+        seed=seed,
+    )
+
+
+def stratified_split(
+    records: Sequence[Record], *, n_member: int, n_nonmember: int, seed: int
+) -> Split:
+    """Members, non-members and population with the label mix of ``records``.
+
+    Two scikit-learn stratified shuffle splits of the sorted ids (members from
+    the rest, then non-members from the population), seeded from ``seed``:
+    each label's count in a part is within one record of its share of the
+    whole, so members and non-members carry the same label mix. A function of
+    the ids, labels and seed only.
+
+    Raises:
+        DpauditError: a record without a label, or a label too rare to be
+            shared out (fewer than 2 records, or more labels than a part has
+            records).
+    """
+    from sklearn.model_selection import train_test_split
+
+    by_id = {r.id: r for r in records}
+    ids = sorted(by_id)
+    unlabelled = [i for i in ids if by_id[i].label is None]
+    if unlabelled:
+        raise DpauditError(
+            f"a stratified (classifier) split needs a label on every record; "
+            f"{len(unlabelled)} have none (e.g. {unlabelled[0]!r})"
+        )
+    labels = np.array([by_id[i].label for i in ids], dtype=np.int64)
+    state = int(np.random.SeedSequence(seed).generate_state(1)[0])
+    n_population = len(ids) - n_member - n_nonmember
+    try:
+        members, rest, _, rest_labels = train_test_split(
+            ids, labels, train_size=n_member, stratify=labels, random_state=state
+        )
+        if n_population:
+            nonmembers, population = train_test_split(
+                rest, train_size=n_nonmember, stratify=rest_labels, random_state=state
+            )
+        else:
+            nonmembers, population = rest, []
+    except ValueError as exc:  # a label with a single record, or more labels than a part's size
+        values, counts = np.unique(labels, return_counts=True)
+        mix = ", ".join(f"label {v}: {c}" for v, c in zip(values, counts, strict=True))
+        raise DpauditError(
+            f"cannot split {len(ids)} records into {n_member} members, {n_nonmember} "
+            f"non-members and {n_population} population records with the same label mix "
+            f"({mix}): {exc}; merge or drop the rarest labels, or change "
+            "data.member_fraction / data.nonmember_fraction"
+        ) from None
+    return Split(
+        members=tuple(members),
+        nonmembers=tuple(nonmembers),
+        population=tuple(population),
         seed=seed,
     )

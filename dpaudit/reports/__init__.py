@@ -74,10 +74,15 @@ REPORT_FORMATS: Registry[ReportFormat] = Registry("report format")
 """Format name (``report.formats``, ``dpaudit report --format``) → :class:`ReportFormat`."""
 
 
+def _revealed(report: Mapping[str, Any]) -> bool | None:
+    """A report that prints recovered secrets (``--reveal``) is written owner-only."""
+    return True if report.get("revealed") else None
+
+
 def _write_json(
     report: Mapping[str, Any], path: Path, *, curves: Any = None, generated: str | None = None
 ) -> Path:
-    return write_run_file(path, parse_report(report))
+    return write_run_file(path, parse_report(report), private=_revealed(report))
 
 
 def _write_md(
@@ -85,7 +90,9 @@ def _write_md(
 ) -> Path:
     from dpaudit.reports.render_md import render_markdown
 
-    return atomic_write_text(path, render_markdown(report, generated=generated))
+    return atomic_write_text(
+        path, render_markdown(report, generated=generated), private=_revealed(report)
+    )
 
 
 def _write_html(
@@ -93,7 +100,9 @@ def _write_html(
 ) -> Path:
     from dpaudit.reports.render_html import render_html
 
-    return atomic_write_text(path, render_html(report, curves, generated=generated))
+    return atomic_write_text(
+        path, render_html(report, curves, generated=generated), private=_revealed(report)
+    )
 
 
 REPORT_FORMATS.register("html", ReportFormat("report.html", _write_html))

@@ -37,6 +37,7 @@ from dpaudit.runfiles.attacks import (
     MemorizationFile,
     PiiFile,
     RecoveredFile,
+    StatusFile,
 )
 from dpaudit.runfiles.audit import BoundsFile
 from dpaudit.runfiles.base import RunFile
@@ -349,6 +350,10 @@ def _pii(file: PiiFile | None) -> PiiSection | None:
             {f"{name}_accuracy": game.accuracy, f"{name}_chance": game.chance}
         )
     return PiiSection(
+        detector=file.detector,
+        n_members=file.n_members,
+        members_with_pii=file.members_with_pii,
+        unmeasured=file.unmeasured,
         extraction_rate=extraction.recall if extraction is not None else None,
         extraction=extraction,
         rankings=rankings,
@@ -367,7 +372,34 @@ def _utility(file: UtilityFile | None) -> UtilitySection | None:
         ),
         None,
     )
-    return _copy(UtilitySection, file, headline=headline)
+    return _copy(UtilitySection, file, headline=headline, learned=_learning(file)[0])
+
+
+_SPLIT_WORDS = {"eval": "held-out", "train": "training"}
+
+
+def _learning(utility: UtilityFile | UtilitySection) -> tuple[bool | None, str | None]:
+    """Whether a classifier learned, and why not: its accuracy (held out, else on the training
+    examples) no better than always predicting the majority class, or one class predicted."""
+    for split, words in _SPLIT_WORDS.items():
+        accuracy = getattr(utility, f"{split}_accuracy")
+        share = getattr(utility, f"{split}_majority_share")
+        classes = getattr(utility, f"{split}_predicted_classes")
+        if accuracy is None or not math.isfinite(accuracy):
+            continue
+        if classes == 1:
+            return False, (
+                f"it predicts one class for every {words} example (accuracy {accuracy:.3f}"
+                + (f", majority-class share {share:.3f})" if share is not None else ")")
+            )
+        if share is not None and math.isfinite(share):
+            if accuracy <= share + 1e-9:
+                return False, (
+                    f"{words} accuracy {accuracy:.3f} is no better than always predicting the "
+                    f"majority class ({share:.3f})"
+                )
+            return True, None
+    return None, None
 
 
 def _recovered(file: RecoveredFile | None) -> Recovered:
@@ -440,22 +472,114 @@ def _summary(
         pii_extraction_rate=pii.extraction_rate if pii else None,
         memorization_rate=memorization.rate if memorization else None,
         utility=utility.headline if utility else None,
+        did_not_learn=_learning(utility)[1] if utility else None,
     )
 
 
+_PARTS = ("mia", "canary", "memorization", "pii")
+_LM_PARTS = ("canary", "memorization", "pii")
+
+
+def _part_reasons(manifest: ManifestFile, model: str) -> dict[str, str]:
+    """Why each attack part of ``model`` may have no result, as far as the run directory says.
+
+    A classifier runs no language-model part (canary, memorization, PII); otherwise
+    the manifest's ``attacks/<model>``
+    stages say whether the part was asked for (``attacks/<model>/<p>+<q>``
+    runs only those parts) and whether its stage finished. A part whose stage
+    finished has no reason here (its file should be there).
+    """
+    task = (manifest.config.get("train") or {}).get("task")
+    stages = {
+        n: s.status
+        for n, s in manifest.stages.items()
+        if n == f"attacks/{model}" or n.startswith(f"attacks/{model}/")
+    }
+    reasons: dict[str, str] = {}
+    for part in _PARTS:
+        asked = {
+            n: status
+            for n, status in stages.items()
+            if n == f"attacks/{model}" or part in n.rsplit("/", 1)[-1].split("+")
+        }
+        if task == "classification" and part in _LM_PARTS:
+            reasons[part] = (
+                "not run: the model is a classifier and this attack needs a language model"
+            )
+        elif not stages:
+            reasons[part] = f"not run: the attack stage never ran on {model}"
+        elif not asked:
+            reasons[part] = f"not run: not among the attack parts run ({', '.join(sorted(stages))})"
+        elif all(status != "done" for status in asked.values()):
+            shown = ", ".join(f"{n} {status}" for n, status in sorted(asked.items()))
+            reasons[part] = f"not run to the end: {shown}"
+    return reasons
+
+
+def _skipped_warnings(name: str, status: StatusFile) -> list[str]:
+    """One warning per reason for the attacks (and the blind baseline) skipped for an unmet
+    precondition, from ``status.json``; the other parts' reasons explain their missing files."""
+    by_reason: dict[str, list[str]] = {}
+    entries = {**status.attacks, **{k: v for k, v in status.parts.items() if k == "blind"}}
+    for attack, outcome in entries.items():
+        if outcome.startswith("skipped: "):
+            by_reason.setdefault(outcome.removeprefix("skipped: "), []).append(attack)
+    return [f"{name}: {', '.join(names)} skipped: {why}" for why, names in by_reason.items()]
+
+
+def _unmeasured_warnings(
+    name: str,
+    memorization: MemorizationSection | None,
+    pii_file: PiiFile | None,
+    reasons: Mapping[str, str],
+) -> list[str]:
+    """Warnings for the memorization and PII parts of ``name`` that measured nothing."""
+    out = []
+    if memorization is None:
+        why = reasons.get("memorization", "its file is missing although the attack stage ran")
+        out.append(
+            f"{name}: no verbatim memorization results (attacks/{name}/memorization.json): {why}"
+        )
+    if pii_file is None:
+        why = reasons.get("pii", "its file is missing although the attack stage ran")
+        out.append(f"{name}: no PII leakage results (attacks/{name}/pii.json): {why}")
+    elif pii_file.unmeasured or pii_file.extraction is None:
+        why = pii_file.unmeasured or "no member record carries PII"
+        out.append(f"{name}: PII leakage not measured: {why}")
+    if pii_file is not None:
+        for game, why in sorted(pii_file.skipped.items()):
+            out.append(f"{name}: PII {game.replace('_', ' ')} game not played: {why}")
+    return out
+
+
 def _model(
-    reader: _Reader, name: str, bounds: BoundsFile | None, reveal: bool, warnings: list[str]
+    reader: _Reader,
+    name: str,
+    bounds: BoundsFile | None,
+    reveal: bool,
+    warnings: list[str],
+    reasons: Mapping[str, str] | None = None,
 ) -> tuple[ModelSection, dict[str, Any]]:
     privacy = _privacy(reader, name, warnings)
     audit = _audit(bounds, name, reader.root / "audit" / "bounds.json", privacy, warnings)
     attacks, curves = _attacks(reader, name)
+    reasons = reasons or {}
+    status = reader.read(StatusFile, "attacks", name, "status.json")
+    if status is not None:  # unmet preconditions: what was skipped, and why its file is missing
+        warnings += _skipped_warnings(name, status)
+        reasons = {**reasons, **{p: v for p, v in status.parts.items() if v.startswith("skipped")}}
     if not attacks:
+        why = f": {reasons['mia']}" if "mia" in reasons else ""
         warnings.append(
-            f"{name}: no membership-inference results (attacks/{name}/<attack>/metrics.json)"
+            f"{name}: no membership-inference results (attacks/{name}/<attack>/metrics.json){why}"
         )
+    scope = status.scope if status is not None else None
+    if scope is not None and (truncated := scope.warning()):
+        warnings.append(f"{name}: {truncated}")
     canaries = _canaries(reader.read(CanaryFile, "attacks", name, "canary.json"))
     if canaries is None:
-        warnings.append(f"{name}: no canary exposure results (attacks/{name}/canary.json)")
+        why = f": {reasons['canary']}" if "canary" in reasons else ""
+        warnings.append(f"{name}: no canary exposure results (attacks/{name}/canary.json){why}")
     elif canaries.methods.get("extrapolated"):
         warnings.append(
             f"{name}: exposure of {canaries.methods['extrapolated']} canaries is extrapolated "
@@ -464,8 +588,15 @@ def _model(
     memorization = _memorization(
         reader.read(MemorizationFile, "attacks", name, "memorization.json")
     )
-    pii = _pii(reader.read(PiiFile, "attacks", name, "pii.json"))
+    pii_file = reader.read(PiiFile, "attacks", name, "pii.json")
+    pii = _pii(pii_file)
+    warnings += _unmeasured_warnings(name, memorization, pii_file, reasons)
     utility = _utility(reader.read(UtilityFile, name, "metrics.json"))
+    if utility is not None and (unlearned := _learning(utility)[1]):
+        warnings.append(
+            f"{name}: utility shows the model did not learn: {unlearned}; low leakage from a model "
+            "that learned nothing is no evidence of privacy"
+        )
     recovered = None
     if reveal:
         file = reader.read(RecoveredFile, "attacks", name, "recovered.json")
@@ -478,6 +609,7 @@ def _model(
         privacy=privacy,
         audit=audit,
         attacks=attacks,
+        scoring_scope=scope,
         canaries=canaries,
         memorization=memorization,
         pii=pii,
@@ -557,9 +689,19 @@ def collect_model(
         )
     models: dict[str, ModelSection] = {}
     curves: dict[str, Any] = {}
+    if (run.path / "data" / "canaries.jsonl").is_file() and not (
+        run.path / "data" / "inclusion.json"
+    ).is_file():
+        from dpaudit.datasets.canaries import NO_INCLUSION_NOTE  # numpy: not at CLI start-up
+
+        warnings.append(NO_INCLUSION_NOTE)
     for name in present:
-        models[name], curves[name] = _model(reader, name, bounds, bool(reveal), warnings)
+        models[name], curves[name] = _model(
+            reader, name, bounds, bool(reveal), warnings, reasons=_part_reasons(manifest, name)
+        )
     blind = reader.read(BlindFile, "attacks", "blind.json")
+    if blind is not None and blind.label_only is not None and blind.label_only.warning:
+        warnings.append(blind.label_only.warning)
     thresholds = _thresholds(config, policy_overrides)
     checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
     report = Report(

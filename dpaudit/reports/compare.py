@@ -105,6 +105,47 @@ def comparison_row(
     }
 
 
+_CONSOLE = (
+    ("run", "run", None),
+    ("epsilon", "ε", "{:.2f}"),
+    ("epsilon_lower", "ε_lb", "{:.2f}"),
+    ("audit_verdict", "audit", None),
+    ("best_auc", "AUC", "{:.3f}"),
+    ("tpr_at_0.1%_fpr", "TPR@0.1%", "{:.3f}"),
+    ("max_exposure", "exposure", "{:.1f}"),
+    ("pii_extraction_rate", "PII", "{:.2f}"),
+    ("utility", "utility", "{:.3f}"),
+    ("policy_verdict", "policy", None),
+)
+
+
+def console_table(frame: Any) -> str:
+    """The comparison as a narrow text table: the headline columns, rounded (— = not measured).
+
+    The full-precision values are in ``comparison.csv``.
+    """
+    import math
+
+    def cell(value: Any, fmt: str | None) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"
+        if fmt is None:
+            return str(value)
+        if isinstance(value, float) and math.isinf(value):
+            return "∞"
+        return fmt.format(value)
+
+    header = [title for _, title, _ in _CONSOLE]
+    rows = [
+        [cell(rec.get(key), fmt) for key, _, fmt in _CONSOLE]
+        for rec in frame.to_dict(orient="records")
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dpaudit run comparison</title>
 <style>
@@ -116,7 +157,7 @@ th, td { border-bottom: 1px solid #d0d7de; padding: 5px 7px; text-align: right; 
 th { background: #f6f8fa; } td { white-space: nowrap; } td.text, th.text { text-align: left; }
 .badge { font-weight: 700; padding: 1px 7px; border-radius: 4px; color: #fff; font-size: 11px; }
 .pass, .consistent { background: #1a7f37; } .fail, .violation { background: #b42318; }
-.not-private { background: #c46a13; } .none { background: #6e7781; }
+.not-private { background: #c46a13; } .none { background: #6e7781; } .inconclusive { background: #9a6700; }
 figure { margin: 12px 0; text-align: center; } img { max-width: 100%; border: 1px solid #d0d7de; }
 @media print { body { max-width: none; padding: 0; } .badge { print-color-adjust: exact; -webkit-print-color-adjust: exact; } }
 </style></head><body>

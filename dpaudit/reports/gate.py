@@ -8,10 +8,16 @@ an ``inconclusive`` check — an audit without power, a TPR the sample cannot
 resolve — fails unless ``allow_inconclusive``), and returns a :class:`GateResult`. :func:`gate_exit_code` maps it to a process exit
 code (0 pass, 1 fail); a bad report file raises
 :class:`~dpaudit.errors.DpauditError` naming the file (exit code 2 in the CLI).
+
+An incomplete run always fails, with exit code 1 like any failed check
+(:func:`incomplete_run`: a stage started and never finished, or failed; a
+ledger covering part of the planned steps): the report is well formed, but
+its numbers may describe a partial model, so it cannot pass a release.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ __all__ = [
     "format_reason",
     "gate",
     "gate_exit_code",
+    "incomplete_run",
     "load_report",
     "resolve_report_path",
 ]
@@ -92,7 +99,9 @@ def gate(
 
     Thresholds given here are checked; when none is given, the report's own
     policy thresholds (the run's ``[report]`` section) are used. The audit
-    consistency check (``ε_lb <= claimed ε``) is always made.
+    consistency check (``ε_lb <= claimed ε``) is always made, and so is the
+    completeness check (:func:`incomplete_run`): a run with a stage that never
+    finished fails, whatever ``allow_inconclusive``.
 
     Args:
         report_json_path: a ``report.json``, or a run or report directory holding one.
@@ -134,7 +143,8 @@ def gate(
                 "pass at least one (e.g. max_auc=0.6)"
             )
     checks = policy.evaluate(report["models"][model]["summary"], thresholds, model=model)
-    reasons = [c.detail for c in checks if c.verdict == policy.FAIL]
+    reasons = incomplete_run(report, path, model)
+    reasons += [c.detail for c in checks if c.verdict == policy.FAIL]
     unsure = tuple(c.detail for c in checks if c.verdict == policy.INCONCLUSIVE)
     if not allow_inconclusive:
         reasons += list(unsure)
@@ -146,6 +156,63 @@ def gate(
         source=str(path),
         inconclusive=unsure,
     )
+
+
+def _run_manifest(report_path: Path) -> dict[str, Any] | None:
+    """The live manifest of the run a report sits in (``<run>/report/report.json``), or
+    ``None`` for a report kept elsewhere or a manifest that cannot be read (the report's
+    own copy of the stages is judged then)."""
+    from dpaudit.rundir import MANIFEST, RunDir
+
+    run_dir = report_path.parent.parent
+    if report_path.parent.name != "report" or not (run_dir / MANIFEST).is_file():
+        return None
+    try:
+        return RunDir(run_dir).manifest()
+    except DpauditError:
+        return None
+
+
+def incomplete_run(report: Mapping[str, Any], path: Path, model: str) -> list[str]:
+    """One reason when the run behind ``report`` did not finish, else nothing.
+
+    A stage recorded as ``running`` (started, never finished: the process was
+    killed), ``failed`` or ``pending``, in the report or in the manifest of the
+    run the report sits in (its current state wins), or a ledger of ``model``
+    that covers only part of its planned steps: the numbers judged may come from
+    a partial model. ``report*`` stages are not judged.
+    """
+    stages = {
+        name: dict(record)
+        for name, record in ((report.get("run") or {}).get("stages") or {}).items()
+    }
+    live = _run_manifest(Path(path))
+    if live is not None:
+        stages.update(live.get("stages") or {})
+    problems = []
+    for name, record in sorted(stages.items()):
+        status = record.get("status")
+        if name.startswith("report") or status == "done":
+            continue
+        if status == "running":
+            problems.append(f"stage {name} started and never finished (interrupted?)")
+        else:
+            problems.append(f"stage {name} {status}")
+    privacy = (report["models"][model].get("privacy") or {}) if model in report["models"] else {}
+    if privacy.get("complete") is False:
+        planned = privacy.get("planned_steps")
+        problems.append(
+            f"{model} training incomplete ({privacy.get('steps')}"
+            + (f" of {planned}" if planned else "")
+            + " steps)"
+        )
+    if not problems:
+        return []
+    return [
+        "run incomplete: "
+        + "; ".join(problems)
+        + " (finish it with --resume, or start it over with --force)"
+    ]
 
 
 def gate_exit_code(result: GateResult) -> int:

@@ -16,7 +16,12 @@ Rules:
 - ``audit_consistent`` has no threshold: it fails when the empirical lower
   bound ε_lb exceeds the claimed ε (the audit refutes the DP claim), passes
   when it does not, and is not-applicable for a non-private model or a run
-  without an audit.
+  without an audit;
+- ``utility_learned`` has no threshold and is listed only when utility shows
+  the model did not learn (``summary.did_not_learn``: a classifier no better
+  than always predicting the majority class): it is then **inconclusive**, since
+  a model that learned nothing leaks nothing and its low numbers vouch for
+  nothing (docs/decisions.md, "Parts that could not be measured").
 
 Thresholds live in the registry :data:`POLICY_THRESHOLDS`: each
 :class:`Threshold` says what it is called, how it reads its value from a
@@ -48,6 +53,11 @@ AUDIT_CHECK = "audit_consistent"
 AUDIT_DESCRIPTION = (
     "Empirical ε audit with power (its ceiling reaches the claim and the non-private control is "
     "detected) finds no violation of the claimed ε"
+)
+LEARNED_CHECK = "utility_learned"
+LEARNED_DESCRIPTION = (
+    "Utility shows the model learned (a classifier beats always predicting the majority "
+    "class); listed only when it did not"
 )
 
 
@@ -176,7 +186,7 @@ def __getattr__(name: str) -> Any:
 
     ``THRESHOLDS`` (every name the gate understands), ``CONFIG_THRESHOLDS``
     (those of the ``[report]`` section) and ``DESCRIPTIONS`` (name → one line,
-    ``audit_consistent`` included).
+    ``audit_consistent`` and ``utility_learned`` included).
     """
     if name == "THRESHOLDS":
         return POLICY_THRESHOLDS.names()
@@ -184,7 +194,7 @@ def __getattr__(name: str) -> Any:
         return tuple(n for n, t in POLICY_THRESHOLDS.items() if t.in_config)
     if name == "DESCRIPTIONS":
         out = {n: t.description for n, t in POLICY_THRESHOLDS.items()}
-        return {**out, AUDIT_CHECK: AUDIT_DESCRIPTION}
+        return {**out, AUDIT_CHECK: AUDIT_DESCRIPTION, LEARNED_CHECK: LEARNED_DESCRIPTION}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -197,7 +207,7 @@ class PolicyCheck:
     """One threshold checked against one model.
 
     Attributes:
-        name: the threshold (``max_auc``, ...) or ``audit_consistent``.
+        name: the threshold (``max_auc``, ...), ``audit_consistent`` or ``utility_learned``.
         model: ``target`` or ``baseline``.
         threshold: the limit (``None``: not set, or ``audit_consistent``).
         value: the measured value (``None``: not measured).
@@ -337,6 +347,26 @@ def check_audit(summary: Mapping[str, Any], *, model: str) -> PolicyCheck:
     )
 
 
+def check_learned(summary: Mapping[str, Any], *, model: str) -> PolicyCheck | None:
+    """``utility_learned``: inconclusive when utility shows the model did not learn, else ``None``.
+
+    A model that learned nothing (a classifier no better than always predicting
+    the majority class) leaks nothing either: its low attack numbers are no
+    evidence that training protected the data, so the verdict cannot be a plain pass.
+    """
+    why = summary.get("did_not_learn")
+    if not why:
+        return None
+    return PolicyCheck(
+        LEARNED_CHECK,
+        model,
+        None,
+        "did not learn",
+        INCONCLUSIVE,
+        f"{model} did not learn: {why}; its low leakage is no evidence of privacy",
+    )
+
+
 def evaluate(
     summary: Mapping[str, Any],
     thresholds: Mapping[str, Any],
@@ -344,7 +374,8 @@ def evaluate(
     model: str = "target",
     include_audit: bool = True,
 ) -> list[PolicyCheck]:
-    """Every check of ``thresholds`` (names in :data:`POLICY_THRESHOLDS`) plus ``audit_consistent``.
+    """Every check of ``thresholds`` (names in :data:`POLICY_THRESHOLDS`) plus ``audit_consistent``,
+    and ``utility_learned`` when utility shows the model did not learn (:func:`check_learned`).
 
     Raises:
         KeyError: an unknown threshold name.
@@ -360,6 +391,9 @@ def evaluate(
     ]
     if include_audit:
         checks.append(check_audit(summary, model=model))
+    learned = check_learned(summary, model=model)
+    if learned is not None:
+        checks.append(learned)
     return checks
 
 

@@ -56,24 +56,32 @@ def _verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     items = []
     for name, item in pol["items"].items():
         baseline_value = None
-        if "baseline" in report["models"] and name != policy.AUDIT_CHECK:
+        if "baseline" in report["models"] and name in policy.POLICY_THRESHOLDS:
             check = policy.check_threshold(
                 report["models"]["baseline"]["summary"], name, item["threshold"], model="baseline"
             )
             baseline_value = check.value
+        if name == policy.AUDIT_CHECK:
+            baseline = AUDIT_WORDS.get(
+                _get(report, "baseline", "summary", "audit_verdict") or "", fmt.DASH
+            )
+        elif name == policy.LEARNED_CHECK:
+            baseline = (
+                "did not learn"
+                if _get(report, "baseline", "summary", "did_not_learn")
+                else fmt.DASH
+            )
+        else:
+            baseline = _policy_value(name, baseline_value, None)
         items.append(
             {
                 "name": name,
                 "description": policy.DESCRIPTIONS.get(name, name),
                 "threshold": "must hold"
-                if name == policy.AUDIT_CHECK
+                if name in (policy.AUDIT_CHECK, policy.LEARNED_CHECK)
                 else fmt.threshold(item["threshold"]),
                 "target": _policy_value(name, item["value"], item.get("attack")),
-                "baseline": _policy_value(name, baseline_value, None)
-                if name != policy.AUDIT_CHECK
-                else AUDIT_WORDS.get(
-                    _get(report, "baseline", "summary", "audit_verdict") or "", fmt.DASH
-                ),
+                "baseline": baseline,
                 "verdict": item["verdict"],
                 "word": VERDICT_WORDS[item["verdict"]],
                 "detail": item["detail"],
@@ -124,6 +132,8 @@ def _verdict(report: Mapping[str, Any]) -> dict[str, Any]:
 def _policy_value(name: str, value: Any, attack: str | None) -> str:
     if name == policy.AUDIT_CHECK:
         return AUDIT_WORDS.get(value or "", fmt.DASH)
+    if name not in policy.POLICY_THRESHOLDS:  # utility_learned: its value is words
+        return fmt.DASH if value is None else str(value)
     if value is None:
         return "not measured"
     shown = policy.show_value(name, value)
@@ -657,14 +667,22 @@ def _leakage(report: Mapping[str, Any]) -> dict[str, Any]:
     pii_total = {}
     for m in models:
         ex = (pii[m] or {}).get("extraction")
-        pii_total[m] = (
-            fmt.DASH
-            if not ex
-            else (
-                f"{fmt.pct(ex.get('rate'))} of training PII values extracted "
-                f"(precision {fmt.pct(ex.get('precision'))}, {ex.get('n_generations')} generations)"
-            )
+        detector = (pii[m] or {}).get("detector")
+        found_by = (
+            f"; PII found by the {detector} detector"
+            if detector and detector != "annotated"
+            else ""
         )
+        if (pii[m] or {}).get("unmeasured"):
+            pii_total[m] = f"not measured: {pii[m]['unmeasured']}"
+        elif not ex:
+            pii_total[m] = "not measured" if pii[m] else fmt.DASH
+        else:
+            pii_total[m] = (
+                f"{fmt.pct(ex.get('rate'))} of training PII values extracted "
+                f"(precision {fmt.pct(ex.get('precision'))}, {ex.get('n_generations')} "
+                f"generations{found_by})"
+            )
     return {
         "mem_rows": mem_rows,
         "mem_total": mem_total,

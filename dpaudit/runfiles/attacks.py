@@ -10,7 +10,7 @@ the auditor and by reports built with reveal.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
 
@@ -24,12 +24,14 @@ __all__ = [
     "CanaryResults",
     "ExposureStats",
     "ExtractionStats",
+    "LabelOnly",
     "MemorizationFile",
     "PiiExtractionEntry",
     "PiiFile",
     "PiiRankingEntry",
     "PiiResults",
     "RecoveredFile",
+    "ScoringScope",
     "StatusFile",
 ]
 
@@ -75,6 +77,27 @@ class AttackMetricsFile(RunFile):
     seed: int = describe("Seed of the bootstrap.", default=0)
 
 
+class LabelOnly(RunModel):
+    """The label-only check of a classifier's evaluated sample (`LabelBaselineResult.to_dict()`).
+
+    Each example is scored by the share of members among the examples with its
+    label; the AUC of that score is the most any function of the label alone
+    reaches on the sample. Above `warn_above` the attack AUCs are confounded by
+    labels.
+    """
+
+    auc: JsonFloat = describe(
+        "AUC of the label member rate (0.5: members and non-members carry the same label mix)."
+    )
+    member_labels: dict[str, int] = describe("Label → members with it.", keys="label")
+    nonmember_labels: dict[str, int] = describe("Label → non-members with it.", keys="label")
+    warn_above: JsonFloat = describe("The threshold of `warning`.")
+    warning: str | None = describe(
+        "Why attack AUCs are confounded by labels (the AUC exceeds `warn_above`), or `null`."
+    )
+    method: str = describe("What was computed, in one line.")
+
+
 class BlindFile(RunFile):
     """The model-free split check (`BlindBaselineResult.to_dict()`).
 
@@ -98,16 +121,76 @@ class BlindFile(RunFile):
         "Why the split is suspect (attack numbers are then inflated), or `null`."
     )
     method: str = describe("What was computed, in one line.")
+    label_only: LabelOnly | None = describe(
+        "The label-only check of a classifier's evaluated sample (`null`: a language model).",
+        default=None,
+    )
+
+
+ScopeBasis = Literal["attack.max_length", "fine-tuning", "context"]
+
+_BASIS_TEXT: dict[str, str] = {
+    "attack.max_length": "attack.max_length; membership past it is not measured",
+    "fine-tuning": "the length the model was fine-tuned at: it never saw the rest; raise "
+    "data.max_length to train and audit whole texts",
+    "context": "the model's context; membership past it is not measured",
+}
+
+
+class ScoringScope(RunModel):
+    """How much of each audited text the membership-inference attacks scored.
+
+    Each text is scored on its first `max_length` tokens; the counts say how
+    many of the members and non-members the attacks scored lost tokens to that
+    truncation (all zero: every text was scored whole).
+    """
+
+    max_length: int = describe("Tokens of each text scored (longer texts keep their first ones).")
+    basis: ScopeBasis = describe(
+        "Where `max_length` comes from: `attack.max_length` (set), `fine-tuning` (the length "
+        "dpaudit trained the model at, from its `complete.json`) or `context` (the model's "
+        "positions, at most 2048)."
+    )
+    n_member: int = describe("Members scored.")
+    n_nonmember: int = describe("Non-members scored.")
+    members_truncated: int = describe("Members that lost tokens to truncation.")
+    nonmembers_truncated: int = describe("Non-members that lost tokens to truncation.")
+    member_tokens_cut: int = describe("Tokens truncation dropped from the members, in all.")
+    nonmember_tokens_cut: int = describe("Tokens truncation dropped from the non-members, in all.")
+
+    def warning(self) -> str | None:
+        """One line for the console and the report when truncation dropped tokens, else ``None``."""
+        if not (self.members_truncated or self.nonmembers_truncated):
+            return None
+        return (
+            f"truncation removed tokens from {self.members_truncated} of {self.n_member} members "
+            f"and {self.nonmembers_truncated} of {self.n_nonmember} non-members (scored up to "
+            f"{self.max_length} tokens, {_BASIS_TEXT[self.basis]})"
+        )
 
 
 class StatusFile(RunFile):
-    """What became of each configured membership-inference attack."""
+    """What became of each configured membership-inference attack and of the stage's other parts."""
 
     KIND: ClassVar[str] = "status.json"
     PATH: ClassVar[str] = "attacks/<model>/status.json"
 
     attacks: dict[str, str] = describe(
-        "Attack → `done`, or `skipped: <reason>`.", keys="attack", default_factory=dict
+        "Attack → `done`, or `skipped: <reason>` (what it needs is missing: docs/decisions.md, "
+        '"Unmet preconditions").',
+        keys="attack",
+        default_factory=dict,
+    )
+    parts: dict[str, str] = describe(
+        "Other part of the stage that ran (`blind`, `canary`, `memorization`, `pii`) → `done`, "
+        "`skipped: <reason>`, or what became of it (`{}`: not recorded).",
+        keys="part",
+        default_factory=dict,
+    )
+    scope: ScoringScope | None = describe(
+        "How much of each text the attacks scored, and how many texts truncation cut "
+        "(`null`: not recorded).",
+        default=None,
     )
 
 
@@ -341,6 +424,25 @@ class PiiRankingEntry(RunModel):
 class PiiResults(RunModel):
     """PII leakage games of one model (each `null` when not played)."""
 
+    detector: str | None = describe(
+        "Where the members' PII came from: `annotated` (the records' `pii` spans), `regex` "
+        "(dpaudit's regex and checksum recognizers, run because no member was annotated), "
+        "`presidio` (those plus Presidio's name tagger, when importable); `null`: not recorded.",
+        default=None,
+    )
+    n_members: int | None = describe("Members examined for PII.", default=None)
+    members_with_pii: int | None = describe(
+        "Members holding at least one PII value (annotated or detected).", default=None
+    )
+    unmeasured: str | None = describe(
+        "Why PII leakage was not measured, e.g. no PII found in the members (`null`: measured).",
+        default=None,
+    )
+    skipped: dict[str, str] = describe(
+        "Game → why it was not played (e.g. too few distinct values for distractors).",
+        keys="game",
+        default_factory=dict,
+    )
     extraction: PiiExtractionEntry | None = describe(
         "Training PII values found in sampled text.", default=None
     )

@@ -23,15 +23,18 @@ __all__ = ["parse_run_file", "read_run_file", "write_run_file"]
 _F = TypeVar("_F", bound=RunFile)
 
 
-def write_run_file(path: str | Path, model: RunFile) -> Path:
+def write_run_file(path: str | Path, model: RunFile, *, private: bool | None = None) -> Path:
     """Write ``model`` to ``path`` atomically (sorted keys, 2-space indent); return ``path``.
+
+    ``private``: owner-only (0600); ``None`` = by file name
+    (:func:`dpaudit.atomic.is_private`).
 
     Raises:
         TypeError: ``model`` is not a :class:`~dpaudit.runfiles.base.RunFile`.
     """
     if not isinstance(model, RunFile):
         raise TypeError(f"write_run_file needs a RunFile model, got {type(model).__name__}")
-    return atomic_write_text(path, dumps(model.to_dict()))
+    return atomic_write_text(path, dumps(model.to_dict()), private=private)
 
 
 def parse_run_file(data: Any, model: type[_F], *, source: str | Path) -> _F:

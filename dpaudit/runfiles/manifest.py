@@ -36,6 +36,14 @@ class StageEntry(RunModel):
     finished: str | None = describe("End time (ISO 8601, UTC).", default=None)
     seconds: JsonFloat | None = describe("Wall-clock duration.", default=None)
     error: str | None = describe("The one-line error of a failed stage.", default=None)
+    argv: list[str] = describe(
+        "Command line that ran the stage (each stage keeps its own; `[]` in older runs).",
+        default_factory=list,
+    )
+    seed: int | None = describe(
+        "Seed the stage ran with (`null` in older runs and for stages without one).",
+        default=None,
+    )
 
 
 class ManifestFile(RunFile):
@@ -49,7 +57,9 @@ class ManifestFile(RunFile):
     dpaudit_version: str = describe("dpaudit version that created the run.")
     created: str = describe("When the run directory was created (ISO 8601, UTC).")
     updated: str = describe("Last change of this file (ISO 8601, UTC).")
-    argv: list[str] = describe("Command line that created (or resumed) the run.")
+    argv: list[str] = describe(
+        "Command line that created the run (each stage records its own: `stages.<stage>.argv`)."
+    )
     versions: dict[str, str | None] = describe(
         "Package → installed version (`dpaudit`, `python`, `torch`, `transformers`, `peft`, "
         "`opacus`, `dp-accounting`, `numpy`, `scikit-learn`; `null` = not installed).",
@@ -61,7 +71,8 @@ class ManifestFile(RunFile):
     platform: str | None = describe("OS and architecture.")
     config: dict[str, Any] = describe("The resolved run configuration (`RunConfig.to_dict()`).")
     seeds: dict[str, int] = describe(
-        "Stage → seed (`master`, `target`, `baseline`, `references`, `attacks`, `audit`).",
+        "Stage → seed (`master`, `target`, `baseline`, `references`, `attacks`, `audit`); "
+        "kept when another command reopens the run.",
         keys="stage",
         default_factory=dict,
     )

@@ -132,6 +132,22 @@ class UtilityFile(RunFile):
     )
     eval_accuracy: JsonFloat | None = describe("Held-out accuracy (classifiers).", default=None)
     eval_f1: JsonFloat | None = describe("Held-out macro-F1 (classifiers).", default=None)
+    train_majority_share: JsonFloat | None = describe(
+        "Share of the most common training label: the accuracy of always predicting it "
+        "(classifiers).",
+        default=None,
+    )
+    eval_majority_share: JsonFloat | None = describe(
+        "Share of the most common held-out label: the accuracy of always predicting it "
+        "(classifiers).",
+        default=None,
+    )
+    train_predicted_classes: int | None = describe(
+        "Distinct classes predicted on the training examples (classifiers).", default=None
+    )
+    eval_predicted_classes: int | None = describe(
+        "Distinct classes predicted held out (classifiers; 1: predicts one class).", default=None
+    )
     n_train: int | None = describe("Training examples.", default=None)
     n_eval: int | None = describe("Held-out examples.", default=None)
     first_step_loss: JsonFloat | None = describe("Loss of the first logical step.", default=None)

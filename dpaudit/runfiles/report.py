@@ -17,8 +17,10 @@ from dpaudit.runfiles.attacks import (
     ExposureStats,
     ExtractionStats,
     KindCounts,
+    LabelOnly,
     LeakedEntry,
     PiiBucketAccuracy,
+    ScoringScope,
     TprAtFpr,
 )
 from dpaudit.runfiles.audit import AuditVerdictName
@@ -97,13 +99,13 @@ class PolicyItem(RunModel):
     )
     value: Number | str | None = describe(
         "The measured value (`summary` of the target); `null` = not measured. For "
-        "`audit_consistent`, the audit verdict."
+        "`audit_consistent`, the audit verdict; for `utility_learned`, `did not learn`."
     )
     verdict: Literal["pass", "fail", "inconclusive", "not-applicable"] = describe(
         "`pass` (value ≤ threshold), `fail` (value > threshold; or threshold set but value not "
         "measured: **fail-closed**; or audit `violation`), `inconclusive` (the audit had no power "
         "to find a violation, or the value cannot be resolved by the sample, e.g. TPR at an FPR "
-        "below 1/n_nonmember), `not-applicable` (no threshold; or no audit / non-private model "
+        "below 1/n_nonmember, or `utility_learned`: the model did not learn), `not-applicable` (no threshold; or no audit / non-private model "
         "for `audit_consistent`)."
     )
     detail: str = describe("One line, e.g. `target MIA AUC 0.91 (loss) > 0.6`.")
@@ -134,7 +136,9 @@ class PolicySection(RunModel):
         'refutes the DP claim, and the HTML says "NO POLICY SET".'
     )
     items: dict[str, PolicyItem] = describe(
-        "One entry per threshold plus `audit_consistent`.", keys="name"
+        "One entry per threshold plus `audit_consistent`, and `utility_learned` (inconclusive) "
+        "when utility shows the target did not learn.",
+        keys="name",
     )
     failed: list[str] = describe("Names of the failed items.")
     verdict: Literal["pass", "fail", "inconclusive"] = describe(
@@ -420,6 +424,18 @@ class PiiRankingSummary(RunModel):
 class PiiSection(RunModel):
     """PII leakage, `attacks/<model>/pii.json`."""
 
+    detector: str | None = describe(
+        "Where the members' PII came from: `annotated` (the records' `pii` spans), `regex` "
+        "(detected by dpaudit's regex and checksum recognizers), `presidio` (those plus "
+        "Presidio's name tagger); `null`: not recorded.",
+        default=None,
+    )
+    n_members: int | None = describe("Members examined for PII.", default=None)
+    members_with_pii: int | None = describe("Members holding at least one PII value.", default=None)
+    unmeasured: str | None = describe(
+        "Why PII leakage was not measured (`null`: measured); also listed in `warnings`.",
+        default=None,
+    )
     extraction_rate: Number | None = describe(
         "Share of distinct training PII values found in sampled text (extraction recall; what "
         "`max_pii_extraction_rate` judges)."
@@ -462,6 +478,26 @@ class UtilitySection(RunModel):
     )
     eval_accuracy: Number | None = describe("Held-out accuracy.", default=None)
     eval_f1: Number | None = describe("Held-out macro-F1.", default=None)
+    eval_majority_share: Number | None = describe(
+        "Held-out share of the most common label: the accuracy of always predicting it.",
+        default=None,
+    )
+    eval_predicted_classes: int | None = describe(
+        "Distinct classes predicted held out (1: the model predicts one class).", default=None
+    )
+    train_majority_share: Number | None = describe(
+        "Training share of the most common label.", default=None
+    )
+    train_predicted_classes: int | None = describe(
+        "Distinct classes predicted on the training examples.", default=None
+    )
+    learned: bool | None = describe(
+        "`false` when the classifier's accuracy is no better than always predicting the "
+        "majority class, or it predicts one class (held out, else on the training examples): "
+        "it did not learn, and low leakage is then no evidence of privacy. `null`: not known "
+        "(language models, or no majority share recorded).",
+        default=None,
+    )
     train_loss: Number | None = describe("Training loss.", default=None)
     train_perplexity: Number | None = describe("Training perplexity.", default=None)
     train_example_loss: Number | None = describe(
@@ -526,6 +562,12 @@ class Summary(RunModel):
     pii_extraction_rate: Number | None = describe("`pii.extraction_rate`.")
     memorization_rate: Number | None = describe("`memorization.rate`.")
     utility: Headline | None = describe("`utility.headline`.")
+    did_not_learn: str | None = describe(
+        "Why utility shows the model did not learn (`utility.learned` is `false`); `null`: it "
+        "learned, or it is not known. The policy's `utility_learned` check is then "
+        "inconclusive.",
+        default=None,
+    )
 
 
 class RecoveredCanary(RunModel):
@@ -568,6 +610,12 @@ class ModelSection(RunModel):
     attacks: dict[str, AttackSection] = describe(
         "Attack name → membership-inference metrics.", keys="attack"
     )
+    scoring_scope: ScoringScope | None = describe(
+        "How many tokens of each text the attacks scored and how many members and non-members "
+        "truncation cut, from `attacks/<m>/status.json` (`null`: not recorded). Any cut is "
+        "also listed in `warnings`.",
+        default=None,
+    )
     canaries: CanarySection | None = describe("Secret-Sharer canaries.")
     memorization: MemorizationSection | None = describe("Verbatim memorization.")
     pii: PiiSection | None = describe("PII leakage.")
@@ -601,6 +649,11 @@ class BlindSection(RunModel):
         "Set when the split is distinguishable: attack numbers are then inflated."
     )
     method: str = describe("What was computed.")
+    label_only: LabelOnly | None = describe(
+        "A classifier's label-only check: how well the label alone tells the evaluated members "
+        "from non-members (`null`: a language model). Its warning is also listed in `warnings`.",
+        default=None,
+    )
 
 
 class Fingerprints(RunModel):
@@ -656,9 +709,12 @@ class Report(RunFile):
         "The resolved run configuration from the manifest (`RunConfig.to_dict()`)."
     )
     warnings: list[str] = describe(
-        "Everything a reader should know that is not a number: missing results, incomplete "
+        "Everything a reader should know that is not a number: missing results (each part "
+        "that did not run or measured nothing, and why when known: e.g. no PII found in the "
+        "members, canaries without inclusion bits, a model that did not learn), incomplete "
         "training, failed accountants, an approximate primary accountant, extrapolated "
-        "exposures, an audit δ different from the ledger's."
+        "exposures, an audit δ different from the ledger's, texts the attacks scored only in "
+        "part (truncation), attack AUCs confounded by a classifier's labels."
     )
 
     @model_validator(mode="after")

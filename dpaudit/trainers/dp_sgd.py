@@ -279,12 +279,16 @@ def train_model(
         )  # the global stream (dropout of hub models) starts from the seed too
 
     live = LiveEpsilon(plan)
-    label = "DP-SGD" if dp else "non-private"
+    label = f"{'DP-SGD' if dp else 'non-private'} {out_dir.name}"
+    if dp and plan.target_epsilon is not None:
+        # The live value is Opacus' RDP bound, looser than the primary accountant: say so, and
+        # show the ε the run is accounted at, so a live value above the target does not alarm.
+        label += f" (ε={plan.target_epsilon:g} by {plan.accountant} at the end)"
     bar = tqdm(
         total=plan.steps,
         initial=start,
         disable=not progress,
-        desc=f"{label} {out_dir.name}",
+        desc=label,
         unit="step",
         dynamic_ncols=True,
         file=sys.stderr,
@@ -308,7 +312,7 @@ def train_model(
                 }
             )
             bar.update(1)
-            bar.set_postfix(loss="-" if loss is None else f"{loss:.3f}", eps_rdp=f"{eps:.2f}")
+            bar.set_postfix(loss="-" if loss is None else f"{loss:.3f}", eps_rdp_loose=f"{eps:.2f}")
             try:
                 hooks.on_step_end(step=done, loss=loss, model=runner.model)
             except StopTraining:
@@ -388,6 +392,44 @@ def load_result(out_dir: str | Path) -> TrainResult:
         str(done.get("device")),
         str(privacy.get("primary_accountant", "pld")),
         tuple(ids),
+    )
+
+
+def check_trained_on(out_dir: str | Path, ids: Sequence[str], *, split: str) -> None:
+    """Refuse to score a model that was not trained on the training list ``ids``.
+
+    ``ids`` is what the run's data says the model trained on (members and
+    canary copies, in order, as ``data/train_ids.json``); the model's own
+    ``train_ids.json`` says what it did train on. A model without that file
+    (one dpaudit did not train) is not checked.
+
+    Args:
+        out_dir: the model's directory.
+        ids: the training list of the split about to be scored.
+        split: where ``ids`` come from, for the message.
+
+    Raises:
+        DpauditError: the lists differ (the data was rebuilt after training).
+    """
+    path = Path(out_dir) / IDS_FILE
+    if not path.is_file():
+        return
+    trained = list(read_json(path).get("ids", []))
+    if trained == list(ids):
+        return
+    unknown = sorted(set(trained) - set(ids))
+    untrained = sorted(set(ids) - set(trained))
+    example = (
+        f"e.g. {unknown[0]!r} trained on but not in the split"
+        if unknown
+        else f"e.g. {untrained[0]!r} in the split but never trained on"
+        if untrained
+        else "same ids, another order or count"
+    )
+    raise DpauditError(
+        f"{path}: the model's training list ({len(trained)} records) is not that of {split} "
+        f"({len(ids)} records), the split it would be scored on ({example}); the data changed "
+        "after training: retrain the model (--force starts the run over)"
     )
 
 

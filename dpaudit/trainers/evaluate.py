@@ -32,7 +32,12 @@ def evaluate(
     Returns:
         Causal LM: ``loss`` (per token), ``perplexity``, ``example_loss`` (mean
         of per-example mean token losses, the training objective), ``tokens``.
-        Classification: ``loss``, ``accuracy``, ``f1`` (macro).
+        Classification: ``loss``, ``accuracy``, ``f1`` (macro),
+        ``majority_share`` (share of the most common label: the accuracy of
+        always predicting it) and ``predicted_classes`` (distinct classes
+        predicted; 1 for a model that predicts one class whatever the input).
+        A model whose accuracy is no better than ``majority_share`` did not learn
+        (docs/decisions.md, "Parts that could not be measured").
     """
     import torch
     import torch.nn.functional as F
@@ -78,7 +83,16 @@ def evaluate(
         "loss": float(np.mean(ex_losses)) if ex_losses else math.nan,
         "accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels))) if preds else math.nan,
         "f1": macro_f1(labels, preds),
+        "majority_share": majority_share(labels),
+        "predicted_classes": len(set(preds)),
     }
+
+
+def majority_share(labels: list[int]) -> float:
+    """Share of the most common label (nan when empty): the accuracy of always predicting it."""
+    if not labels:
+        return math.nan
+    return float(np.max(np.unique(np.asarray(labels), return_counts=True)[1]) / len(labels))
 
 
 def macro_f1(labels: list[int], preds: list[int]) -> float:

@@ -253,6 +253,11 @@ def load_pretrained(name_or_path: str | Path, *, task: str, num_labels: int | No
     path = Path(name_or_path)
     if path.is_dir():
         _check_weights_dir(path)
+    else:
+        from dpaudit.trainers.safe_load import looks_local, missing_directory
+
+        if looks_local(name_or_path):  # a missing local directory, not a hub id
+            raise DpauditError(missing_directory(name_or_path))
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
     if task == "classification" and num_labels is not None:
         kwargs["num_labels"] = num_labels

@@ -252,6 +252,29 @@ class _CostProbe(TrainHooks):
             )
 
 
+def check_reference_pool(out_dir: str | Path, ids: Sequence[str], *, split: str) -> None:
+    """Refuse reference models whose pool (``population_ids.json``) is not the records ``ids``.
+
+    The pipeline trains references on the members and non-members of the
+    run's split; a reference set without ``population_ids.json`` is not checked.
+
+    Raises:
+        DpauditError: the pool differs (the data changed after the references were trained).
+    """
+    path = Path(out_dir) / POPULATION_FILE
+    if not path.is_file():
+        return
+    pool = set(read_json(path)["ids"])
+    if pool == set(ids):
+        return
+    missing = sorted(set(ids) - pool)
+    example = f"e.g. {missing[0]!r} is in none" if missing else "they hold records outside it"
+    raise DpauditError(
+        f"{path}: the reference models were not trained on halves of {split} ({example}); the "
+        "data changed after they were trained: retrain them (--force starts the run over)"
+    )
+
+
 def load_membership(out_dir: str | Path) -> tuple[np.ndarray, list[str]]:
     """Read ``membership.npy`` and the population ids (row order)."""
     out_dir = Path(out_dir)

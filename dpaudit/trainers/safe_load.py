@@ -106,14 +106,47 @@ def hash_files(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
     return weights, others
 
 
+def looks_local(name_or_path: str | Path) -> bool:
+    """Whether a model name that does not exist here is a local path, never a hub id.
+
+    Local: empty; starts with ``/``, ``.`` or ``~``; holds a backslash (or the
+    platform's separator) or more than one ``/``; or its parent directory
+    exists here (``runs/x/ref-0``, ``references/ref-0`` inside a run). A hub
+    id is ``name`` or ``org/name`` with no local ``org/`` directory.
+    """
+    text = str(name_or_path)
+    if not text or text.startswith(("/", ".", "~")) or text.count("/") > 1:
+        return True
+    if "\\" in text or (os.sep != "/" and os.sep in text):
+        return True
+    parent = Path(text).parent
+    return parent != Path(".") and parent.is_dir()
+
+
+def missing_directory(name_or_path: str | Path) -> str:
+    """The one-line error for a local model directory that does not exist.
+
+    A ``ref-<j>`` directory of a reference set (``membership.npy`` beside it)
+    is a reference model not trained yet.
+    """
+    path = Path(str(name_or_path)).expanduser()
+    if path.name.startswith("ref-") and (path.parent / "membership.npy").is_file():
+        where = f"{path.parent.name}/{path.name}"
+        return (
+            f"{where}: not trained (an interrupted train-references?); "
+            f"rerun `dpaudit train-references --resume` ({path})"
+        )
+    return f"{name_or_path}: model directory not found"
+
+
 def resolve_model_path(
     name_or_path: str | Path, *, allow_pickle: bool = False, local_files_only: bool | None = None
 ) -> tuple[Path, str | None]:
     """A local directory for ``name_or_path``: the directory itself, or a hub snapshot.
 
-    A string that does not exist locally and does not look like a path (it
-    starts with ``/``, ``.`` or ``~``, or has more than one ``/``) is taken as
-    a hub id (``name`` or ``org/name``) and fetched with
+    A string that does not exist locally and does not look like a path
+    (:func:`looks_local`: those are refused as missing, never sent to the hub)
+    is taken as a hub id (``name`` or ``org/name``) and fetched with
     ``huggingface_hub.snapshot_download``: configs, tokenizer files and
     safetensors only (pickles too only with ``allow_pickle``).
 
@@ -126,8 +159,8 @@ def resolve_model_path(
         if not path.is_dir():
             raise DpauditError(f"{path}: not a directory (give a model directory or a hub id)")
         return path, None
-    if not text or text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise DpauditError(f"{text}: model directory not found")
+    if looks_local(text):
+        raise DpauditError(missing_directory(text))
     from huggingface_hub import snapshot_download
 
     patterns = list(_HUB_PATTERNS) + ([f"*{s}" for s in PICKLE_SUFFIXES] if allow_pickle else [])
@@ -195,8 +228,12 @@ def read_pickle_state(paths: list[Path]) -> dict[str, Any]:
         except (
             Exception
         ) as exc:  # UnpicklingError, RuntimeError, EOFError, ...: all mean "not safe weights"
+            # Not torch's message: it suggests re-running with weights_only=False, which would
+            # execute whatever the file holds.
             raise DpauditError(
-                f"{path}: refused by torch.load(weights_only=True): {_first_line(exc)}"
+                f"{path}: refused: not a plain tensor checkpoint (torch.load(weights_only=True) "
+                f"raised {type(exc).__name__}); dpaudit never unpickles arbitrary objects: "
+                "convert the weights to safetensors where the file is trusted"
             ) from None
         if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
             loaded = loaded["state_dict"]
@@ -275,6 +312,13 @@ def _load_base(directory: Path, task: str, allow_pickle: bool) -> tuple[Any, str
         if (directory / ADAPTER_CONFIG).is_file():
             raise DpauditError(
                 f"{directory}: a PEFT adapter directory; pass it as --adapter and its base as --model"
+            )
+        ggufs = sorted(directory.glob("*.gguf"))
+        if ggufs:
+            raise DpauditError(
+                f"{directory}: a GGUF model ({ggufs[0].name}), not a Hugging Face directory: "
+                "convert it once with transformers (AutoModelForCausalLM.from_pretrained(dir, "
+                "gguf_file=...), then save_pretrained to a safetensors directory) and pass that"
             )
         raise DpauditError(f"{directory}: no config.json; not a Hugging Face model directory")
     safetensors = sorted(directory.glob(f"*{SAFETENSORS_SUFFIX}"))

@@ -28,6 +28,7 @@ so a refused invocation leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ def _load_part(path: str | Path, part: str) -> list:
     from dpaudit.datasets.loaders import load_records
 
     records = load_records(path)
+    empty = [r.id for r in records if not r.text.strip()]
+    if empty:
+        from dpaudit.errors import InputError
+
+        raise InputError(
+            path,
+            f"{len(empty)} record(s) with an empty text (e.g. {empty[0]}); every audited "
+            "record needs text to be scored",
+        )
     if all(_AUTO_ID.fullmatch(r.id) for r in records):
         records = [dataclasses.replace(r, id=f"{part}-{r.id}") for r in records]
     return records
@@ -118,13 +128,14 @@ def _read_inputs(
 def _attack_names(attacks: Sequence[str] | None, task: str) -> list[str] | None:
     """The attacks asked for (unknown names fail with a suggestion); ``None`` = the config's default.
 
-    For a classifier the default is every registered classifier attack.
+    For a classifier the default is every registered classifier attack but those
+    that only re-rank another (``clf_confidence``: ``default_attacks``).
     """
-    from dpaudit.attacks.registry import ATTACKS
+    from dpaudit.attacks.registry import ATTACKS, default_attacks
 
     if attacks is None:
         if task == "classification":
-            return sorted(n for n in ATTACKS.names() if ATTACKS.get(n).task == task)
+            return default_attacks(task)
         return None
     for name in attacks:
         ATTACKS.get(name)  # unknown names fail here, with a suggestion
@@ -205,6 +216,8 @@ def build_config(
     """
     from dpaudit.config import config_from_dict, merge, parse_set
 
+    if out.name in ("", ".", ".."):  # `--out .`: the run name is the directory's own name
+        out = out.resolve()
     audit_canaries = [c for c in canaries if c.role != SECRET_SHARER]
     spaces = {c.secret_space for c in canaries}
     derived: dict[str, Any] = {
@@ -323,6 +336,12 @@ def _load_references(
     refs = ReferenceSet(membership=membership, ids=ids, why_plain=why or ReferenceSet.why_plain)
     sources = []
     for directory in dirs:
+        if re.fullmatch(r"ref-\d+", directory.name) and _is_dpaudit_root(directory.parent):
+            from dpaudit.attacks.stage import untrained_reference
+
+            untrained = untrained_reference(directory, str(directory))
+            if untrained:  # left by an interrupted train-references: say so, not "no config.json"
+                raise DpauditError(f"--references: {untrained}")
         own = any((directory / f).is_file() for f in TOKENIZER_FILES)
         ref = load_model(
             directory,
@@ -381,11 +400,19 @@ class _Checked:
     refs: Any
     ref_sources: list[dict[str, Any]]
     config: Any
+    notes: tuple[str, ...] = ()
 
 
 def _check_everything(options: CheckpointAuditOptions) -> _Checked:
-    """Validate the options, read the inputs, load the model and references, build the config."""
+    """Validate the options, read the inputs, load the model and references, build the config.
+
+    What the options rule out (:meth:`CheckpointAuditOptions.notes`) is logged as
+    a warning at once, before any input is read, and kept for the summary lines.
+    """
     options.check()
+    notes = options.notes()
+    for note in notes:
+        logging.getLogger(__name__).warning("note: %s", note)
     names = _attack_names(options.attacks, options.task)
     inputs = _read_inputs(
         options.members,
@@ -437,7 +464,51 @@ def _check_everything(options: CheckpointAuditOptions) -> _Checked:
             f"train.batch_size = {config.train.batch_size} exceeds the ~{half} examples each "
             "reference model trains on; lower it with --set train.batch_size=N"
         )
-    return _Checked(inputs, loaded, refs, ref_sources, config)
+    unmet = _unmet_preconditions(options, inputs, loaded, refs, config)
+    for note in unmet:  # before any reference is trained or the run directory exists
+        logging.getLogger(__name__).warning("note: %s", note)
+    return _Checked(inputs, loaded, refs, ref_sources, config, (*notes, *unmet))
+
+
+def _unmet_preconditions(
+    options: CheckpointAuditOptions, inputs: _Inputs, loaded: Any, refs: Any, config: Any
+) -> tuple[str, ...]:
+    """What the attack stage will skip, known before the run exists and before any training.
+
+    The stage's own planning (:func:`~dpaudit.attacks.stage.plan_stage`) on the
+    inputs, with the references ``--train-references`` will train stood in by
+    their membership matrix (the same seed, so the same matrix). Returns one
+    note per reason; refuses when nothing asked for can run (docs/decisions.md,
+    "Unmet preconditions").
+    """
+    from dpaudit.attacks.stage import ReferenceSet, plan_stage, skip_notes
+    from dpaudit.trainers.references import assign_membership
+    from dpaudit.workflows.run import stage_seeds
+
+    seeds = stage_seeds(config)
+    prepared = _prepared(inputs, options.out_path / "data", config.seed)  # nothing written
+    if options.train_references:
+        pool = prepared.part("members") + prepared.part("nonmembers")
+        k = config.train.num_references
+        refs = ReferenceSet(
+            models=[None] * k,
+            membership=assign_membership(len(pool), k, seeds["references"]),
+            ids=[r.id for r in pool],
+        )
+    asked, skipped = plan_stage(
+        config,
+        prepared,
+        parts=options.chosen_parts(),
+        seed=seeds["attacks"],
+        references=refs,
+        tokenizer=loaded.tokenizer,
+    )
+    if asked and all(name in skipped for name in asked):
+        why = "; ".join(skip_notes(skipped))
+        raise DpauditError(
+            f"nothing asked for can run: {why} (see --attacks, --parts, --set and the inputs)"
+        )
+    return tuple(skip_notes(skipped))
 
 
 def run_checkpoint_audit(
@@ -460,7 +531,6 @@ def run_checkpoint_audit(
     checked = _check_everything(options)
     inputs, loaded, config, claim = checked.inputs, checked.loaded, checked.config, options.claim
     refs = checked.refs
-    run = RunDir.create(config, argv=argv, path=options.out_path)
     seeds = stage_seeds(config)
     manifest_inputs = {
         label: {"path": str(p.resolve()), "sha256": sha256_file(p)}
@@ -471,17 +541,22 @@ def run_checkpoint_audit(
         manifest_inputs.update(
             {f"reference-{i}/{k.split('/', 1)[1]}": v for k, v in ref.input_hashes().items()}
         )
-    run.update(seeds=seeds, inputs=manifest_inputs, device=str(resolve_device(config.train.device)))
+    device = str(resolve_device(config.train.device))  # a bad device is refused before --out exists
+    run = RunDir.create(config, argv=argv, path=options.out_path)
+    run.update(seeds=seeds, inputs=manifest_inputs, device=device)
     lines = [
         f"run directory: {run.path}",
         f"target: {loaded.source['model']}"
         + (f" + adapter {options.adapter}" if options.adapter else "")
         + f" ({loaded.source['format']}, {loaded.source['parameters']:,} parameters)",
     ]
+    lines += [f"note: {note}" for note in checked.notes]
 
     data_dir = run.subdir("data")
     with run.stage(
-        "data", {k: v["sha256"] for k, v in manifest_inputs.items() if "/" not in k}
+        "data",
+        {k: v["sha256"] for k, v in manifest_inputs.items() if "/" not in k},
+        seed=config.seed,
     ) as record:
         from dpaudit.datasets.canaries import write_canaries, write_inclusion
 
@@ -604,8 +679,11 @@ def export_audit_inputs(run_dir: str | Path, out_dir: str | Path) -> dict[str, P
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     prepared = load_prepared(run_dir)
+    config = config_of_run(run_dir)
     examples, is_member = balanced_examples(
-        prepared, stage_seeds(config_of_run(run_dir))["attacks"]
+        prepared,
+        stage_seeds(config)["attacks"],
+        by_label=config.train.task == "classification",
     )
     n = int(is_member.sum())
     out_dir.mkdir(parents=True, exist_ok=True)

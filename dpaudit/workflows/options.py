@@ -189,6 +189,20 @@ class CheckpointAuditOptions:
                 raise unknown_name("attack part", name, PARTS)
         return tuple(p for p in PARTS if p in self.parts)
 
+    def notes(self) -> tuple[str, ...]:
+        """What these options rule out although they are valid, said before any work is done.
+
+        ``--canaries`` without ``--canary-inclusion``: no one-run audit is
+        possible (the canaries are still scored for exposure). The report says
+        the same in its ``warnings``.
+        """
+        from dpaudit.datasets.canaries import NO_INCLUSION_NOTE
+
+        notes = []
+        if self.canaries is not None and self.canary_inclusion is None:
+            notes.append(NO_INCLUSION_NOTE)
+        return tuple(notes)
+
     def check(self) -> None:
         """Validate the options alone (no file is read).
 

@@ -49,6 +49,49 @@ class RunResult:
         entry = self.report.get("models", {}).get(model)
         return None if entry is None else entry.get("summary")
 
+    def headline(self) -> list[str]:
+        """The verdict and the headline numbers, one line each (what ``dpaudit run`` ends with).
+
+        ``verdict: PASS|FAIL|INCONCLUSIVE`` with the failed or inconclusive
+        policy items, then per model: claimed ε (accountant, δ), ε_lb with the
+        audit verdict and ceiling, the best attack AUC and TPR at 0.1 % FPR,
+        exposure and utility. Empty without a report.
+        """
+        if self.report is None:
+            return []
+        policy = self.report.get("policy") or {}
+        verdict = str(policy.get("verdict") or "?").upper()
+        lines = [f"verdict: {verdict} (release policy on the target; `dpaudit gate` for CI)"]
+        for name, item in (policy.get("items") or {}).items():
+            if item.get("verdict") in ("fail", "inconclusive"):
+                lines.append(f"  {item['verdict']}: {item.get('detail') or name}")
+        for model in self.report.get("models", {}):
+            s = self.model_summary(model) or {}
+            parts = []
+            if s.get("epsilon") is not None:
+                parts.append(
+                    f"ε = {_num(s['epsilon'])} ({s.get('primary_accountant')}, δ = "
+                    f"{_num(s.get('delta'), '.0e')})"
+                )
+            if s.get("epsilon_lower") is not None:
+                audit = f"ε_lb = {_num(s['epsilon_lower'])} [{s.get('audit_verdict')}"
+                if s.get("audit_ceiling") is not None:
+                    audit += f", ceiling {_num(s['audit_ceiling'])}"
+                parts.append(audit + "]")
+            auc = s.get("max_auc") or {}
+            if auc.get("value") is not None:
+                parts.append(f"best AUC {_num(auc['value'], '.3f')} ({auc.get('attack')})")
+            tpr = s.get("max_tpr_at_low_fpr") or {}
+            if tpr.get("value") is not None:
+                parts.append(f"TPR@0.1%FPR {_num(tpr['value'], '.3f')}")
+            if s.get("max_exposure") is not None:
+                parts.append(f"exposure {_num(s['max_exposure'], '.1f')} bits")
+            utility = s.get("utility") or {}
+            if utility.get("value") is not None:
+                parts.append(f"{utility.get('metric')} {_num(utility['value'], '.3f')}")
+            lines.append(f"{model}: " + "; ".join(parts))
+        return lines
+
     @classmethod
     def from_run_dir(
         cls, run_dir: str | Path, lines: list[str] | tuple[str, ...] = ()
@@ -78,3 +121,13 @@ class RunResult:
             policy_verdict=policy,
             lines=tuple(lines),
         )
+
+
+def _num(value: Any, spec: str = ".2f") -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if x == float("inf"):
+        return "∞"
+    return format(x, spec)

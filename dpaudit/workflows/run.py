@@ -41,13 +41,22 @@ def demo_config_path() -> Path:
 
 
 def run_prepare(
-    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    force: bool = False,
 ) -> list[str]:
-    """Create the run directory and run the data stage; return summary lines."""
+    """Create the run directory and run the data stage; return summary lines.
+
+    ``force`` discards an existing run of this name first (see
+    :func:`~dpaudit.workflows.integrity.open_run`).
+    """
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.datasets.summary import summarize
+    from dpaudit.workflows.integrity import open_run
 
-    run = RunDir.create(config, argv=argv, resume=resume)
+    run = open_run(config, argv=argv, resume=resume, force=force)
     prepared = prepare_data(config, run, resume=resume)
     summary = summarize(prepared.records)
     reps = Counter(c.repetitions for c in prepared.secret_sharer)
@@ -104,15 +113,25 @@ def _train_inputs(config: RunConfig, run: RunDir, extra: dict | None = None) -> 
 
 
 def run_train(
-    config: RunConfig, *, resume: bool = False, argv: list[str] | None = None, progress: bool = True
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> list[str]:
-    """Data stage, then the target model (DP unless disabled) and the non-private baseline."""
+    """Data stage, then the target model (DP unless disabled) and the non-private baseline.
+
+    ``force`` discards an existing run of this name first (see
+    :func:`~dpaudit.workflows.integrity.open_run`).
+    """
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_model
+    from dpaudit.workflows.integrity import open_run
 
-    run = RunDir.create(config, argv=argv, resume=resume)
+    run = open_run(config, argv=argv, resume=resume, force=force)
     seeds = stage_seeds(config)
-    run.update(seeds=seeds)
+    run.update(seeds={**run.manifest()["seeds"], **seeds})
     prepared = prepare_data(config, run, resume=resume)
     tokenizer = _tokenizer(config, prepared.data_dir)
     eval_records = prepared.part("nonmembers")
@@ -126,7 +145,7 @@ def run_train(
         if resume and run.can_skip(name, inputs):
             lines.append(f"{name}: unchanged, skipped (--resume)")
             continue
-        with run.stage(name, inputs) as record:
+        with run.stage(name, inputs, seed=seeds[name]) as record:
             result = train_model(
                 prepared.train,
                 config=dataclasses.replace(config.train, dp=dp),
@@ -156,6 +175,7 @@ def run_train_references(
     resume: bool = False,
     argv: list[str] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[str]:
     """Train reference models on random halves of the members and non-members.
 
@@ -164,12 +184,26 @@ def run_train_references(
     without DP on the same halves, calibrates the attacks on the non-private
     baseline (``references-baseline/``). LiRA and RMIA assume references trained
     like the attacked model (Carlini et al. 2022, §4; Zarifzadeh et al. 2024).
+
+    Adds to the run of ``config`` (created when there is none): refused when
+    ``config`` differs from the settings of the run's finished data and
+    training stages; ``num`` is recorded as ``train.num_references``
+    (:func:`~dpaudit.workflows.integrity.open_run`).
     """
     from dpaudit.datasets.prepare import prepare_data
+    from dpaudit.errors import DpauditError
     from dpaudit.trainers.references import REFERENCE_DIRS
+    from dpaudit.workflows.integrity import open_run
 
-    run = RunDir.create(config, argv=argv, resume=True)
-    k = config.train.num_references if num is None else num
+    if num is not None:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, num_references=num)
+        )
+    if config.train.num_references < 1:
+        raise DpauditError("train.num_references = 0: no reference model to train; pass --num K")
+    run = open_run(config, argv=argv, resume=resume, force=force, reopen=True)
+    k = config.train.num_references
+    run.update(seeds={**run.manifest()["seeds"], **stage_seeds(config)})
     prepared = prepare_data(config, run, resume=True)
     tokenizer = _tokenizer(config, prepared.data_dir)
     # The audited examples: each lands in about half the references, so online LiRA has IN and OUT
@@ -179,6 +213,11 @@ def run_train_references(
     if config.train.baseline and config.train.private and config.train.baseline_references:
         sets.append(("baseline", dataclasses.replace(config.train, dp=False)))
     lines = [f"run directory: {run.path}"]
+    for note in _reference_notes(config, prepared, pool, k):  # said before any model trains
+        import logging
+
+        logging.getLogger(__name__).warning("note: %s", note)
+        lines.append(f"note: {note}")
     for model, recipe in sets:
         stage = REFERENCE_DIRS[model]
         inputs = _train_inputs(config, run, {"num": str(k), "dp": str(recipe.private)})
@@ -207,6 +246,24 @@ def run_train_references(
     return lines
 
 
+def _reference_notes(config: RunConfig, prepared: Any, pool: list[Any], k: int) -> list[str]:
+    """The configured attacks that ``k`` references will not let run (LiRA with one), and why.
+
+    The attack stage's own planning on the membership matrix these references
+    will get (same seed): docs/decisions.md, "Unmet preconditions".
+    """
+    from dpaudit.attacks.stage import ReferenceSet, plan_stage, skip_notes
+    from dpaudit.trainers.references import assign_membership
+
+    seeds = stage_seeds(config)
+    membership = assign_membership(len(pool), k, seeds["references"])
+    refs = ReferenceSet(models=[None] * k, membership=membership, ids=[r.id for r in pool])
+    _, skipped = plan_stage(
+        config, prepared, parts=("mia",), seed=seeds["attacks"], references=refs, tokenizer=None
+    )
+    return skip_notes(skipped)
+
+
 def train_reference_stage(
     run: RunDir,
     stage: str,
@@ -230,7 +287,7 @@ def train_reference_stage(
     from dpaudit.rundir import sha256_file
     from dpaudit.trainers import train_references
 
-    with run.stage(stage, inputs) as record:
+    with run.stage(stage, inputs, seed=seed) as record:
         membership = train_references(
             pool,
             k=k,
@@ -250,9 +307,11 @@ def config_of_run(run_dir: str | Path, sets: tuple[str, ...] = ()) -> RunConfig:
     from dpaudit.config import config_from_dict, merge, parse_set
 
     run = RunDir(run_dir)
-    data = run.manifest()["config"]
+    path = run.path if run.path.name not in ("", ".", "..") else run.path.resolve()
+    # The run is where it is now (whatever name it was created under).
+    data = {**run.manifest()["config"], "name": path.name, "runs_dir": str(path.parent)}
     config = config_from_dict(merge(data, parse_set(sets)) if sets else data)
-    return dataclasses.replace(config, runs_dir=str(run.path.parent), name=run.path.name)
+    return dataclasses.replace(config, runs_dir=str(path.parent), name=path.name)
 
 
 def trained_models(run: RunDir, models: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -280,13 +339,14 @@ def run_attacks(
     sets: tuple[str, ...] = (),
     resume: bool = False,
     progress: bool = True,
+    argv: list[str] | None = None,
 ) -> list[str]:
-    """Attack the trained models of an existing run."""
+    """Attack the trained models of an existing run (``argv``: recorded with each stage)."""
     from dpaudit.attacks.stage import run_attack_stage
     from dpaudit.datasets.prepare import load_prepared
 
     config = config_of_run(run_dir, sets)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, argv=argv)
     prepared = load_prepared(run.path)
     seed = stage_seeds(config)["attacks"]
     lines: list[str] = []
@@ -304,13 +364,14 @@ def run_audit(
     sets: tuple[str, ...] = (),
     resume: bool = False,
     progress: bool = True,
+    argv: list[str] | None = None,
 ) -> list[str]:
     """Empirical ε lower bounds against the ledgers of an existing run (``audit/bounds.json``)."""
     from dpaudit.audit.stage import assess_run, run_audit_stage, verdict_line
     from dpaudit.datasets.prepare import load_prepared
 
     config = config_of_run(run_dir, sets)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, argv=argv)
     prepared = load_prepared(run.path)
     lines = []
     names = trained_models(run, models)
@@ -338,25 +399,30 @@ def run_all(
     resume: bool = False,
     argv: list[str] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> RunResult:
     """The main job: data → target and baseline → references → attacks → audit → report.
 
     Each stage is recorded in the manifest and skipped on ``resume`` when its
-    inputs are unchanged.
+    inputs are unchanged; ``force`` discards an existing run of this name first.
 
     Returns:
         :class:`~dpaudit.workflows.result.RunResult` (run directory, report,
         audit and policy verdicts, and the lines the CLI prints).
     """
-    lines = run_train(config, resume=resume, argv=argv, progress=progress)
+    lines = run_train(config, resume=resume, argv=argv, progress=progress, force=force)
     run = RunDir(config.run_dir)
     if config.train.num_references:
         lines += run_train_references(config, resume=resume, argv=argv, progress=progress)[1:]
     lines += run_attacks(
-        run.path, parts=("mia", "canary", "memorization", "pii"), resume=resume, progress=progress
+        run.path,
+        parts=("mia", "canary", "memorization", "pii"),
+        resume=resume,
+        progress=progress,
+        argv=argv,
     )
     if config.data.one_run_canaries:
-        lines += run_audit(run.path, resume=resume, progress=progress)
+        lines += run_audit(run.path, resume=resume, progress=progress, argv=argv)
     lines += run_report(run.path)
     return RunResult.from_run_dir(run.path, lines)
 
@@ -367,6 +433,7 @@ def run(
     resume: bool = False,
     progress: bool = True,
     sets: tuple[str, ...] = (),
+    force: bool = False,
 ) -> RunResult:
     """The main job from Python: ``dpaudit.run(config)`` (what ``dpaudit run`` does).
 
@@ -374,14 +441,18 @@ def run(
         config: a :class:`~dpaudit.config.RunConfig` (e.g. from
             :func:`dpaudit.load_config`) or the path of a TOML config.
         resume: skip stages whose inputs are unchanged; continue interrupted training.
+            Settings that differ from those the run's finished data and training
+            stages were built with are refused.
         progress: progress bars on stderr.
         sets: ``section.key=value`` overrides, with a path config.
+        force: discard an existing run of this name and start over.
 
     Returns:
         :class:`~dpaudit.workflows.result.RunResult`.
 
     Raises:
-        DpauditError / ConfigError: bad configuration (checked before any work).
+        DpauditError / ConfigError: bad configuration, or a resume that would
+            change a finished stage's settings (checked before any work).
     """
     if not isinstance(config, RunConfig):
         from dpaudit.workflows.validate import load_config
@@ -391,7 +462,7 @@ def run(
         from dpaudit.workflows.validate import check_config
 
         check_config(config)
-    return run_all(config, resume=resume, argv=["dpaudit.run"], progress=progress)
+    return run_all(config, resume=resume, argv=["dpaudit.run"], progress=progress, force=force)
 
 
 def run_report(
@@ -446,13 +517,15 @@ def run_sweep(
     resume: bool = False,
     argv: list[str] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[str]:
-    """Run the main job for every point of a grid of settings, then compare the runs."""
+    """Run the main job for every point of a grid of settings, then compare the runs
+    (``force``: start each point's run over)."""
     import itertools
 
     from dpaudit.config import load_config
     from dpaudit.errors import DpauditError
-    from dpaudit.reports.compare import compare_runs
+    from dpaudit.reports.compare import compare_runs, console_table
 
     fixed, axes = sweep_axes(sets)
     if not any(item.split("=", 1)[0].strip().endswith(".baseline") for item in fixed):
@@ -474,9 +547,9 @@ def run_sweep(
             overrides={"name": f"{base.name}-{label}", "runs_dir": base.runs_dir},
         )
         lines.append(f"== {cfg.name}: {', '.join(combo)}")
-        lines += run_all(cfg, resume=resume, argv=argv, progress=progress).lines
+        lines += run_all(cfg, resume=resume, argv=argv, progress=progress, force=force).lines
         run_dirs.append(cfg.run_dir)
     out_dir = Path(base.runs_dir) / f"{base.name}-sweep"
-    compare_runs(run_dirs, out_dir)
+    lines.append(console_table(compare_runs(run_dirs, out_dir)))
     lines.append(f"comparison: {out_dir / 'comparison.html'}, {out_dir / 'comparison.csv'}")
     return lines
