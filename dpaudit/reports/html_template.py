@@ -68,6 +68,8 @@ figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; text-align: 
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
 .config { background: var(--soft); padding: 10px 14px; border-radius: 6px; columns: 2; column-gap: 28px; }
 .config-section { break-inside: avoid; margin-bottom: 10px; }
+table.wide { font-size: 12px; }
+table.wide th { white-space: normal; }
 footer { margin-top: 36px; font-size: 12px; color: var(--muted); border-top: 1px solid var(--line); padding-top: 8px; }
 @media print {
   body { max-width: none; padding: 0; font-size: 10.5px; }
@@ -77,6 +79,8 @@ footer { margin-top: 36px; font-size: 12px; color: var(--muted); border-top: 1px
   .verdict, .badge, .word, th, .confidential, tr.row-baseline td, .warning {
     -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
+  table.wide { font-size: 8.5px; table-layout: fixed; }
+  table.wide th, table.wide td.num { white-space: normal; padding: 3px 4px; }
   @page { size: A4; margin: 14mm 12mm; }
 }
 """
@@ -247,7 +251,7 @@ number of insertions, per decoding strategy.</p>
 <h3>PII leakage by kind</h3>
 <p class="muted">Extraction: distinct training values found in sampled text (found / in training). Inference: the
 model picks the true value of a masked field among candidates; compare with chance.</p>
-<table>
+<table class="wide">
   <thead><tr><th>Kind</th>{% for m in v.models %}<th class="num {{ m }}">{{ m|capitalize }} extraction</th>{% for r in v.leakage.rankings %}<th class="num {{ m }}">{{ m|capitalize }} {{ r }}</th>{% endfor %}{% endfor %}</tr></thead>
   <tbody>{% for r in v.leakage.pii_rows %}<tr><td>{{ r.kind }}</td>{% for m in v.models %}<td class="num">{{ r[m ~ '_extraction'] }}</td>{% for c in r[m ~ '_rankings'] %}<td class="num">{{ c }}</td>{% endfor %}{% endfor %}</tr>{% endfor %}</tbody>
 </table>
