@@ -194,13 +194,12 @@ def write_json(path: str | Path, obj: Any, *, schema_version: str | None = SCHEM
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, raising :class:`~dpaudit.errors.InputError` when malformed."""
     from dpaudit.errors import InputError
+    from dpaudit.inputs import check_input_file, json_loads
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
+    check_input_file(path, allow_empty=True)  # not a FIFO, device or loop; not over the cap
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(path, "not valid UTF-8") from None
+    return json_loads(path, text, None)  # malformed, nested too deeply, a lone surrogate

@@ -18,6 +18,7 @@ import click
 
 from dpaudit import __version__
 from dpaudit.cli_options import dataclass_options
+from dpaudit.config import MAX_SEED
 from dpaudit.errors import DpauditError
 from dpaudit.workflows.options import CheckpointAuditOptions
 
@@ -180,7 +181,11 @@ def datasets() -> None:
     help="Number of records.",
 )
 @click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+    "--seed",
+    type=click.IntRange(min=0, max=MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Random seed.",
 )
 @click.option(
     "--num-labels",
@@ -257,8 +262,10 @@ def datasets_check(
             raise DpauditError(f"--label-map: expected NAME=INDEX, got {item!r}")
         pairs.append((name.strip(), int(index)))
     fields = Fields(text_field, label_field, id_field, user_field, tuple(pairs), delimiter or None)
+    from dpaudit.datasets.packaged import data_source
+
     records = load_records(file, format=fmt, fields=fields)
-    summary = summarize(records)
+    summary = summarize(records, data_source(file))
     if as_json:
         _echo_json(summary)
     else:
@@ -277,7 +284,7 @@ def _run_options(fn: Any) -> Any:
         type=click.Path(file_okay=False),
         help="Where run directories go.",
     )(fn)
-    fn = click.option("--seed", type=click.IntRange(min=0), default=None, help="Master seed.")(fn)
+    fn = click.option("--seed", type=int, default=None, help=f"Master seed (0 to {MAX_SEED}).")(fn)
     fn = click.option(
         "--resume",
         is_flag=True,
@@ -862,7 +869,11 @@ def audit_checkpoint_command(**options: Any) -> None:
     help="Where the per-variant runs and selftest.json go.",
 )
 @click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+    "--seed",
+    type=click.IntRange(min=0, max=MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Random seed.",
 )
 @click.option(
     "--epsilon",

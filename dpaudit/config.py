@@ -402,6 +402,10 @@ SECTION_ALIASES = {"trainer": "train", "attacks": "attack", "data_config": "data
 """Accepted alternative section names (``--set trainer.target_epsilon=3``)."""
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed (NumPy and torch seeds are 32-bit)."""
+
+
 @dataclass(frozen=True)
 class RunConfig(_Section):
     """The whole configuration of one run."""
@@ -411,7 +415,7 @@ class RunConfig(_Section):
         "run", "Run name, one directory name; the run directory is <runs_dir>/<name>"
     )
     runs_dir: str = option("runs", "Directory under which run directories are created")
-    seed: int = option(0, "Master seed; every stage derives its seed from it", ge=0)
+    seed: int = option(0, "Master seed; every stage derives its seed from it", ge=0, le=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data section"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "train section"})
     attack: AttackConfig = field(default_factory=AttackConfig, metadata={"help": "attack section"})

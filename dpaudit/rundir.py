@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -169,6 +170,9 @@ class RunDir:
                 f"{path}: exists and is not a dpaudit run (no {MANIFEST}); choose another "
                 "--name or --runs-dir"
             )
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise DpauditError(f"{existing}: not writable; cannot hold {path}")
 
     # -------------------------------------------------------------- creation
     @classmethod
@@ -200,7 +204,12 @@ class RunDir:
                 "--force to start it over, or choose another --name"
             )
         previous = run.manifest() if manifest_path.exists() else {}
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only file system, /proc, a full disk
+            raise DpauditError(
+                f"{run.path}: cannot create the run directory ({exc.strerror or exc})"
+            ) from None
         atomic_write_text(run.path / "config.toml", to_toml(config))
         manifest = {
             "dpaudit_version": __version__,

@@ -315,3 +315,55 @@ class AttackMetrics:
                 ``schema_version`` or invalid contents (the message names the file).
         """
         return cls.from_file(read_run_file(Path(directory) / METRICS_FILE, AttackMetricsFile))
+
+
+def score_hashes(attacks_dir: str | Path) -> dict[str, str]:
+    """``{"<attack>/scores.parquet": sha256}`` of the score files under ``attacks/<model>/``.
+
+    The attack stage records them as its outputs in the manifest; :func:`check_score_hashes`
+    compares them with the files before a report is built from them.
+    """
+    from dpaudit.rundir import sha256_file
+
+    root = Path(attacks_dir)
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.glob(f"*/{SCORES_FILE}"))
+    }
+
+
+def check_score_hashes(run_path: str | Path, stages: Mapping[str, Any]) -> None:
+    """Refuse a ``scores.parquet`` whose bytes are none of those its attack stage recorded.
+
+    Args:
+        run_path: the run directory.
+        stages: the manifest's stage records (``name -> record`` with ``outputs``);
+            an attack stage ``attacks/<model>[/<parts>]`` records
+            ``<attack>/scores.parquet`` relative to ``attacks/<model>/``.
+
+    Raises:
+        InputError: one line naming the file (corrupt or changed since the attack stage).
+    """
+    from dpaudit.rundir import sha256_file
+
+    recorded: dict[Path, set[str]] = {}
+    for name, record in stages.items():
+        parts = name.split("/")
+        if parts[0] != "attacks" or len(parts) < 2:
+            continue
+        outputs = record.get("outputs") if isinstance(record, Mapping) else record.outputs
+        for key, digest in (outputs or {}).items():
+            if key.endswith(f"/{SCORES_FILE}"):
+                path = Path(run_path, "attacks", parts[1], key)
+                recorded.setdefault(path, set()).add(digest)
+    for path, digests in sorted(recorded.items()):
+        if not path.is_file():
+            raise InputError(
+                path, "missing, but the attack stage recorded it (rerun `dpaudit attack mia`)"
+            )
+        if sha256_file(path) not in digests:
+            raise InputError(
+                path,
+                "does not match the hash the attack stage recorded (corrupt or changed "
+                "since; rerun `dpaudit attack mia`)",
+            )

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from dpaudit.attacks.scores import score_hashes
 from dpaudit.config import RunConfig
 from dpaudit.datasets.prepare import PreparedData
 from dpaudit.datasets.records import Record
@@ -742,7 +743,7 @@ def run_attack_stage(
     out_dir = run.subdir("attacks", model_name)
     blind_path = run.path / "attacks" / "blind.json"
     classifier = config.train.task == "classification"
-    with run.stage(stage, inputs, seed=seed):
+    with run.stage(stage, inputs, seed=seed) as record:
         examples, is_member = balanced_examples(prepared, seed, by_label=classifier)
         status: dict[str, str] = {}
         if not blind_path.is_file():
@@ -833,6 +834,8 @@ def run_attack_stage(
                 if part in parts:
                     status[part] = "not run (needs a language model; this is a classifier)"
         _write_status(out_dir / "status.json", status, mia_status, scope)
+        if "mia" in parts:  # the scores are the source of truth: `dpaudit report` checks them
+            record.outputs.update(score_hashes(out_dir))
     line = f"{stage}: " + ", ".join(f"{k} {'ok' if v == 'done' else v}" for k, v in status.items())
     saved = read_run_file(blind_path, BlindFile) if blind_path.is_file() else None  # skipped
     if saved is not None and saved.auc is not None:

@@ -185,8 +185,9 @@ def assess_power(
         if verdict.ceiling is not None and verdict.ceiling < claim:
             reasons.append(
                 f"the audit's ceiling ε = {verdict.ceiling:.2f} (every guess right) is below the "
-                f"claimed ε = {claim:.2f}: it could not have shown a violation (more canaries, "
-                "or a smaller audit.delta, raise it)"
+                f"claimed ε = {claim:.2f} (the ledger's ε at the audit's δ = "
+                f"{verdict.lower.delta:.0e}): it could not have shown a violation (more "
+                "canaries raise the ceiling)"
             )
         if record is not None and not record["detected"]:
             reasons.append(

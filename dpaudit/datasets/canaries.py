@@ -418,10 +418,9 @@ def _legacy_role(canary_id: str) -> CanaryRole | None:
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON: {exc.msg}", line=lineno) from None
+    from dpaudit.inputs import json_loads
+
+    data = json_loads(path, line, lineno)
     if not isinstance(data, dict):
         raise InputError(path, "expected a JSON object", line=lineno)
     missing = [k for k in _FIELDS if k not in data]
@@ -464,9 +463,10 @@ def read_canaries(path: str | Path, inclusion_path: str | Path | None = None) ->
         InputError: missing file, malformed line (with its number), duplicate
             ids, or an inclusion file that does not cover exactly these ids.
     """
+    from dpaudit.inputs import check_input_file
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
+    check_input_file(path, allow_empty=True)  # not a FIFO, device or loop; not over the cap
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

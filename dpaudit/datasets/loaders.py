@@ -18,6 +18,7 @@ from typing import Any
 
 from dpaudit.datasets.records import PiiSpan, Record
 from dpaudit.errors import InputError
+from dpaudit.inputs import check_input_file, json_loads, read_text
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "text", "hf")
 _EXTENSIONS = {
@@ -76,11 +77,19 @@ def load_records(
 
     Args:
         path: a file, or a directory saved with ``datasets.Dataset.save_to_disk``;
-            for ``format="hf"`` also a hub dataset name (needs network).
+            for ``format="hf"`` also a hub dataset name (needs network); or a
+            ``package:`` dataset (:mod:`dpaudit.datasets.packaged`, whose own
+            columns are read: ``format`` and ``fields`` do not apply).
         format: one of ``auto``, ``jsonl``, ``csv``, ``tsv``, ``parquet``, ``text``, ``hf``.
         fields: column names; the default reads ``text`` (and a dpaudit JSONL's
             ``id``, ``label``, ``pii`` and ``meta`` when present).
     """
+    if str(path).startswith("package:"):  # a corpus inside an installed package
+        from dpaudit.datasets.packaged import load_packaged_records
+
+        records = load_packaged_records(path)
+        _check_unique_ids(path, records)
+        return records
     fields = fields or Fields()
     fmt = infer_format(path) if format == "auto" else format
     if fmt not in FORMATS:
@@ -102,23 +111,8 @@ def load_records(
     return records
 
 
-def _check_file(path: str | Path, *, allow_dir: bool = False) -> None:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir() and not allow_dir:
-        raise InputError(path, "is a directory, expected a file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(path, "empty file")
-
-
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(path, f"not valid UTF-8 (byte {exc.start})", line=line) from None
+_check_file = check_input_file
+_read_text = read_text
 
 
 def _label(
@@ -184,10 +178,7 @@ def _make_record(
 def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
     text = _read_text(path)
     if text.lstrip().startswith("[") and path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+        rows = json_loads(path, text, None)
         return [
             _make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)
         ]
@@ -195,10 +186,7 @@ def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"malformed JSON: {exc.msg}", line=lineno) from None
+        row = json_loads(path, line, lineno)
         records.append(_make_record(path, _as_row(path, row, lineno), len(records), lineno, fields))
     return records
 

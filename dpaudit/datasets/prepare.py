@@ -219,7 +219,11 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
     data_dir = run.subdir("data")
     inputs: dict[str, Any] = {"config": sha256_text(repr((dataclasses.asdict(d), config.seed)))}
     if d.path:
-        inputs["dataset"] = run.record_inputs({"dataset": d.path})["dataset"]
+        from dpaudit.datasets.packaged import is_packaged_data, resolve_data_file
+
+        # A packaged dataset is hashed as the file inside the installed package.
+        dataset = resolve_data_file(d.path) if is_packaged_data(d.path) else d.path
+        inputs["dataset"] = run.record_inputs({"dataset": dataset})["dataset"]
     if resume and run.can_skip(STAGE, inputs):
         return load_prepared(run.path)
     with run.stage(STAGE, inputs, seed=config.seed) as record:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,7 @@ class DatasetSummary:
     max_pii_duplication: int = 0
     duplicate_texts: int = 0
     canaries: int = 0
+    source: dict[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """Human-readable lines (PII values are never printed, only counts)."""
@@ -58,6 +59,7 @@ class DatasetSummary:
             )
         else:
             out.append("PII spans          none recorded")
+        out += [f"{k:<19}{v}" for k, v in self.source.items()]
         return out
 
 
@@ -71,8 +73,12 @@ def _stats(values: Sequence[int]) -> dict[str, float]:
     }
 
 
-def summarize(records: Sequence[Record]) -> DatasetSummary:
-    """Summarise records: sizes, lengths, labels and PII counts by kind."""
+def summarize(records: Sequence[Record], source: Mapping[str, str] | None = None) -> DatasetSummary:
+    """Summarise records: sizes, lengths, labels and PII counts by kind.
+
+    ``source``: what to state about where the data comes from (package,
+    source, licence, label rule of a packaged dataset), printed last.
+    """
     fields = ["id", "text"]
     if any(r.label is not None for r in records):
         fields.append("label")
@@ -101,4 +107,5 @@ def summarize(records: Sequence[Record]) -> DatasetSummary:
         max_pii_duplication=max(values.values(), default=0),
         duplicate_texts=sum(c - 1 for c in texts.values() if c > 1),
         canaries=sum(1 for r in records if r.id.startswith("canary-")),
+        source=dict(source or {}),
     )

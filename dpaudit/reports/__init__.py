@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit.atomic import atomic_write_text
+from dpaudit.errors import DpauditError
 from dpaudit.registry import Registry
 from dpaudit.reports.collect import RunData, collect, collect_report
 from dpaudit.reports.schema import (
@@ -164,11 +165,16 @@ def write_report_files(
     out_dir = Path(out_dir)
     generated = generated if generated is not None else _now()
     written: dict[str, Path] = {}
-    for name in names:
-        fmt = REPORT_FORMATS.get(name)
-        written[name] = fmt.write(
-            report, out_dir / fmt.filename, curves=curves, generated=generated
-        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            fmt = REPORT_FORMATS.get(name)
+            written[name] = fmt.write(
+                report, out_dir / fmt.filename, curves=curves, generated=generated
+            )
+    except OSError as exc:  # a read-only location, a file in the way, a full disk
+        where = exc.filename or out_dir
+        raise DpauditError(f"{where}: cannot write the report ({exc.strerror or exc})") from None
     return written
 
 

@@ -674,6 +674,9 @@ def collect_model(
     """The typed report of a run, its ROC curves and the run directory (see :func:`collect`)."""
     run = RunDir(run_dir)
     manifest = run.manifest_file()
+    from dpaudit.attacks.scores import check_score_hashes  # numpy: not at CLI start-up
+
+    check_score_hashes(run.path, manifest.stages)  # the scores, not metrics.json, are the truth
     config = manifest.config
     if reveal is None:
         reveal = bool((config.get("report") or {}).get("reveal", False))

@@ -276,7 +276,11 @@ def _check_weights_dir(path: Path) -> None:
                 f"{path}: a PEFT adapter directory; point train.model at a full model (merge the adapter first)"
             )
         raise DpauditError(f"{path}: no config.json; not a Hugging Face model directory")
-    if any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if weights:
+        from dpaudit.trainers.safe_load import check_safetensors
+
+        check_safetensors(weights)
         return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:

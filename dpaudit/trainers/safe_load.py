@@ -90,6 +90,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def check_safetensors(paths: list[Path]) -> None:
+    """Refuse a truncated, empty, garbage or lying safetensors file (a header
+    length past the end, tensor offsets outside the file) before transformers reads it.
+
+    Raises:
+        DpauditError: one line naming the file.
+    """
+    from safetensors import safe_open
+
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise DpauditError(
+                f"{path}: not a valid safetensors file ({_first_line(exc)})"
+            ) from None
+
+
 def _is_weight(path: Path) -> bool:
     return path.suffix == SAFETENSORS_SUFFIX or path.suffix in PICKLE_SUFFIXES
 
@@ -153,7 +172,9 @@ def resolve_model_path(
     Returns:
         (directory, revision): the revision is the hub commit, ``None`` locally.
     """
-    text = str(name_or_path)
+    from dpaudit.locate import resolve_spec
+
+    text = resolve_spec(str(name_or_path))  # package:... -> a directory inside a package
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -326,6 +347,7 @@ def _load_base(directory: Path, task: str, allow_pickle: bool) -> tuple[Any, str
         from dpaudit.trainers.models import load_pretrained
 
         _auto_class(task)
+        check_safetensors(safetensors)
         return load_pretrained(directory, task=task), "safetensors", safetensors, 0
     pickles = _pickle_weight_files(directory)
     if not pickles:
@@ -505,4 +527,9 @@ def load_model(
     }
     if adapter_dir is not None:
         source["adapter_weights"], source["adapter_other_files"] = hash_files(adapter_dir)
+    from dpaudit.packaged_models import read_provenance
+
+    provenance = read_provenance(model_dir)
+    if provenance is not None:  # converted from a GGUF in a package: package, SHA-256s
+        source["package_provenance"] = provenance
     return LoadedModel(model=net, tokenizer=tokenizer, source=source, files=files)

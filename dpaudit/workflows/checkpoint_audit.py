@@ -450,7 +450,7 @@ def _check_everything(options: CheckpointAuditOptions) -> _Checked:
     from dpaudit.workflows.validate import check_config
 
     try:
-        check_config(config)
+        check_config(config, data=False)  # the member/non-member files are checked above
     except DpauditError as exc:
         raise DpauditError(f"--set: {exc}") from None
     claim = options.claim

@@ -58,7 +58,9 @@ def run_prepare(
 
     run = open_run(config, argv=argv, resume=resume, force=force)
     prepared = prepare_data(config, run, resume=resume)
-    summary = summarize(prepared.records)
+    from dpaudit.datasets.packaged import data_source
+
+    summary = summarize(prepared.records, data_source(config.data.path or ""))
     reps = Counter(c.repetitions for c in prepared.secret_sharer)
     included = sum(c.included for c in prepared.one_run)
     lines = [f"run directory: {run.path}", "", "data"]

@@ -2,7 +2,8 @@
 
 :mod:`dpaudit.config` checks types, ranges and keys, but cannot see the names
 registered by higher layers. :func:`check_config` checks them all, in well
-under a second and without writing anything:
+under a second (plus the time to load a local ``data.path``) and without
+writing anything:
 
 - ``attack.attacks``: every name is a registered attack;
 - ``attack.params``: every table names a registered attack, every key is one
@@ -13,7 +14,12 @@ under a second and without writing anything:
 - ``data.canary_design``: a registered audit canary design;
 - ``audit.method``, ``report.formats``: registered audit methods and report formats;
 - ``audit.estimator``, ``audit.estimators``: registered one-run estimators;
-- the ``[report]`` policy settings: registered policy thresholds.
+- the ``[report]`` policy settings: registered policy thresholds;
+- ``data.secret_space`` parses, an ``embedded:`` ``train.model`` exists,
+  ``train.device`` is ``auto``/``cpu``/``cuda``/``cuda:N``;
+- a local ``data.path`` exists and loads, has enough records to split and at
+  least ``train.batch_size`` of them, and labels for classification (skipped
+  with ``check_config(..., data=False)``: checkpoint audits, ``--run`` commands).
 
 Errors are :class:`~dpaudit.errors.ConfigError` with a did-you-mean, on one
 line; :func:`load_config` (which every CLI command that reads a config uses)
@@ -23,13 +29,14 @@ adds where the value came from: ``file:line``, ``--set`` or ``option``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dpaudit import config as _config
 from dpaudit.config import RunConfig
-from dpaudit.errors import ConfigError, DpauditError
+from dpaudit.errors import ConfigError, DpauditError, unknown_name
 
 __all__ = [
     "check_config",
@@ -85,20 +92,22 @@ def describe_fields() -> list[tuple[str, str, Any]]:
     return rows
 
 
-def check_config(config: RunConfig, *, source: str | Path | None = None) -> None:
+def check_config(config: RunConfig, *, source: str | Path | None = None, data: bool = True) -> None:
     """Check every registry name and attack parameter of ``config``.
 
     Args:
         config: a resolved config.
         source: the TOML file the config came from; the message then starts
             with ``<file>:<line>:`` (the line of the offending key when found).
+        data: also load a local ``data.path`` and check it fits the run (enough
+            records to split and to fill a batch, labels for classification).
 
     Raises:
         ConfigError: the first problem, one line with a did-you-mean;
             ``key`` is the dotted setting at fault.
     """
     try:
-        _check(config)
+        _check(config, data=data)
     except ConfigError as exc:
         if source is None:
             raise
@@ -153,7 +162,7 @@ def check_run_config(run_dir: str | Path, sets: Sequence[str] = ()) -> RunConfig
     except ConfigError as exc:
         raise ConfigError(f"--set: {exc}", key=exc.key) from None
     try:
-        _check(config)
+        _check(config, data=False)
     except ConfigError as exc:
         where = "--set" if _given(exc.key, _config.parse_set(sets)) else f"{run_dir}"
         raise ConfigError(f"{where}: {exc}", key=exc.key) from None
@@ -190,9 +199,11 @@ def check_sweep(
 # --------------------------------------------------------------------------- the checks
 
 
-def _check(config: RunConfig) -> None:
+def _check(config: RunConfig, *, data: bool = True) -> None:
     _check_attacks(config)
     _check_accountant(config)
+    _check_train(config)
+    _check_data(config, load=data)
     from dpaudit.audit.estimators import ESTIMATORS
     from dpaudit.audit.methods import AUDIT_METHODS
     from dpaudit.datasets.canary_designs import CANARY_DESIGNS
@@ -277,6 +288,78 @@ def _check_accountant(config: RunConfig) -> None:
             "or set train.allow_approximate_accountant = true)",
             key="train.accountant",
         )
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def _check_train(config: RunConfig) -> None:
+    """``train.model`` (an ``embedded:`` name must exist) and ``train.device`` (its syntax;
+    whether a CUDA device is visible is checked where the model is placed)."""
+    from dpaudit.trainers.models import EMBEDDED
+
+    t = config.train
+    if t.model.startswith("embedded:") and t.model not in EMBEDDED:
+        raise ConfigError(
+            f"train.model: {unknown_name('embedded model', t.model, EMBEDDED)}",
+            key="train.model",
+        )
+    if not _DEVICE.fullmatch(t.device):
+        raise ConfigError(
+            f"train.device = {t.device!r} is not a device (use auto, cpu, cuda or cuda:N)",
+            key="train.device",
+        )
+
+
+def _check_data(config: RunConfig, *, load: bool = True) -> None:
+    """``data.secret_space`` parses; a local ``data.path`` exists and loads, has enough
+    records to split and to fill one batch, and is labeled for classification."""
+    from dpaudit.datasets.canaries import parse_space
+
+    d, t = config.data, config.train
+    try:
+        parse_space(d.secret_space)
+    except ConfigError:
+        raise
+    except DpauditError as exc:
+        raise ConfigError(f"data.secret_space: {exc}", key="data.secret_space") from None
+    if not d.path or not load:
+        return
+    if d.path.startswith("package:") or (d.format == "hf" and not Path(d.path).exists()):
+        return  # a packaged or hub dataset: checked when it is loaded
+    from dpaudit.datasets.loaders import Fields, load_records
+
+    fields = Fields(
+        text=d.text_field,
+        label=d.label_field,
+        id=d.id_field,
+        user=d.user_field,
+        label_map=tuple(sorted(d.label_map.items())),
+        delimiter=d.delimiter,
+    )
+    try:
+        records = load_records(d.path, format=d.format, fields=fields)
+    except DpauditError as exc:
+        raise ConfigError(f"data.path: {exc}", key="data.path") from None
+    n = len(records)
+    if round(d.member_fraction * n) < 1 or round(d.nonmember_fraction * n) < 1:
+        raise ConfigError(
+            f"data.path: {d.path}: {n} record(s) are too few to split into members and non-members",
+            key="data.path",
+        )
+    if t.batch_size > n:
+        raise ConfigError(
+            f"train.batch_size = {t.batch_size} is larger than the data ({n} records in {d.path})",
+            key="train.batch_size",
+        )
+    if t.task == "classification":
+        unlabeled = next((r for r in records if r.label is None), None)
+        if unlabeled is not None:
+            raise ConfigError(
+                f"data.path: {d.path}: record {unlabeled.id!r} has no label; train.task = "
+                f"classification needs labels (set data.label_field)",
+                key="data.path",
+            )
 
 
 # --------------------------------------------------------------------------- where a value came from
