@@ -47,7 +47,7 @@ import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -834,6 +834,27 @@ def calibrate_noise(
     )
 
 
+def _report(
+    head: dict[str, Any], names: Sequence[str], errors: Mapping[str, str], **values: Any
+) -> dict[str, Any]:
+    """``head`` with each accountant's status, ``values`` and the tightest rigorous answer.
+
+    Exactly one of ``values`` is per accountant (a mapping: ε forward, σ inverse); the
+    smallest rigorous entry of it is ``tightest_rigorous``.
+    """
+    for name in names:
+        head["accountants"][name]["status"] = "failed" if name in errors else "ok"
+    key, answers = next((k, v) for k, v in values.items() if isinstance(v, Mapping))
+    rigorous = {k: v for k, v in answers.items() if is_rigorous(k)}
+    best = min(rigorous.items(), key=lambda kv: kv[1], default=None)
+    return {
+        **head,
+        **values,
+        "tightest_rigorous": None if best is None else {"accountant": best[0], key: best[1]},
+        "errors": errors,
+    }
+
+
 def accountant_report(
     *,
     sampling_rate: float,
@@ -893,19 +914,7 @@ def accountant_report(
             time_limit=limit,
             on_result=on_result,
         )
-        for name in names:
-            head["accountants"][name]["status"] = "failed" if name in errors else "ok"
-        rigorous = {k: v for k, v in eps.items() if is_rigorous(k)}
-        best = min(rigorous.items(), key=lambda kv: kv[1], default=None)
-        return {
-            **head,
-            "noise_multiplier": sigma,
-            "epsilon": eps,
-            "tightest_rigorous": None
-            if best is None
-            else {"accountant": best[0], "epsilon": best[1]},
-            "errors": errors,
-        }
+        return _report(head, names, errors, noise_multiplier=sigma, epsilon=eps)
     assert target is not None
 
     def search(cls: type[Accountant]) -> float:
@@ -915,19 +924,7 @@ def accountant_report(
         f"the noise multiplier for epsilon = {target:g} (q={q:g}, steps={steps}, delta={delta:g})"
     )
     sigmas, errors = _query_each(names, search, what, limit, on_result)
-    for name in names:
-        head["accountants"][name]["status"] = "failed" if name in errors else "ok"
-    rigorous_sigmas = {k: v for k, v in sigmas.items() if is_rigorous(k)}
-    best = min(rigorous_sigmas.items(), key=lambda kv: kv[1], default=None)
-    return {
-        **head,
-        "epsilon": target,
-        "noise_multiplier": sigmas,
-        "tightest_rigorous": None
-        if best is None
-        else {"accountant": best[0], "noise_multiplier": best[1]},
-        "errors": errors,
-    }
+    return _report(head, names, errors, epsilon=target, noise_multiplier=sigmas)
 
 
 # ----------------------------------------------------------------------------- ledger

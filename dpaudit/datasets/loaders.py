@@ -51,6 +51,18 @@ class Fields:
     label_map: tuple[tuple[str, int], ...] = ()
     delimiter: str | None = None
 
+    @classmethod
+    def of(cls, data: Any) -> Fields:
+        """The fields a ``[data]`` section names (a :class:`~dpaudit.config.DataConfig`)."""
+        return cls(
+            text=data.text_field,
+            label=data.label_field,
+            id=data.id_field,
+            user=data.user_field,
+            label_map=tuple(sorted(data.label_map.items())),
+            delimiter=data.delimiter,
+        )
+
     def __post_init__(self) -> None:
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise InputError("data.delimiter", f"must be one character, got {self.delimiter!r}")

@@ -67,18 +67,6 @@ class PreparedData:
         return [c for c in self.canaries if c.role == ONE_RUN]
 
 
-def _fields(config: RunConfig) -> Fields:
-    d = config.data
-    return Fields(
-        text=d.text_field,
-        label=d.label_field,
-        id=d.id_field,
-        user=d.user_field,
-        label_map=tuple(sorted(d.label_map.items())),
-        delimiter=d.delimiter,
-    )
-
-
 def _rename(canaries: list[Canary], tag: str) -> list[Canary]:
     return [
         dataclasses.replace(c, id=c.id.replace("canary-", f"canary-{tag}-", 1)) for c in canaries
@@ -228,7 +216,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
         return load_prepared(run.path)
     with run.stage(STAGE, inputs, seed=config.seed) as record:
         if d.path:
-            records = load_records(d.path, format=d.format, fields=_fields(config))
+            records = load_records(d.path, format=d.format, fields=Fields.of(config.data))
         else:
             records = synthesize(
                 d.synth_domain, d.synth_n, config.seed, num_labels=config.train.num_labels
@@ -263,27 +251,20 @@ def load_prepared(run_path: str | Path) -> PreparedData:
     run = RunDir(run_path)
     manifest = run.manifest()
     data_dir = run.path / "data"
-    cfg = manifest["config"]["data"]
-    if cfg.get("path"):
-        fields = Fields(
-            text=cfg["text_field"],
-            label=cfg["label_field"],
-            id=cfg["id_field"],
-            user=cfg["user_field"],
-            label_map=tuple(sorted((cfg.get("label_map") or {}).items())),
-            delimiter=cfg.get("delimiter"),
-        )
-        records = load_records(cfg["path"], format=cfg["format"], fields=fields)
-    else:
-        records = load_records(data_dir / "corpus.jsonl", format="jsonl")
-    split = Split.load(data_dir / "splits.json")
-    canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
     from dpaudit.config import config_from_dict
 
     # The run's location plays no part (and a name recorded by an older dpaudit may not pass
     # today's run-name check).
     settings = {k: v for k, v in manifest["config"].items() if k not in ("name", "runs_dir")}
-    train = _train_list(split.select(records, "members"), canaries, config_from_dict(settings))
+    config = config_from_dict(settings)
+    d = config.data
+    if d.path:
+        records = load_records(d.path, format=d.format, fields=Fields.of(d))
+    else:
+        records = load_records(data_dir / "corpus.jsonl", format="jsonl")
+    split = Split.load(data_dir / "splits.json")
+    canaries = read_canaries(data_dir / "canaries.jsonl", data_dir / "inclusion.json")
+    train = _train_list(split.select(records, "members"), canaries, config)
     expected = read_json(data_dir / "train_ids.json")["ids"]
     if [r.id for r in train] != expected:
         from dpaudit.errors import DpauditError

@@ -329,16 +329,8 @@ def _check_data(config: RunConfig, *, load: bool = True) -> None:
         return  # a packaged or hub dataset: checked when it is loaded
     from dpaudit.datasets.loaders import Fields, load_records
 
-    fields = Fields(
-        text=d.text_field,
-        label=d.label_field,
-        id=d.id_field,
-        user=d.user_field,
-        label_map=tuple(sorted(d.label_map.items())),
-        delimiter=d.delimiter,
-    )
     try:
-        records = load_records(d.path, format=d.format, fields=fields)
+        records = load_records(d.path, format=d.format, fields=Fields.of(d))
     except DpauditError as exc:
         raise ConfigError(f"data.path: {exc}", key="data.path") from None
     n = len(records)
