@@ -193,7 +193,8 @@ class TrainConfig(_Section):
 
     SECTION = "train"
     model: str = option(
-        "embedded:gpt2-tiny", "Hub id, local directory, or embedded:gpt2-tiny / embedded:bert-tiny"
+        "embedded:gpt2-tiny",
+        "Hub id, local directory, package:…, or embedded:gpt2-tiny / embedded:bert-tiny / embedded:llama-tiny",
     )
     task: str = option(
         "causal_lm", "What the model learns", choices=("causal_lm", "classification")

@@ -155,9 +155,23 @@ def test_non_private_overfits(data, tokenizer, tmp_path):
     assert m["train_loss"] < m["eval_loss"]  # memorised the training set
 
 
-def test_dp_step_matches_reference_clipped_sum(data, tokenizer):
+LLAMA_LORA = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "targets"),
+    [
+        ("embedded:gpt2-tiny", "full", ()),
+        # RMSNorm, rotary embeddings, grouped-query attention, tied input/output embeddings
+        ("embedded:llama-tiny", "full", ()),
+        ("embedded:llama-tiny", "lora", LLAMA_LORA),
+    ],
+)
+def test_dp_step_matches_reference_clipped_sum(data, tokenizer, model, mode, targets):
     """One DP step with σ = 0 applies (Σ_i clip_C(∇ℓ_i)) / B, each ∇ℓ_i computed on its own.
 
+    The per-example gradients Opacus computes for the whole lot (hooks, physical batches of 4)
+    are checked against micro-batches of one, for GPT-2 and for a Llama-architecture model.
     The base optimizer is swapped for SGD with lr = 1 so that the update *is* the gradient
     (Adam's update is too sensitive to float noise in near-zero coordinates to compare).
     """
@@ -171,10 +185,26 @@ def test_dp_step_matches_reference_clipped_sum(data, tokenizer):
     from dpaudit.trainers.privacy import plan_privacy
 
     train, _ = data
-    cfg = dataclasses.replace(BASE, noise_multiplier=0.0, max_grad_norm=0.05, physical_batch_size=4)
+    cfg = dataclasses.replace(
+        BASE,
+        model=model,
+        mode=mode,
+        lora_rank=4,
+        lora_targets=targets,
+        noise_multiplier=0.0,
+        max_grad_norm=0.05 if mode == "full" else 0.005,
+        physical_batch_size=4,
+    )
     ex = encode_records(train, tokenizer, max_length=32, task="causal_lm")
     plan = plan_privacy(cfg, len(ex), dp=True)
     built = build_model(cfg, tokenizer, seed=0, max_length=32)
+    if model == "embedded:llama-tiny":
+        inner = built.model.get_base_model() if mode == "lora" else built.model
+        assert inner.config.model_type == "llama"
+        assert inner.config.num_key_value_heads < inner.config.num_attention_heads
+        assert inner.get_input_embeddings().weight is inner.get_output_embeddings().weight
+        if mode == "lora":
+            assert built.lora_targets == tuple(sorted(LLAMA_LORA))
     ref = copy.deepcopy(built.model)
     runner = StepRunner(
         built=built,
@@ -345,6 +375,24 @@ def test_lora_lm_and_classifiers(data, tokenizer, tmp_path):
     assert merged["loss"] == pytest.approx(res.metrics["eval_loss"], rel=1e-5)
 
     _check_classifier(train, held, tokenizer, tmp_path, "embedded:bert-tiny", "lora")
+
+
+def test_llama_dp_lora_trains_saves_and_reloads(data, tokenizer, tmp_path):
+    """DP-LoRA on q/k/v/o of a tied-embedding Llama: written, merged, reloaded to the same loss."""
+    train, held = data
+    cfg = dataclasses.replace(
+        BASE, model="embedded:llama-tiny", mode="lora", lora_rank=4, lora_targets=LLAMA_LORA
+    )
+    res = _train(train[:60], tokenizer, tmp_path / "llama", config=cfg, eval_records=held[:20])
+    for name in OUTPUTS:
+        assert (tmp_path / "llama" / name).is_file(), name
+    assert (tmp_path / "llama" / "adapter" / "adapter_model.safetensors").is_file()
+    assert res.metrics["trainable_parameters"] < res.metrics["total_parameters"] / 5
+    merged = _reloaded_eval(tmp_path / "llama", held[:20], tokenizer, "causal_lm")
+    assert merged["loss"] == pytest.approx(res.metrics["eval_loss"], rel=1e-5)
+    ghost = dataclasses.replace(cfg, mode="full", grad_sample_mode="ghost")
+    with pytest.raises(DpauditError, match="tied input/output embeddings"):
+        _runner(ghost, train[:20], tokenizer)
 
 
 def _check_classifier(train, held, tokenizer, tmp_path, model, mode):

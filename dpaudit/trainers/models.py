@@ -7,12 +7,18 @@ Models come from three places:
   with ``task="classification"`` the same trunk as a
   ``GPT2ForSequenceClassification``.
 * ``embedded:bert-tiny`` — a randomly initialised 2-layer BERT classifier.
+* ``embedded:llama-tiny`` — a randomly initialised ~0.1M-parameter Llama
+  (``hidden_size=64``, 2 layers, 4 query heads sharing 2 key/value heads:
+  RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU) with
+  *tied* input/output embeddings, the shape of SmolLM2 and Llama-3.2 in
+  miniature; with ``task="classification"`` a ``LlamaForSequenceClassification``.
 * a local directory or hub id, loaded with ``trust_remote_code=False`` and
   ``use_safetensors=True`` only: a directory holding only pickle weights is
   refused, because unpickling runs arbitrary code.
 
-Embedded models use no dropout and untied input/output embeddings (Opacus
-ghost clipping refuses tied embeddings). Three training modes
+Embedded models use no dropout; GPT-2 and BERT untie their input/output
+embeddings (Opacus ghost clipping refuses tied embeddings), the Llama keeps
+them tied as its real relatives do (train it with ``grad_sample_mode = hooks``). Three training modes
 (:func:`apply_mode`): ``full`` trains everything, ``lora`` trains PEFT LoRA
 adapters (Hu et al. 2022) plus the classifier head of a classifier, ``head``
 trains the output head, the last transformer block and the final norm.
@@ -31,7 +37,7 @@ from typing import Any
 from dpaudit.config import TrainConfig
 from dpaudit.errors import DpauditError
 
-EMBEDDED = ("embedded:gpt2-tiny", "embedded:bert-tiny")
+EMBEDDED = ("embedded:gpt2-tiny", "embedded:bert-tiny", "embedded:llama-tiny")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HEAD_NAMES = ("classifier", "score", "pooler")
 _FINAL_NORM_NAMES = ("ln_f", "final_layer_norm", "norm")
@@ -180,6 +186,9 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
         GPT2Config,
         GPT2ForSequenceClassification,
         GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
     )
 
     vocab = len(tokenizer)
@@ -228,6 +237,25 @@ def _embedded_model(config: TrainConfig, tokenizer: Any, max_length: int) -> Any
             **special,
         )
         return BertForSequenceClassification(bert)
+    if config.model == "embedded:llama-tiny":
+        llama = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,  # grouped-query attention, as in SmolLM2 / Llama 3
+            max_position_embeddings=positions,
+            rms_norm_eps=1e-5,
+            attention_dropout=0.0,
+            tie_word_embeddings=True,
+            **special,
+        )
+        return (
+            LlamaForCausalLM(llama)
+            if config.task == "causal_lm"
+            else LlamaForSequenceClassification(llama)
+        )
     from dpaudit.errors import unknown_name
 
     raise unknown_name("embedded model", config.model, EMBEDDED)
