@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -299,8 +300,20 @@ def exposure_plot(report: Mapping[str, Any]) -> bytes | None:
 # -- PII ---------------------------------------------------------------------------------------
 
 
-def pii_plot(report: Mapping[str, Any]) -> bytes | None:
-    """Share of training PII values extracted by sampling, per kind, target vs baseline."""
+def _wrap(label: str, width: int = 22) -> str:
+    """Wrap a long label onto lines of about ``width`` characters, at spaces, ``_``, ``-`` or ``/``."""
+    if len(label) <= width:
+        return label
+    lines = [""]
+    for token in re.split(r"(?<=[\s_/-])", label):
+        if lines[-1] and len(lines[-1]) + len(token) > width:
+            lines.append("")
+        lines[-1] += token
+    return "\n".join(line.strip() for line in lines)
+
+
+def _pii_figure(report: Mapping[str, Any]) -> Any:
+    """The figure of :func:`pii_plot` (``None`` when nothing to plot); build it under :func:`_rc`."""
     rates: dict[str, dict[str, float]] = {}
     for model in ("target", "baseline"):
         pii = report["models"].get(model, {}).get("pii")
@@ -312,84 +325,116 @@ def pii_plot(report: Mapping[str, Any]) -> bytes | None:
     if not rates:
         return None
     kinds = sorted(rates)
-    with _rc():
-        fig = _figure(7.2, 2.8)
-        ax = fig.subplots()
-        width = 0.38
-        present = [m for m in ("target", "baseline") if m in report["models"]]
-        for k, model in enumerate(present):
-            values = [rates[kind].get(model, 0.0) for kind in kinds]
-            bars = ax.bar(
-                [i + (k - (len(present) - 1) / 2) * width for i in range(len(kinds))],
-                values,
-                width,
-                color=COLORS[model],
-                hatch=None if model == "target" else "//",
-                edgecolor="white",
-                label=_label(report, model),
+    present = [m for m in ("target", "baseline") if m in report["models"]]
+    # Horizontal bars, one group per kind: the kind names sit on the y axis, one per line, so
+    # they cannot run into each other however many kinds there are; the height grows with them.
+    height = 0.16 * max(len(present), 1) + 0.12
+    fig = _figure(7.2, 1.5 + len(kinds) * height * 1.45)
+    ax = fig.subplots()
+    top = max(0.05, *(v for r in rates.values() for v in r.values()))
+    for k, model in enumerate(present):
+        values = [rates[kind].get(model, 0.0) for kind in kinds]
+        bars = ax.barh(
+            [i + (k - (len(present) - 1) / 2) * 0.38 for i in range(len(kinds))],
+            values,
+            0.38,
+            color=COLORS[model],
+            hatch=None if model == "target" else "//",
+            edgecolor="white",
+            label=_label(report, model),
+        )
+        for bar, v in zip(bars, values, strict=True):
+            ax.text(
+                v + top * 0.01,
+                bar.get_y() + bar.get_height() / 2,
+                f"{100 * v:.0f}%",
+                ha="left",
+                va="center",
+                fontsize=7,
             )
-            for bar, v in zip(bars, values, strict=True):
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    v,
-                    f"{100 * v:.0f}%",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                )
-        ax.set_xticks(range(len(kinds)), kinds)
-        ax.set_ylabel("training values extracted")
-        ax.set_ylim(0, max(0.05, *(v for r in rates.values() for v in r.values())) * 1.25)
-        ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
-        ax.legend(frameon=False)
-        return figure_png(fig)
+    ax.set_yticks(range(len(kinds)), [_wrap(kind) for kind in kinds])
+    ax.set_ylim(len(kinds) - 0.5, -0.5)  # first kind on top
+    ax.set_xlim(0, top * 1.2)
+    ax.set_xlabel("training values extracted")
+    ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.grid(True, axis="x", linewidth=0.3, alpha=0.6)
+    ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=len(present),
+        frameon=False,
+        borderaxespad=0.2,
+    )
+    return fig
+
+
+def pii_plot(report: Mapping[str, Any]) -> bytes | None:
+    """Share of training PII values extracted by sampling, per kind, target vs baseline.
+
+    Horizontal bars with the kinds on the y axis (long names wrapped); the figure
+    grows with the number of kinds, so the labels never overlap.
+    """
+    with _rc():
+        fig = _pii_figure(report)
+        return None if fig is None else figure_png(fig)
 
 
 # -- comparison --------------------------------------------------------------------------------
 
+NO_DP_LABEL = "no DP\n(ε = ∞)"
 
-def tradeoff_plot(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """Privacy–leakage–utility scatter of several runs (``compare``).
 
-    Left: best MIA AUC against claimed ε; right: utility against claimed ε.
-    Non-private runs (ε = ∞) sit at the right edge, marked "∞".
-    """
+def _eps_ticks(values: Sequence[float], low: float, high: float, gap: float = 0.14) -> list[float]:
+    """The distinct ε of the runs as ticks of a log axis ``[low, high]``, thinned so that
+    neighbouring ticks are at least ``gap`` of the axis width apart (their labels cannot collide)."""
+    span = math.log(high) - math.log(low)
+    ticks: list[float] = []
+    for x in sorted(set(values)):
+        if not ticks or (math.log(x) - math.log(ticks[-1])) / span >= gap:
+            ticks.append(x)
+    return ticks
+
+
+def _tradeoff_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """The figure of :func:`tradeoff_plot` (``None`` when nothing to plot); build it under :func:`_rc`."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
     points = [r for r in rows if as_float(r.get("epsilon")) is not None]
     if not points:
         return None
     claimed = [_number(r["epsilon"], "epsilon") for r in points]
     finite = [e for e in claimed if math.isfinite(e)]
-    right = max(finite) * 3 if finite else 10.0
-    if len(finite) == len(points):
-        right = max(finite) * 1.5
+    any_inf = len(finite) < len(points)
     left = min(finite) / 2 if finite else 0.1
+    right = max(finite) * 2 if finite else 10.0
 
-    def x_of(r: Mapping[str, Any]) -> float:
-        e = _number(r["epsilon"], "epsilon")
-        return e if math.isfinite(e) else right
-
-    with _rc():
-        fig = _figure(9.0, 3.4)
-        axes = fig.subplots(1, 2)
-        metric = next((r.get("utility_metric") for r in points if r.get("utility_metric")), None)
-        lower_better = metric is not None and any(w in metric for w in ("perplexity", "loss"))
-        panels = (
-            ("best_auc", "best MIA AUC (leakage; lower is better)"),
-            (
-                "utility",
-                f"{metric or 'utility'} ({'lower' if lower_better else 'higher'} is better)",
-            ),
-        )
-        any_inf = len(finite) < len(points)
-        for ax, (column, label) in zip(axes, panels, strict=True):
+    fig = _figure(9.0, 3.6)
+    metric = next((r.get("utility_metric") for r in points if r.get("utility_metric")), None)
+    lower_better = metric is not None and any(w in metric for w in ("perplexity", "loss"))
+    panels = (
+        ("best_auc", "best MIA AUC (leakage; lower is better)"),
+        (
+            "utility",
+            f"{metric or 'utility'} ({'lower' if lower_better else 'higher'} is better)",
+        ),
+    )
+    # Each metric: a log ε axis for the private runs and, beside it, a narrow panel of its own
+    # for the runs without DP (ε = ∞ is not a number on the axis), sharing the y axis.
+    for subfig, (column, label) in zip(fig.subfigures(1, 2), panels, strict=True):
+        parts = (["finite"] if finite else []) + (["inf"] if any_inf else [])
+        ratios = [4.5 if part == "finite" else 1.0 for part in parts]
+        axes = subfig.subplots(1, len(parts), sharey=True, width_ratios=ratios, squeeze=False)[0]
+        for ax, part in zip(axes, parts, strict=True):
             for r in points:
                 y = as_float(r.get(column))
-                if y is None or math.isnan(y):
+                e = _number(r["epsilon"], "epsilon")
+                if y is None or math.isnan(y) or math.isfinite(e) != (part == "finite"):
                     continue
-                dp = math.isfinite(_number(r["epsilon"], "epsilon"))
+                dp = math.isfinite(e)
+                x = e if dp else 0.0
                 violation = r.get("audit_verdict") == "violation"
                 ax.scatter(
-                    [x_of(r)],
+                    [x],
                     [y],
                     s=42,
                     color=COLORS["target"] if dp else COLORS["baseline"],
@@ -399,23 +444,49 @@ def tradeoff_plot(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
                     zorder=3,
                 )
                 name = str(r.get("run")) + (" (audit violation)" if violation else "")
-                ax.annotate(
-                    name, (x_of(r), y), textcoords="offset points", xytext=(5, 4), fontsize=7
-                )
-            ax.set_xscale("log")
-            ax.set_xlim(left, right * 1.8)
-            if any_inf:
-                ax.axvline(right / 1.6, color=_GREY, linewidth=0.5, linestyle=":")
-                ax.text(
-                    right,
-                    ax.get_ylim()[0],
-                    "∞\n(no DP)",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    color=_GREY,
-                )
-            ax.set_xlabel("claimed ε (log scale)")
-            ax.set_ylabel(label.replace("_", " "))
+                if dp:
+                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                else:  # the panel is narrow: the name centred above the point, wrapped
+                    ax.annotate(
+                        _wrap(name, 14),
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
             ax.grid(True, linewidth=0.3, alpha=0.6)
-        return figure_png(fig)
+            if part == "finite":
+                ax.set_xscale("log")
+                ax.set_xlim(left, right)
+                ax.xaxis.set_major_locator(FixedLocator(_eps_ticks(finite, left, right)))
+                ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_xlabel("claimed ε (log scale)")
+            else:
+                ax.set_xlim(-1, 1)
+                ax.set_xticks([0.0], [NO_DP_LABEL])
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.set_facecolor("#f4f4f4")
+                if finite:  # beside the private runs' panel, whose y axis it shares
+                    ax.spines["left"].set_linestyle(":")
+                    ax.tick_params(axis="y", left=False)
+                else:
+                    ax.set_xlabel("claimed ε")
+        axes[0].set_ylabel(label.replace("_", " "))
+    return fig
+
+
+def tradeoff_plot(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Privacy–leakage–utility scatter of several runs (``compare``).
+
+    Left: best MIA AUC against claimed ε; right: utility against claimed ε. The
+    ε axis is logarithmic with a tick at each run's ε (thinned so that labels do
+    not collide). Non-private runs (ε = ∞) are not put on that axis: they sit in
+    a narrow panel of their own beside it, labelled "no DP (ε = ∞)", on the same
+    y axis.
+    """
+    with _rc():
+        fig = _tradeoff_figure(rows)
+        return None if fig is None else figure_png(fig)
