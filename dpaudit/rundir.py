@@ -27,7 +27,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +41,12 @@ from dpaudit.runfiles.io import read_run_file, write_run_file
 from dpaudit.runfiles.manifest import ManifestFile
 
 MANIFEST = "manifest.json"
+ABSOLUTE_PATHS_ENV = "DPAUDIT_ABSOLUTE_PATHS"
+"""Set to ``1`` to record absolute paths (and the full program path) in the manifest and report."""
+PATH_SETTINGS = ("runs_dir", "data.path", "data.tokenizer", "train.model")
+"""The config settings that may hold a file system path (they may also hold a hub id or ``train``)."""
+RUN_DIR_MODE = 0o700
+"""The mode a new run directory is created with: it holds secrets, PII and the auditor's coin flips."""
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -106,8 +112,112 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def absolute_paths() -> bool:
+    """Whether ``$DPAUDIT_ABSOLUTE_PATHS`` asks for absolute paths in the manifest and report."""
+    return os.environ.get(ABSOLUTE_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _relative_to_cwd(path: Path) -> str | None:
+    """``path`` relative to the working directory when it lies under it (symlinks tried both ways)."""
+    cwd = Path.cwd()
+    for base, target in (
+        (Path(os.path.abspath(cwd)), Path(os.path.abspath(path))),
+        (cwd.resolve(), path.resolve()),
+    ):
+        try:
+            return target.relative_to(base).as_posix() or "."
+        except ValueError:
+            continue
+    return None
+
+
+def recorded_path(path: str | Path) -> str:
+    """How a path given by the user is recorded in the manifest and the report.
+
+    A relative path (or a hub id, ``train``) is kept as given; an absolute one
+    becomes relative to the working directory when it lies under it, else is
+    kept as given (never resolved). With ``DPAUDIT_ABSOLUTE_PATHS=1`` an
+    existing path is recorded absolute and resolved instead.
+    """
+    text = str(path)
+    if not text:
+        return text
+    if absolute_paths():
+        candidate = Path(text).expanduser()
+        return str(candidate.resolve()) if candidate.exists() else text
+    if not os.path.isabs(text):
+        return text
+    return _relative_to_cwd(Path(text)) or text
+
+
+def _program(arg: str) -> str:
+    """``argv[0]`` without its directory: ``dpaudit``, ``pytest``; ``python -m <package>`` for ``-m``."""
+    path = Path(arg)
+    if path.name == "__main__.py" and path.parent.name:
+        return f"python -m {path.parent.name}"
+    return path.name or arg
+
+
+def _argument(arg: str) -> str:
+    if os.path.isabs(arg):
+        return recorded_path(arg)
+    key, sep, value = arg.partition("=")  # --out=/x, --set data.path=/x
+    if sep and os.path.isabs(value):
+        return f"{key}={recorded_path(value)}"
+    return arg
+
+
+def recorded_argv(argv: Sequence[str]) -> list[str]:
+    """A command line as the manifest records it: the program by its name, absolute path
+    arguments as :func:`recorded_path` records them; as given with ``DPAUDIT_ABSOLUTE_PATHS=1``."""
+    argv = [str(a) for a in argv]
+    if absolute_paths() or not argv:
+        return argv
+    return [_program(argv[0]), *(_argument(a) for a in argv[1:])]
+
+
+def recorded_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping (``RunConfig.to_dict()``) with its :data:`PATH_SETTINGS` as
+    :func:`recorded_path` records them."""
+    data = to_jsonable(dict(config))
+    for dotted in PATH_SETTINGS:
+        section, _, key = dotted.rpartition(".")
+        holder = data.get(section) if section else data
+        if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
+            holder[key] = recorded_path(holder[key])
+    return data
+
+
+def same_setting(key: str, recorded: Any, current: Any) -> bool:
+    """Whether a setting recorded in a manifest equals the current one; a path setting
+    (:data:`PATH_SETTINGS`) also when both name the same file from the working directory
+    (one relative, one absolute: see :func:`recorded_path`)."""
+    if recorded == current:
+        return True
+    if key not in PATH_SETTINGS or not isinstance(recorded, str) or not isinstance(current, str):
+        return False
+    if not recorded or not current:
+        return False
+    return Path(os.path.abspath(Path(recorded).expanduser())) == Path(
+        os.path.abspath(Path(current).expanduser())
+    )
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _config_changed(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    old, new = dict(_flat(to_jsonable(recorded))), dict(_flat(to_jsonable(current)))
+    return old.keys() != new.keys() or any(not same_setting(k, old[k], new[k]) for k in old)
 
 
 def _discard(path: Path) -> None:
@@ -205,7 +315,9 @@ class RunDir:
             )
         previous = run.manifest() if manifest_path.exists() else {}
         try:
-            run.path.mkdir(parents=True, exist_ok=True)
+            # owner-only: it holds secrets, PII and the auditor's coin flips (an existing
+            # directory keeps its mode; the report states it)
+            run.path.mkdir(parents=True, exist_ok=True, mode=RUN_DIR_MODE)
         except OSError as exc:  # a read-only file system, /proc, a full disk
             raise DpauditError(
                 f"{run.path}: cannot create the run directory ({exc.strerror or exc})"
@@ -215,17 +327,17 @@ class RunDir:
             "dpaudit_version": __version__,
             "created": previous.get("created", _now()),
             "updated": _now(),
-            "argv": previous.get("argv", run.argv),
+            "argv": previous.get("argv", recorded_argv(run.argv)),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "platform": platform.platform(),
-            "config": config.to_dict(),
+            "config": recorded_config(config.to_dict()),
             "seeds": {**previous.get("seeds", {}), "master": config.seed},
             "device": previous.get("device"),
             "inputs": previous.get("inputs", {}),
             "stages": previous.get("stages", {}),
         }
-        if previous and to_jsonable(previous.get("config")) != to_jsonable(manifest["config"]):
+        if previous and _config_changed(previous.get("config") or {}, manifest["config"]):
             manifest["config_changed_on_resume"] = True
         run._write(manifest)
         return run
@@ -269,11 +381,18 @@ class RunDir:
         self._write(manifest)
 
     def record_inputs(self, files: Mapping[str, str | Path]) -> dict[str, str]:
-        """Hash input files (label -> path) into ``manifest["inputs"]``; return label -> hash."""
+        """Hash input files (label -> path) into ``manifest["inputs"]``; return label -> hash.
+
+        Paths are recorded as :func:`recorded_path` records them (relative to the
+        working directory when under it); the hashes keep them verifiable.
+        """
         hashes = {label: sha256_file(p) for label, p in files.items()}
         manifest = self.manifest()
         manifest.setdefault("inputs", {}).update(
-            {label: {"path": str(files[label]), "sha256": h} for label, h in hashes.items()}
+            {
+                label: {"path": recorded_path(files[label]), "sha256": h}
+                for label, h in hashes.items()
+            }
         )
         self._write(manifest)
         return hashes
@@ -321,7 +440,7 @@ class RunDir:
             status="running",
             inputs=dict(inputs or {}),
             started=_now(),
-            argv=list(self.argv),
+            argv=recorded_argv(self.argv),
             seed=seed,
         )
         self._set_stage(name, record)

@@ -29,7 +29,14 @@ from dpaudit import __version__
 from dpaudit.errors import DpauditError, InputError
 from dpaudit.reports import policy
 from dpaudit.reports.schema import MODEL_NAMES, accountant_kind
-from dpaudit.rundir import RunDir, sha256_file
+from dpaudit.rundir import (
+    RunDir,
+    absolute_paths,
+    recorded_argv,
+    recorded_config,
+    recorded_path,
+    sha256_file,
+)
 from dpaudit.runfiles.attacks import (
     AttackMetricsFile,
     BlindFile,
@@ -42,7 +49,7 @@ from dpaudit.runfiles.attacks import (
 from dpaudit.runfiles.audit import BoundsFile
 from dpaudit.runfiles.base import RunFile
 from dpaudit.runfiles.io import read_run_file
-from dpaudit.runfiles.manifest import ManifestFile
+from dpaudit.runfiles.manifest import InputEntry, ManifestFile
 from dpaudit.runfiles.privacy import PrivacyFile, UtilityFile
 from dpaudit.runfiles.report import (
     AttackSection,
@@ -52,6 +59,7 @@ from dpaudit.runfiles.report import (
     CanarySection,
     EpsilonLower,
     ExtractedCount,
+    FilesAtRest,
     Fingerprints,
     Generator,
     Headline,
@@ -620,13 +628,47 @@ def _model(
     return model, curves
 
 
-def _run_section(run: RunDir, manifest: ManifestFile) -> RunSection:
+def _mode(path: Path) -> str:
+    import stat
+
+    return f"{stat.S_IMODE(path.stat().st_mode):04o}"
+
+
+def _files_at_rest(run: RunDir, revealed: bool) -> FilesAtRest:
+    """The run's files that hold secrets, PII or coin flips (:func:`dpaudit.atomic.is_private`)."""
+    from dpaudit.atomic import is_private
+
+    private = {
+        p.relative_to(run.path).as_posix(): _mode(p)
+        for p in sorted(run.path.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and is_private(p)
+    }
+    run_mode = _mode(run.path) if run.path.is_dir() else None
+    statement = (
+        f"{len(private)} file(s) of this run hold secrets, PII or the auditor's coin flips "
+        "(records, canaries, splits, inclusion bits, recovered values); dpaudit creates them "
+        "owner-only (mode 0600) whatever the umask, and a new run directory owner-only (mode 0700)."
+    )
+    loose = [f"{name} ({mode})" for name, mode in private.items() if int(mode, 8) & 0o077]
+    if loose:
+        statement += " Readable by others now: " + ", ".join(loose) + "."
+    if run_mode is not None and int(run_mode, 8) & 0o077:
+        statement += f" The run directory's mode is {run_mode}."
+    if revealed:
+        statement += " This report lists recovered secrets and PII: it is written owner-only too."
+    return FilesAtRest(private=private, run_dir_mode=run_mode, statement=statement)
+
+
+def _run_section(run: RunDir, manifest: ManifestFile, revealed: bool = False) -> RunSection:
+    # Paths relative to the working directory unless $DPAUDIT_ABSOLUTE_PATHS (also for a
+    # manifest written by an older dpaudit, which recorded them absolute).
+    argv = list(manifest.argv) if absolute_paths() else recorded_argv(manifest.argv)
     return RunSection(
         name=str(manifest.config.get("name") or run.path.name),
         created=manifest.created,
         dpaudit_version=manifest.dpaudit_version,
         git_commit=manifest.git_commit,
-        argv=list(manifest.argv),
+        argv=argv,
         seeds=dict(manifest.seeds),
         device=manifest.device,
         platform=manifest.platform,
@@ -636,12 +678,22 @@ def _run_section(run: RunDir, manifest: ManifestFile) -> RunSection:
             if not name.startswith("report")
         },
         config_changed_on_resume=manifest.config_changed_on_resume,
+        files_at_rest=_files_at_rest(run, revealed),
     )
+
+
+def _recorded_inputs(manifest: ManifestFile) -> dict[str, InputEntry]:
+    if absolute_paths():
+        return dict(manifest.inputs)
+    return {
+        label: InputEntry(path=recorded_path(entry.path), sha256=entry.sha256)
+        for label, entry in manifest.inputs.items()
+    }
 
 
 def _fingerprints(manifest: ManifestFile, sources: Mapping[str, str]) -> Fingerprints:
     return Fingerprints(
-        inputs=dict(manifest.inputs),
+        inputs=_recorded_inputs(manifest),
         outputs={
             name: dict(sorted(record.outputs.items()))
             for name, record in sorted(manifest.stages.items())
@@ -709,7 +761,7 @@ def collect_model(
     checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
     report = Report(
         revealed=bool(reveal),
-        run=_run_section(run, manifest),
+        run=_run_section(run, manifest, bool(reveal)),
         generator=Generator(dpaudit_version=__version__),
         policy=PolicySection(
             thresholds=thresholds,
@@ -723,7 +775,7 @@ def collect_model(
         blind_baseline=_copy(BlindSection, blind) if blind is not None else None,
         fingerprints=_fingerprints(manifest, reader.hashes),
         versions=dict(manifest.versions),
-        config=dict(config),
+        config=dict(config) if absolute_paths() else recorded_config(config),
         warnings=warnings,
     )
     return report, curves, run.path

@@ -79,8 +79,11 @@ footer { margin-top: 36px; font-size: 12px; color: var(--muted); border-top: 1px
   .verdict, .badge, .word, th, .confidential, tr.row-baseline td, .warning {
     -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
+  table { font-size: 9px; }
+  th, td { padding: 3px 4px; }
+  td.num, th.num { white-space: normal; }
   table.wide { font-size: 8.5px; table-layout: fixed; }
-  table.wide th, table.wide td.num { white-space: normal; padding: 3px 4px; }
+  table.wide th, table.wide td { white-space: normal; overflow-wrap: anywhere; padding: 3px 4px; }
   @page { size: A4; margin: 14mm 12mm; }
 }
 """
@@ -308,6 +311,12 @@ report is then confidential.</p>
 <p class="muted">Inputs and weight files as recorded in the run's manifest, and every file this report was built from.</p>
 <table><thead><tr><th>Kind</th><th>File</th><th>SHA-256</th></tr></thead>
 <tbody>{% for r in v.provenance.fingerprints %}<tr><td>{{ r.group }}</td><td class="mono">{{ r.file }}</td><td class="mono">{{ r.sha256 }}</td></tr>{% endfor %}</tbody></table>
+{% if v.run.files_at_rest is defined and v.run.files_at_rest %}
+<h3>Files at rest</h3>
+<p class="muted">{{ v.run.files_at_rest.statement }}</p>
+<table><thead><tr><th>File</th><th>Mode</th></tr></thead>
+<tbody>{% for path, mode in v.run.files_at_rest.private.items() %}<tr><td class="mono">{{ path }}</td><td class="mono">{{ mode }}</td></tr>{% endfor %}</tbody></table>
+{% endif %}
 <h3>Resolved configuration</h3>
 <div class="config">{% for sec in v.provenance.config %}<div class="config-section"><strong>[{{ sec.name }}]</strong>
 {% for line in sec.lines %}<div class="mono">{{ line }}</div>{% endfor %}</div>{% endfor %}</div>

@@ -288,6 +288,11 @@ def render_markdown(report: Mapping[str, Any], *, generated: str | None = None) 
         ["Kind", "File", "SHA-256"],
         [[r["group"], r["file"], f"`{r['sha256']}`"] for r in p["fingerprints"]],
     )
+    rest = v["run"].get("files_at_rest")
+    if rest:  # null in a report.json built by an older dpaudit
+        out += ["Files at rest:", "", rest["statement"], ""] + _table(
+            ["File", "Mode"], [[f"`{k}`", m] for k, m in rest["private"].items()]
+        )
     config = "\n".join(f"[{sec['name']}]\n" + "\n".join(sec["lines"]) + "\n" for sec in p["config"])
     fence = "```" + "`" * max((len(m) for m in re.findall(r"`{3,}", config)), default=0)
     out += ["Resolved configuration:", "", fence + "toml", config.rstrip("\n"), fence, ""]

@@ -111,6 +111,18 @@ runs/<name>/
 A stage is skipped on `--resume` only when the manifest records it as `done`
 with exactly the same input hashes.
 
+Files at rest: the files that hold secrets, PII or the auditor's coin flips
+(`inclusion.json`, `splits.json`, `train_ids.json`, `membership.npy`,
+`recovered.json`, every `*.jsonl`; `dpaudit.atomic.is_private`) are created
+owner-only (mode 0600) whatever the umask, a revealed report too, and a new run
+directory owner-only (0700); the report lists them with their modes
+(`run.files_at_rest`). Paths in `manifest.json` and the report are recorded as
+given, relative to the working directory when they lie under it, and the
+program of a command line by its name (`dpaudit`), never the interpreter's
+path; SHA-256 hashes keep the inputs verifiable. Run later commands on a run
+from the same directory, or set `DPAUDIT_ABSOLUTE_PATHS=1` to record absolute
+paths and full command lines.
+
 ## Files
 
 In the paths, `<model>` is `target` or `baseline` and `<attack>` a

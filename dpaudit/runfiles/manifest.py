@@ -12,7 +12,10 @@ __all__ = ["InputEntry", "ManifestFile", "StageEntry"]
 class InputEntry(RunModel):
     """One input file (a dataset, a checkpoint's weights)."""
 
-    path: str = describe("Where it was read.")
+    path: str = describe(
+        "Where it was read: as given, relative to the working directory when it lies under it "
+        "(absolute with `DPAUDIT_ABSOLUTE_PATHS=1`); `sha256` identifies it wherever it is."
+    )
     sha256: str = describe("SHA-256 of its bytes.")
 
 
@@ -37,7 +40,8 @@ class StageEntry(RunModel):
     seconds: JsonFloat | None = describe("Wall-clock duration.", default=None)
     error: str | None = describe("The one-line error of a failed stage.", default=None)
     argv: list[str] = describe(
-        "Command line that ran the stage (each stage keeps its own; `[]` in older runs).",
+        "Command line that ran the stage (each stage keeps its own; `[]` in older runs); the "
+        "program by its name, paths as in `inputs`.",
         default_factory=list,
     )
     seed: int | None = describe(
@@ -58,7 +62,9 @@ class ManifestFile(RunFile):
     created: str = describe("When the run directory was created (ISO 8601, UTC).")
     updated: str = describe("Last change of this file (ISO 8601, UTC).")
     argv: list[str] = describe(
-        "Command line that created the run (each stage records its own: `stages.<stage>.argv`)."
+        "Command line that created the run (each stage records its own: `stages.<stage>.argv`): "
+        "the program by its name (`dpaudit`, `python -m dpaudit`), not its path; a path argument "
+        "as in `inputs` (the full command line with `DPAUDIT_ABSOLUTE_PATHS=1`)."
     )
     versions: dict[str, str | None] = describe(
         "Package → installed version (`dpaudit`, `python`, `torch`, `transformers`, `peft`, "
@@ -69,7 +75,11 @@ class ManifestFile(RunFile):
         "Commit of the dpaudit source tree, when it is a git checkout."
     )
     platform: str | None = describe("OS and architecture.")
-    config: dict[str, Any] = describe("The resolved run configuration (`RunConfig.to_dict()`).")
+    config: dict[str, Any] = describe(
+        "The resolved run configuration (`RunConfig.to_dict()`); its paths (`runs_dir`, "
+        "`data.path`, `data.tokenizer`, `train.model`) as in `inputs`, so later commands on the "
+        "run read them from the same working directory."
+    )
     seeds: dict[str, int] = describe(
         "Stage → seed (`master`, `target`, `baseline`, `references`, `attacks`, `audit`); "
         "kept when another command reopens the run.",

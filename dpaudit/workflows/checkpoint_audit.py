@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dpaudit.datasets.records import ONE_RUN, SECRET_SHARER
 from dpaudit.errors import DpauditError
+from dpaudit.rundir import recorded_path
 from dpaudit.workflows.options import CheckpointAuditOptions
 from dpaudit.workflows.result import RunResult
 
@@ -148,6 +150,22 @@ def _is_dpaudit_root(path: Path) -> bool:
     return (path / MEMBERSHIP_FILE).is_file() and (path / POPULATION_FILE).is_file()
 
 
+def _as_given(resolved: str, *given: str | Path | None) -> str:
+    """``resolved`` (a directory the loader resolved) as the user gave it, when it is one of ``given``."""
+    for path in given:
+        if path is not None and Path(path).expanduser().exists():
+            if Path(path).expanduser().resolve() == Path(resolved).resolve():
+                return str(path)
+    return resolved
+
+
+def _recorded_inputs(hashes: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """``{label: {"path", "sha256"}}`` with each path as :func:`~dpaudit.rundir.recorded_path` records it."""
+    return {
+        label: {**entry, "path": recorded_path(entry["path"])} for label, entry in hashes.items()
+    }
+
+
 def _reference_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], Any, list[str] | None, str]:
     """Expand ``--references``: (model directories, membership columns or None, pool ids, why plain).
 
@@ -216,13 +234,16 @@ def build_config(
     """
     from dpaudit.config import config_from_dict, merge, parse_set
 
+    runs_dir = str(out.parent)
     if out.name in ("", ".", ".."):  # `--out .`: the run name is the directory's own name
+        # the directory above, as given (`..`), not resolved: see dpaudit.rundir.recorded_path
+        runs_dir = str(out.resolve().parent) if out.is_absolute() else os.path.normpath(out / "..")
         out = out.resolve()
     audit_canaries = [c for c in canaries if c.role != SECRET_SHARER]
     spaces = {c.secret_space for c in canaries}
     derived: dict[str, Any] = {
         "name": out.name,
-        "runs_dir": str(out.parent),
+        "runs_dir": runs_dir,
         "data": {
             "path": str(members),
             "tokenizer": tokenizer,
@@ -240,7 +261,7 @@ def build_config(
         derived["train"]["num_labels"] = num_labels
     explicit: dict[str, Any] = {
         "name": out.name,
-        "runs_dir": str(out.parent),
+        "runs_dir": runs_dir,
         "train": {"num_references": train_references},
     }
     if seed is not None:
@@ -352,7 +373,7 @@ def _load_references(
         refs.models.append(ref)
         sources.append(
             {
-                "path": str(directory.resolve()),
+                "path": recorded_path(directory),
                 "format": ref.source["format"],
                 "weights": ref.source["weights"],
             }
@@ -434,9 +455,9 @@ def _check_everything(options: CheckpointAuditOptions) -> _Checked:
         options.out_path,
         model=options.model,
         adapter=options.adapter,
-        tokenizer=loaded.source["tokenizer_path"],
+        tokenizer=_as_given(loaded.source["tokenizer_path"], options.adapter, options.model),
         task=options.task,
-        members=Path(options.members).resolve(),
+        members=Path(options.members),  # as given: the manifest records it relative
         canaries=inputs.canaries,
         attacks=names,
         train_references=options.train_references,
@@ -532,14 +553,19 @@ def run_checkpoint_audit(
     inputs, loaded, config, claim = checked.inputs, checked.loaded, checked.config, options.claim
     refs = checked.refs
     seeds = stage_seeds(config)
+    # Paths as given, relative to the working directory when under it (recorded_path);
+    # the hashes keep them verifiable.
     manifest_inputs = {
-        label: {"path": str(p.resolve()), "sha256": sha256_file(p)}
+        label: {"path": recorded_path(p), "sha256": sha256_file(p)}
         for label, p in inputs.files.items()
     }
-    manifest_inputs.update(loaded.input_hashes())
+    manifest_inputs.update(_recorded_inputs(loaded.input_hashes()))
     for i, ref in enumerate(refs.models):
         manifest_inputs.update(
-            {f"reference-{i}/{k.split('/', 1)[1]}": v for k, v in ref.input_hashes().items()}
+            {
+                f"reference-{i}/{k.split('/', 1)[1]}": v
+                for k, v in _recorded_inputs(ref.input_hashes()).items()
+            }
         )
     device = str(resolve_device(config.train.device))  # a bad device is refused before --out exists
     run = RunDir.create(config, argv=argv, path=options.out_path)

@@ -119,6 +119,7 @@ def settings_conflicts(run: RunDir, manifest: Mapping[str, Any], config: RunConf
     one the data stage read. Items read ``data.synth_n: 500 in the run, 2000 now``.
     """
     from dpaudit.atomic import to_jsonable
+    from dpaudit.rundir import same_setting
 
     started = started_stages(run, manifest)
     if not started:
@@ -128,7 +129,9 @@ def settings_conflicts(run: RunDir, manifest: Mapping[str, Any], config: RunConf
     relevant = [stage_settings(s) for s in started]
     out = []
     for key in sorted(recorded.keys() & current.keys()):
-        if recorded[key] != current[key] and any(test(key) for test in relevant):
+        # a path is recorded relative to the working directory (dpaudit.rundir.recorded_path)
+        changed = not same_setting(key, recorded[key], current[key])
+        if changed and any(test(key) for test in relevant):
             out.append(f"{key}: {_show(recorded[key])} in the run, {_show(current[key])} now")
     out += _dataset_changed(manifest, config) if "data" in started else []
     return out
