@@ -320,6 +320,49 @@ def test_exposure_agrees_with_brute_force(trained, exact):
         assert r.logppl == pytest.approx(own, abs=1e-4)
 
 
+class _NoTree:
+    """The adapter without ``branch_logprobs``: forces one full forward per candidate."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.tokenizer, self.max_length, self.progress = inner.tokenizer, inner.max_length, False
+
+    def score_batch(self, texts):
+        return self.inner.score_batch(texts)
+
+    def token_logprobs(self, texts):
+        return self.inner.token_logprobs(texts)
+
+
+def test_prefix_tree_equals_per_candidate_with_a_tenth_of_the_forwards(trained, scorer, exact):
+    """The token tree ranks exactly as one forward per candidate, from ~|R|/10 stem rows."""
+    model, _ = trained
+    rows = []
+    handle = model.register_forward_hook(
+        lambda m, args, kw, out: rows.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        tree = canary_exposure(scorer, CANARIES, batch_size=300, progress=False)
+        tree_rows = sum(rows)
+        rows.clear()
+        flat = canary_exposure(_NoTree(scorer), CANARIES, batch_size=300, progress=False)
+        flat_rows = sum(rows)
+    finally:
+        handle.remove()
+    assert [r.enumeration for r in tree] == ["prefix-tree"] * 3
+    assert [r.enumeration for r in flat] == ["per-candidate"] * 3
+    assert [r.rank for r in tree] == [r.rank for r in flat] == [r.rank for r in exact]
+    for a, b in zip(tree, flat, strict=True):
+        assert a.logppl == pytest.approx(b.logppl, abs=1e-4)
+    # digits:3: 1000 texts one by one, against one row per stem (100 when every " d" is one
+    # token; this tokenizer merged a few digit pairs, which makes ~200) and the context's.
+    assert flat_rows >= 1000 and tree_rows <= flat_rows / 4
+    extra = canary_exposure(
+        scorer, CANARIES, enumeration_limit=10, n_samples=200, seed=0, progress=False
+    )
+    assert all(r.enumeration is None for r in extra)
+
+
 def test_inserted_canary_is_exposed(exact):
     once, sixteen, left_out = (r.exposure for r in exact)
     assert sixteen >= math.log2(1000) - 1

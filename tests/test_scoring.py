@@ -155,6 +155,49 @@ def test_peft_wrapped_model(lm, tok):
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
 
 
+# -- token trees (exposure enumeration) --------------------------------------------------
+
+
+def _llama(tok):
+    import dataclasses
+
+    from dpaudit.config import TrainConfig
+    from dpaudit.trainers.models import build_model
+
+    cfg = dataclasses.replace(TrainConfig(), model="embedded:llama-tiny")
+    return build_model(cfg, tok, seed=0, max_length=64).model.eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt2-peft"])
+def test_branch_logprobs_match_per_text_reference(lm, tok, arch):
+    """Context cache + one forward per stem = the per-text reference, for every leaf."""
+    model = lm
+    if arch == "llama":  # rotary positions must continue after the cached context
+        model = _llama(tok)
+    elif arch == "gpt2-peft":
+        peft = pytest.importorskip("peft")
+        import copy
+
+        model = peft.get_peft_model(
+            copy.deepcopy(lm), peft.LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)
+        )
+    context = tok("Patient Alice")["input_ids"]
+    vocab = [i for i in range(5, 60)]
+    stems = [[], [11], [12, 13], [14, 15], [16, 17, 18]]  # uneven lengths share no batch
+    branches = [vocab[:7], vocab[7:9], vocab[9:20], vocab[20:21], vocab[21:40]]
+    got = adapter(model, tok, batch_size=2).branch_logprobs(context, stems, branches)
+    for stem, leaves, (path, leaf_lp) in zip(stems, branches, got, strict=True):
+        ids = context + stem
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logp = torch.log_softmax(logits, dim=-1).numpy()
+        want_path = [logp[len(context) + j - 1, t] for j, t in enumerate(stem)]
+        np.testing.assert_allclose(path, want_path, atol=2e-5)
+        np.testing.assert_allclose(leaf_lp, logp[-1, leaves], atol=2e-5)
+    with pytest.raises(DpauditError, match="context token"):
+        adapter(model, tok).branch_logprobs([], [[1]], [[2]])
+
+
 # -- generation --------------------------------------------------------------------------
 
 PROMPTS = ["The quick brown", "Patient Alice Smith, born", "Hi", "Transfer of 1200 EUR to"]

@@ -117,8 +117,25 @@ def _logprobs(model: ScoringModel, texts: list[str]) -> list[np.ndarray]:
     return model.token_logprobs(texts)
 
 
+ENUMERATIONS = ("prefix-tree", "per-candidate")
+"""How an exact exposure scored the candidates of ``R`` (see :class:`_LogPerplexity`)."""
+
+
 class _LogPerplexity:
-    """``secrets -> Px`` for one prefix and scope; checks alignment on every batch."""
+    """``secrets -> Px`` for one prefix and scope; checks alignment on every batch.
+
+    Two ways to score, the same numbers up to float rounding (tested):
+
+    - ``"prefix-tree"`` (the default when the scorer offers ``branch_logprobs``,
+      e.g. :class:`~dpaudit.attacks.scoring.HFScoringModel`, and the scope is not
+      ``"text"``): candidates sharing every secret token but the last form one
+      branch of a token tree. The context runs through the model once (its
+      key/value cache is reused), each branch's stem runs once, and its leaves
+      are read from the stem's next-token distribution, so a ``digits:N`` space
+      (one token per digit) costs ``10^(N-1)`` short forwards instead of ``10^N``
+      full ones. Enumeration order keeps siblings in the same batch.
+    - ``"per-candidate"``: one full forward per candidate text.
+    """
 
     def __init__(self, model: ScoringModel, prefix: str, scope: str, context: str):
         self.model, self.prefix, self.scope = model, prefix, scope
@@ -128,25 +145,54 @@ class _LogPerplexity:
         self.context_ids = (
             tokenize([context])[0] if scope != "text" and tokenize is not None else []
         )
+        self.branch = getattr(model, "branch_logprobs", None)
+        self.enumeration = (
+            "prefix-tree" if callable(self.branch) and self.context_ids else "per-candidate"
+        )
 
-    def __call__(self, secrets: Sequence[str]) -> np.ndarray:
-        texts = [self.prefix + s for s in secrets]
-        lps = _logprobs(self.model, texts)
-        if self.tokenize is None:
-            return np.array([-float(np.sum(lp, dtype=np.float64)) for lp in lps])
+    def _checked_ids(self, texts: list[str]) -> list[list[int]]:
+        assert self.tokenize is not None
         n = len(self.context_ids)
-        out = np.empty(len(texts))
-        for i, (ids, lp) in enumerate(zip(self.tokenize(texts), lps, strict=True)):
+        all_ids = self.tokenize(texts)
+        for ids in all_ids:
             if self.max_length is not None and len(ids) > self.max_length:
                 raise PreconditionError(
                     f"canary text has {len(ids)} tokens, more than the scorer's max_length "
                     f"{self.max_length}; shorten the prefix or raise max_length"
                 )
-            if len(lp) != len(ids) - 1:
-                raise DpauditError(f"scorer returned {len(lp)} log-probs for {len(ids)} tokens")
             if self.scope != "text" and (len(ids) <= n or ids[:n] != self.context_ids):
                 raise _Misaligned
+        return all_ids
+
+    def __call__(self, secrets: Sequence[str]) -> np.ndarray:
+        texts = [self.prefix + s for s in secrets]
+        if self.enumeration == "prefix-tree":
+            return self._tree(texts)
+        lps = _logprobs(self.model, texts)
+        if self.tokenize is None:
+            return np.array([-float(np.sum(lp, dtype=np.float64)) for lp in lps])
+        n = len(self.context_ids)
+        out = np.empty(len(texts))
+        for i, (ids, lp) in enumerate(zip(self._checked_ids(texts), lps, strict=True)):
+            if len(lp) != len(ids) - 1:
+                raise DpauditError(f"scorer returned {len(lp)} log-probs for {len(ids)} tokens")
             out[i] = -float(np.sum(lp[max(n - 1, 0) :], dtype=np.float64))
+        return out
+
+    def _tree(self, texts: list[str]) -> np.ndarray:
+        n = len(self.context_ids)
+        stems: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for i, ids in enumerate(self._checked_ids(texts)):
+            stems.setdefault(tuple(ids[n:-1]), []).append((i, ids[-1]))
+        assert callable(self.branch)
+        scored = self.branch(
+            self.context_ids, list(stems), [[tok for _, tok in g] for g in stems.values()]
+        )
+        out = np.empty(len(texts))
+        for group, (path, leaves) in zip(stems.values(), scored, strict=True):
+            stem_sum = float(np.sum(path, dtype=np.float64))
+            for (i, _), leaf in zip(group, leaves, strict=True):
+                out[i] = -(stem_sum + float(leaf))
         return out
 
 
@@ -227,6 +273,8 @@ class CanaryResult:
         logppl: the canary's log-perplexity in nats, over ``scope``.
         scope: which tokens ``logppl`` counts (:data:`SCOPES`).
         n_candidates: candidates scored (``|R|`` or the sample size).
+        enumeration: how an exact exposure scored ``R`` (:data:`ENUMERATIONS`);
+            ``None`` when extrapolated.
         secret: the secret; masked by :meth:`to_dict` unless ``reveal=True``.
     """
 
@@ -242,6 +290,7 @@ class CanaryResult:
     logppl: float = float("nan")
     scope: str = "text"
     n_candidates: int = 0
+    enumeration: str | None = None
     secret: str = field(default="", repr=False)
 
     @property
@@ -300,8 +349,8 @@ def _group_exposure(
     batch_size: int,
     seed: int,
     progress: bool,
-) -> tuple[str, list[ExposureEstimate]]:
-    """Exposure of the secrets sharing one prefix and space: ``(scope, estimates)``."""
+) -> tuple[str, str, list[ExposureEstimate]]:
+    """Exposure of one prefix and space's secrets: ``(scope, enumeration, estimates)``."""
     from tqdm.auto import tqdm
 
     size = parse_space(spec).size
@@ -318,9 +367,13 @@ def _group_exposure(
     def sample(k: int, rng: np.random.Generator) -> list[str]:
         return [sample_secret(spec, rng) for _ in range(k)]
 
+    used: list[str] = []
+
     def run(scope: str, context: str) -> list[ExposureEstimate]:
+        scorer = _LogPerplexity(model, prefix, scope, context)
+        used[:] = [scorer.enumeration]
         return compute_exposure(
-            _LogPerplexity(model, prefix, scope, context),
+            scorer,
             secrets,
             space_size=size,
             enumerate_fn=everything,
@@ -342,7 +395,7 @@ def _group_exposure(
             "text's; scoring the whole text instead of the secret's tokens",
             stacklevel=3,
         )
-    return scope, estimates
+    return scope, used[0], estimates
 
 
 def canary_exposure(
@@ -375,7 +428,7 @@ def canary_exposure(
     by_id: dict[str, CanaryResult] = {}
     with _adapter_bars_off(model):
         for (prefix, spec), members in groups.items():
-            scope, estimates = _group_exposure(
+            scope, enumeration, estimates = _group_exposure(
                 model,
                 prefix,
                 spec,
@@ -399,6 +452,7 @@ def canary_exposure(
                     logppl=est.logppl,
                     scope=scope,
                     n_candidates=est.n_candidates,
+                    enumeration=enumeration if est.method == "exact" else None,
                     secret=c.secret,
                 )
     return [by_id[c.id] for c in canaries]

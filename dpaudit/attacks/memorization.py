@@ -94,22 +94,11 @@ def greedy_continuations(
 
 
 def _cache_kwargs(model: Any, result: Any) -> dict[str, Any]:
-    """The previous forward's key/value cache, under the name this transformers version takes.
+    """The previous forward's key/value cache as keyword arguments (:func:`cache_kwargs`)."""
+    from dpaudit.attacks.scoring import cache_kwargs
 
-    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is
-    deprecated, with removal announced); older versions only know the old one.
-    """
-    import inspect
-
-    forward = getattr(model, "forward", model)
-    try:
-        params: Any = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        params = {}
     cache = getattr(result, "cache", None)
-    if cache is None:
-        cache = getattr(result, "past_key_values", None)
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+    return cache_kwargs(model, cache if cache is not None else result.past_key_values)
 
 
 @dataclass(frozen=True)

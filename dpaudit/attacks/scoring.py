@@ -155,6 +155,29 @@ def _next_token_stats(logits: Any, targets: Any, chunk: int = 1024) -> tuple[Any
     return tuple(torch.cat(col) for col in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """A key/value cache as the keyword argument this transformers version's forward takes.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is
+    deprecated, with removal announced); older versions only know the old one. A
+    PEFT wrapper forwards keywords to its base model, whose signature decides.
+    """
+    import inspect
+
+    base = getattr(model, "get_base_model", None)
+    target = base() if callable(base) else model
+    try:
+        params: Any = inspect.signature(getattr(target, "forward", target)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _readonly(array: Any) -> np.ndarray:
     out = np.asarray(array, dtype=np.float64)
     out.flags.writeable = False
@@ -290,6 +313,85 @@ class HFScoringModel:
                 )
                 for i, (lp_i, mu_i, sd_i) in zip(batch, parts, strict=True):
                     out[i] = TokenStats(_readonly(lp_i), _readonly(mu_i), _readonly(sd_i))
+        return out  # type: ignore[return-value]
+
+    def branch_logprobs(
+        self,
+        context: Sequence[int],
+        stems: Sequence[Sequence[int]],
+        branches: Sequence[Sequence[int]],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Log-probabilities along a token tree: one cached forward per stem, not per leaf.
+
+        For each stem ``s`` (token ids that follow ``context``) returns
+        ``(path, leaves)``: ``path[j] = log p(s_j | context, s_<j)`` and
+        ``leaves[b] = log p(branches[i][b] | context, s)``. The context is run
+        through the model once and its key/value cache reused for every stem
+        (stems of equal length share a batch), so enumerating a secret space of
+        ``|R| = A^N`` candidates whose last symbol is one token costs ``A^(N-1)``
+        short forwards instead of ``A^N`` full ones. The same numbers as
+        :meth:`score_batch` of ``context + stem + [branch]`` up to float rounding
+        (tested); the truncation to :attr:`max_length` is the caller's to check.
+
+        Raises:
+            DpauditError: an empty context, stems and branches of different
+                lengths, or an empty branch list.
+        """
+        import copy
+
+        import torch
+
+        context = list(context)
+        if not context:
+            raise DpauditError("branch_logprobs needs at least one context token")
+        if len(stems) != len(branches):
+            raise DpauditError(f"{len(stems)} stems for {len(branches)} branch lists")
+        if any(not b for b in branches):
+            raise DpauditError("every stem needs at least one branch token")
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(stems)
+        with torch.inference_mode():
+            ctx = torch.tensor([context], dtype=torch.long, device=self.device)
+            first = self.model(input_ids=ctx, use_cache=True)
+            base_cache = _cache_of(first)
+            ctx_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+            groups: dict[int, list[int]] = {}
+            for i, stem in enumerate(stems):
+                groups.setdefault(len(stem), []).append(i)
+            for length, members in sorted(groups.items()):
+                if length == 0:
+                    for i in members:
+                        leaves = ctx_logp[torch.tensor(list(branches[i]), device=self.device)]
+                        out[i] = (_readonly(np.zeros(0)), _readonly(leaves.cpu()))
+                    continue
+                for lo in range(0, len(members), self.batch_size):
+                    batch = members[lo : lo + self.batch_size]
+                    ids = torch.tensor(
+                        [list(stems[i]) for i in batch], dtype=torch.long, device=self.device
+                    )
+                    cache = copy.deepcopy(base_cache)
+                    cache.batch_repeat_interleave(len(batch))
+                    mask = torch.ones(
+                        (len(batch), len(context) + length), dtype=torch.long, device=self.device
+                    )
+                    logp = torch.log_softmax(
+                        self.model(
+                            input_ids=ids,
+                            attention_mask=mask,
+                            use_cache=True,
+                            **cache_kwargs(self.model, cache),
+                        ).logits.float(),
+                        dim=-1,
+                    )
+                    for row, i in enumerate(batch):
+                        stem_ids = ids[row]
+                        path = torch.cat(
+                            [
+                                ctx_logp[stem_ids[:1]],
+                                logp[row, :-1].gather(-1, stem_ids[1:, None]).squeeze(-1),
+                            ]
+                        )
+                        leaves = logp[row, -1][torch.tensor(list(branches[i]), device=self.device)]
+                        out[i] = (_readonly(path.cpu()), _readonly(leaves.cpu()))
         return out  # type: ignore[return-value]
 
     def token_stats(self, texts: Sequence[str]) -> list[TokenStats]:

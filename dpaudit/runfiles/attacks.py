@@ -219,6 +219,11 @@ class CanaryEntry(RunModel):
         "Tokens `logppl` counts: `secret`, `separator+secret` or `text`.", default="text"
     )
     n_candidates: int = describe("Candidates scored (|R| or the sample size).", default=0)
+    enumeration: str | None = describe(
+        "How an exact exposure scored R: `prefix-tree` (one cached forward per shared token "
+        "prefix) or `per-candidate`; `null` when extrapolated or not recorded.",
+        default=None,
+    )
     secret: str = describe(
         'The secret in `recovered.json`; `"<N> symbols, masked"` in public files.', default=""
     )

@@ -33,6 +33,7 @@ __all__ = [
     "AuditSection",
     "BlindSection",
     "CanarySection",
+    "FilesAtRest",
     "MemorizationSection",
     "ModelSection",
     "PiiSection",
@@ -65,6 +66,23 @@ class StageSummary(RunModel):
     error: str | None = describe("The one-line error of a failed stage.")
 
 
+class FilesAtRest(RunModel):
+    """The files of the run that hold secrets, PII or the auditor's coin flips, and their modes."""
+
+    private: dict[str, str] = describe(
+        "Run-relative path → permission bits (octal; `0600`: owner only) of every such file in "
+        "the run: `data/inclusion.json` (the coin flips), `splits.json`, `train_ids.json` "
+        "(membership), `references/membership.npy`, `attacks/<model>/recovered.json` (recovered "
+        "secrets and PII) and every `*.jsonl` (records, canaries with their secrets). dpaudit "
+        "creates them owner-only whatever the umask.",
+        keys="path",
+    )
+    run_dir_mode: str | None = describe(
+        "Permission bits of the run directory (`0700`: owner only, as dpaudit creates a new one)."
+    )
+    statement: str = describe("The sentence the HTML and Markdown reports print about them.")
+
+
 class RunSection(RunModel):
     """Provenance of the run, from `manifest.json`."""
 
@@ -83,6 +101,10 @@ class RunSection(RunModel):
     platform: str | None = describe("OS and architecture.")
     stages: dict[str, StageSummary] = describe("Stage → its status.", keys="stage")
     config_changed_on_resume: bool = describe("The configuration changed when the run was resumed.")
+    files_at_rest: FilesAtRest | None = describe(
+        "The owner-only files of the run (`null`: a report built by an older dpaudit).",
+        default=None,
+    )
 
 
 class Generator(RunModel):
@@ -336,6 +358,10 @@ class CanaryRow(RunModel):
     extracted: bool | None = describe("Greedy decoding reproduced the secret.")
     scope: str = describe("Tokens the log-perplexity counts.")
     n_candidates: int = describe("Candidates scored.")
+    enumeration: str | None = describe(
+        "`prefix-tree` or `per-candidate` (exact); `null` when extrapolated or not recorded.",
+        default=None,
+    )
 
 
 class CanarySection(RunModel):
