@@ -336,6 +336,7 @@ class RunDir:
             "device": previous.get("device"),
             "inputs": previous.get("inputs", {}),
             "stages": previous.get("stages", {}),
+            "base_model": previous.get("base_model"),
         }
         if previous and _config_changed(previous.get("config") or {}, manifest["config"]):
             manifest["config_changed_on_resume"] = True

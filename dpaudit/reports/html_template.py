@@ -8,6 +8,31 @@ N/A, VIOLATION...) so that the verdict survives greyscale printing.
 
 from __future__ import annotations
 
+MODEL_CARD_FIELDS: tuple[tuple[str, str], ...] = (
+    ("model", "Model"),
+    ("source", "Source"),
+    ("architecture", "Architecture"),
+    ("model_type", "Model type"),
+    ("parameters", "Parameters"),
+    ("trainable_parameters", "Parameters trained"),
+    ("mode", "Fine-tuning mode"),
+    ("lora_targets", "LoRA targets"),
+    ("adapter", "Adapter"),
+    ("revision", "Hub revision"),
+    ("package", "Package"),
+    ("package_version", "Package version"),
+    ("gguf_file", "GGUF file"),
+    ("gguf_sha256", "GGUF SHA-256"),
+    ("cache_key", "Cache key"),
+    ("weights_sha256", "Converted weights SHA-256"),
+    ("quantisation", "Weights"),
+    ("upstream", "Upstream model"),
+    ("licence", "Licence"),
+    ("weights", "Weight files SHA-256"),
+)
+"""The rows of a model card (``run.model_cards``): key of :class:`~dpaudit.runfiles.report.ModelCard`
+and label; empty values are left out."""
+
 CSS = """
 :root { --pass: #1a7f37; --fail: #b42318; --none: #9a6700; --na: #6e7781; --target: #1f5fa8;
         --baseline: #c46a13; --ink: #1f2328; --muted: #57606a; --line: #d0d7de; --soft: #f6f8fa; }
@@ -88,7 +113,11 @@ footer { margin-top: 36px; font-size: 12px; color: var(--muted); border-top: 1px
 }
 """
 
-TEMPLATE = """<!DOCTYPE html>
+TEMPLATE = (
+    "{% set card_fields = "
+    + repr([list(pair) for pair in MODEL_CARD_FIELDS])
+    + " %}"
+    + """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -300,6 +329,15 @@ report is then confidential.</p>
 <section id="provenance">
 <h2>Provenance</h2>
 <table><tbody>{% for r in v.provenance.rows %}<tr><th style="width:28%">{{ r.label }}</th><td class="mono">{{ r.value }}</td></tr>{% endfor %}</tbody></table>
+{% if v.run.model_cards is defined and v.run.model_cards %}
+{% for m, card in v.run.model_cards.items() %}
+<h3 id="model-card-{{ m }}">Model card: {{ m }}</h3>
+<p>{{ card.statement }}</p>
+<table><tbody>{% for key, label in card_fields %}{% set value = card.get(key) %}{% if value is not none and value != [] and value != {} %}
+<tr><th style="width:28%">{{ label }}</th><td class="mono">{% if value is mapping %}{% for f, h in value.items() %}{{ f }}: {{ h }}{% if not loop.last %}<br>{% endif %}{% endfor %}{% elif value is number %}{{ "{:,}".format(value) }}{% elif value is string %}{{ value }}{% else %}{{ value|join(", ") }}{% endif %}</td></tr>
+{% endif %}{% endfor %}</tbody></table>
+{% endfor %}
+{% endif %}
 <h3>Seeds</h3>
 <table><tbody>{% for r in v.provenance.seeds %}<tr><th style="width:28%">{{ r.label }}</th><td class="num" style="text-align:left">{{ r.value }}</td></tr>{% endfor %}</tbody></table>
 <h3>Stages</h3>
@@ -327,3 +365,4 @@ alone; report.json holds the same numbers in machine-readable form.</footer>
 </body>
 </html>
 """
+)

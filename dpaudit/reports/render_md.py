@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dpaudit.accounting import accountant_names
+from dpaudit.reports.html_template import MODEL_CARD_FIELDS
 from dpaudit.reports.view import build_view
 
 __all__ = ["render_markdown"]
@@ -26,6 +27,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return [*lines, ""]
+
+
+def _card_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: `{v}`" for k, v in value.items())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, str):
+        return value
+    return ", ".join(str(v) for v in value)
+
+
+def _model_cards(cards: Mapping[str, Any] | None) -> list[str]:
+    """Each model card (``run.model_cards``): its statement, then its non-empty fields."""
+    out: list[str] = []
+    for model, card in (cards or {}).items():
+        out += [f"Model card ({model}):", "", card["statement"], ""]
+        out += _table(
+            ["", ""],
+            [
+                [label, _card_value(card.get(key))]
+                for key, label in MODEL_CARD_FIELDS
+                if card.get(key) not in (None, [], {})
+            ],
+        )
+    return out
 
 
 def _models_header(models: Sequence[str]) -> list[str]:
@@ -274,6 +301,7 @@ def render_markdown(report: Mapping[str, Any], *, generated: str | None = None) 
     p = v["provenance"]
     out += ["## Provenance", ""]
     out += _table(["", ""], [[r["label"], r["value"]] for r in p["rows"]])
+    out += _model_cards(v["run"].get("model_cards"))
     out += ["Seeds:", ""] + _table(
         ["Stage", "Seed"], [[r["label"], r["value"]] for r in p["seeds"]]
     )

