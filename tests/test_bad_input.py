@@ -339,6 +339,16 @@ LATE = [
     pytest.param(_five, "", 'model = "embedded:gpt3"', "train.model", id="embedded-gpt3"),
     pytest.param(_five, "", 'device = "tpu"', "train.device", id="device-tpu"),
     pytest.param(_five, "", 'device = "cuda:x"', "train.device", id="device-cuda-x"),
+    pytest.param(
+        _five,
+        "",
+        'device = "cuda:7"',
+        "train.device",
+        id="device-cuda-not-visible",
+        marks=pytest.mark.skipif(
+            __import__("torch").cuda.device_count() > 7, reason="8 CUDA devices visible"
+        ),
+    ),
     pytest.param(_five, "", "batch_size = 64", "train.batch_size", id="batch-over-data"),
     pytest.param(lambda d: _records(d / "data.jsonl", 1), "", "", "too few", id="single-record"),
     pytest.param(

@@ -8,6 +8,7 @@ commands call.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,15 @@ def run_train(
     argv: list[str] | None = None,
     progress: bool = True,
     force: bool = False,
+    references: int = 0,
 ) -> list[str]:
     """Data stage, then the target model (DP unless disabled) and the non-private baseline.
 
     ``force`` discards an existing run of this name first (see
-    :func:`~dpaudit.workflows.integrity.open_run`).
+    :func:`~dpaudit.workflows.integrity.open_run`). With ``progress``, the plan
+    (models, steps, examples) is printed on stderr before the first bar, and an
+    estimate of the remaining training time once the first model has trained;
+    ``references``: how many reference models the caller trains next (for both).
     """
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_model
@@ -141,12 +146,17 @@ def run_train(
     jobs = [("target", config.train.private)]
     if config.train.baseline and config.train.private:
         jobs.append(("baseline", False))
+    plan = training_plan(config, prepared, [name for name, _ in jobs], references)
+    if progress:
+        _status(plan.lines())
     for name, dp in jobs:
         inputs = _train_inputs(config, run, {"dp": str(dp)})
         out_dir = run.path / name
         if resume and run.can_skip(name, inputs):
             lines.append(f"{name}: unchanged, skipped (--resume)")
+            plan.done(name, None)
             continue
+        started = time.monotonic()
         with run.stage(name, inputs, seed=seeds[name]) as record:
             result = train_model(
                 prepared.train,
@@ -167,10 +177,92 @@ def run_train(
             )
         run.update(device=str(getattr(result, "device", None)))
         lines.append(f"{name}: {result.summary() if hasattr(result, 'summary') else out_dir}")
+        estimate = plan.done(name, time.monotonic() - started)
+        if progress and estimate:
+            _status([estimate])
     base_model = packaged_base_model(config.train.model)
     if run.manifest().get("base_model") != base_model:
         run.update(base_model=base_model)
     return lines
+
+
+def _status(lines: list[str]) -> None:
+    """Status lines on stderr, between progress bars (the CLI prints results on stdout)."""
+    import sys
+
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """What a run will train, in optimizer steps: printed before the first progress bar.
+
+    Attributes:
+        rows: ``(model, steps, examples, lot size, what)`` per model to train.
+        per_step: seconds per step measured on the first model trained (``None`` before).
+    """
+
+    rows: list[tuple[str, int, int, int, str]]
+    per_step: float | None = None
+    finished: set[str] = dataclasses.field(default_factory=set)
+
+    def lines(self) -> list[str]:
+        out = ["plan (stages run in this order; each bar shows its own rate and time left):"]
+        for name, steps, n, lot, what in self.rows:
+            out.append(f"  {name:<12} {what}: {steps} steps, lots of ~{lot} from {n} examples")
+        total = sum(r[1] for r in self.rows)
+        out.append(
+            f"  then attacks, audit and report; {total} training steps in all (an estimate "
+            "follows once the first model has trained)"
+        )
+        return out
+
+    def done(self, name: str, seconds: float | None) -> str | None:
+        """Record a finished model; the estimate of what is left, after the first timed one."""
+        self.finished.add(name)
+        row = next((r for r in self.rows if r[0] == name), None)
+        if seconds is not None and row is not None and row[1] > 0 and self.per_step is None:
+            self.per_step = seconds / row[1]
+        left = sum(r[1] for r in self.rows if r[0] not in self.finished)
+        if self.per_step is None or left == 0:
+            return None
+        minutes = left * self.per_step / 60
+        return (
+            f"estimate: {left} training steps left at {self.per_step:.1f} s/step (measured on "
+            f"{name}) ≈ {minutes:.0f} min of training, then attacks, audit and report"
+        )
+
+
+def training_plan(
+    config: RunConfig, prepared: Any, models: list[str], references: int
+) -> TrainingPlan:
+    """The models a run trains, with their step counts (q, T of :func:`plan_privacy`)."""
+    from dpaudit.errors import DpauditError
+    from dpaudit.trainers.privacy import plan_privacy
+
+    n = len(prepared.train)
+    rows = []
+    for name in models:
+        dp = name == "target" and config.train.private
+        what = "DP-SGD" if dp else "non-private"
+        try:
+            plan = plan_privacy(config.train, n, dp=False)  # steps only: no calibration here
+        except DpauditError:
+            continue
+        rows.append((name, plan.steps, n, config.train.batch_size, what))
+    if references:
+        pool = len(prepared.part("members")) + len(prepared.part("nonmembers"))
+        half = max(1, pool // 2)
+        try:
+            ref = plan_privacy(config.train, half, dp=False)
+        except DpauditError:
+            ref = None
+        if ref is not None:
+            what = "DP-SGD" if config.train.private else "non-private"
+            for i in range(references):
+                rows.append((f"ref-{i}", ref.steps, half, config.train.batch_size, what))
+    return TrainingPlan(rows)
 
 
 def packaged_base_model(spec: str) -> dict[str, Any] | None:
@@ -466,7 +558,14 @@ def run_all(
         :class:`~dpaudit.workflows.result.RunResult` (run directory, report,
         audit and policy verdicts, and the lines the CLI prints).
     """
-    lines = run_train(config, resume=resume, argv=argv, progress=progress, force=force)
+    lines = run_train(
+        config,
+        resume=resume,
+        argv=argv,
+        progress=progress,
+        force=force,
+        references=config.train.num_references,
+    )
     run = RunDir(config.run_dir)
     if config.train.num_references:
         lines += run_train_references(config, resume=resume, argv=argv, progress=progress)[1:]

@@ -294,8 +294,9 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 def _check_train(config: RunConfig) -> None:
-    """``train.model`` (an ``embedded:`` name must exist) and ``train.device`` (its syntax;
-    whether a CUDA device is visible is checked where the model is placed)."""
+    """``train.model`` (an ``embedded:`` name must exist) and ``train.device`` (its syntax,
+    and for ``cuda``/``cuda:N`` that such a device is visible: before any stage starts, not
+    inside one)."""
     from dpaudit.trainers.models import EMBEDDED
 
     t = config.train
@@ -309,6 +310,14 @@ def _check_train(config: RunConfig) -> None:
             f"train.device = {t.device!r} is not a device (use auto, cpu, cuda or cuda:N)",
             key="train.device",
         )
+    if t.device.startswith("cuda"):
+        from dpaudit.errors import DpauditError
+        from dpaudit.trainers.models import resolve_device
+
+        try:
+            resolve_device(t.device)
+        except DpauditError as exc:
+            raise ConfigError(f"{exc}; use auto or cpu", key="train.device") from None
 
 
 def _check_data(config: RunConfig, *, load: bool = True) -> None:

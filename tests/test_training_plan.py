@@ -1,0 +1,54 @@
+"""The plan a run prints before its first progress bar, and the estimate after its first model."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+from dpaudit.config import RunConfig
+from dpaudit.workflows.run import training_plan
+
+
+def _prepared(n_train: int, members: int, nonmembers: int):
+    parts = {"members": [None] * members, "nonmembers": [None] * nonmembers}
+    return SimpleNamespace(train=[None] * n_train, part=lambda name: parts[name])
+
+
+def _config(**train):
+    config = RunConfig()
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
+
+
+def test_plan_counts_steps_of_every_model_and_estimates_from_the_first():
+    config = _config(batch_size=64, epochs=3.0)
+    plan = training_plan(config, _prepared(640, 500, 300), ["target", "baseline"], references=2)
+    # T = round(epochs * n / B): 3 * 640 / 64 = 30; references train on half of 800 = 400 -> 19.
+    assert [r[:3] for r in plan.rows] == [
+        ("target", 30, 640),
+        ("baseline", 30, 640),
+        ("ref-0", 19, 400),
+        ("ref-1", 19, 400),
+    ]
+    text = "\n".join(plan.lines())
+    assert "DP-SGD: 30 steps, lots of ~64 from 640 examples" in text
+    assert "98 training steps in all" in text
+    assert plan.done("target", 60.0) == (
+        "estimate: 68 training steps left at 2.0 s/step (measured on target) ≈ 2 min of "
+        "training, then attacks, audit and report"
+    )
+    assert (plan.done("baseline", 50.0) or "").startswith("estimate: 38 training steps left")
+    assert plan.done("ref-0", 40.0) is not None
+    assert plan.done("ref-1", 40.0) is None  # nothing left to estimate
+
+
+def test_plan_skips_a_model_whose_batch_exceeds_its_data():
+    plan = training_plan(_config(batch_size=64), _prepared(640, 40, 20), ["target"], references=1)
+    assert [r[0] for r in plan.rows] == ["target"]  # a reference would get 30 examples < 64
+
+
+def test_resumed_models_are_not_timed():
+    plan = training_plan(
+        _config(batch_size=64, epochs=1.0), _prepared(640, 500, 300), ["target", "baseline"], 0
+    )
+    assert plan.done("target", None) is None  # skipped on --resume: no measurement
+    assert plan.done("baseline", 20.0) is None  # measured, but nothing is left
