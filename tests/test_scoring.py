@@ -280,3 +280,8 @@ def test_tiny_models_are_seeded(tok):
     wa, wb, wc = (m.transformer.wte.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert a.config.n_embd == 64 and a.config.n_layer == 2 and not a.config.tie_word_embeddings
+
+
+def test_progress_bars_name_the_model(lm, tok, capsys):
+    adapter(lm, tok, progress=True, label="ref-3").score_batch(TEXTS[:2])
+    assert "scoring ref-3" in capsys.readouterr().err

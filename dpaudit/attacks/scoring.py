@@ -204,6 +204,7 @@ class HFScoringModel:
             :data:`CONTEXT_CAP` (:data:`CONTEXT_CAP` when the model declares none).
             :meth:`tokens_cut` counts what the truncation drops.
         progress: show a progress bar.
+        label: which model this is (``target``, ``ref-0``...), named on the progress bars.
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class HFScoringModel:
         batch_size: int = 32,
         max_length: int | None = None,
         progress: bool = True,
+        label: str = "",
     ):
         if batch_size < 1:
             raise DpauditError(f"batch_size must be at least 1, got {batch_size}")
@@ -229,6 +231,7 @@ class HFScoringModel:
             max_length = min(positions, CONTEXT_CAP) if positions else CONTEXT_CAP
         self.max_length = min(max_length, positions) if positions else max_length
         self.progress = progress
+        self.label = label
         self._cache: dict[str, TokenStats] = {}
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
@@ -273,6 +276,7 @@ class HFScoringModel:
     def _bar(self, batches: list[list[int]], desc: str) -> Iterator[list[int]]:
         from tqdm.auto import tqdm
 
+        desc = f"{desc} {self.label}" if self.label else desc
         return iter(tqdm(batches, desc=desc, unit="batch", disable=not self.progress, leave=False))
 
     # -- log-probabilities ---------------------------------------------------------

@@ -117,6 +117,7 @@ def load_scoring_model(
     adapter: str | Path | None = None,
     allow_pickle: bool = False,
     max_length: int | None = None,
+    label: str = "",
 ) -> Any:
     """A :class:`~dpaudit.attacks.scoring.HFScoringModel` over a saved or already loaded model.
 
@@ -133,6 +134,7 @@ def load_scoring_model(
         max_length: tokens of each text to score; default :func:`scoring_length`
             (reference models are given the target's, so that every model
             scores the same tokens).
+        label: the model's name on progress bars (``scoring target``).
     """
     from dpaudit.attacks.scoring import HFScoringModel
 
@@ -165,6 +167,7 @@ def load_scoring_model(
         batch_size=config.attack.batch_size,
         max_length=max_length,
         progress=progress,
+        label=label,
     )
 
 
@@ -421,9 +424,13 @@ def run_mia(
         length = getattr(model, "max_length", None)
         loaded = [
             load_scoring_model(
-                m, config, progress=progress, max_length=length if isinstance(length, int) else None
+                m,
+                config,
+                progress=progress,
+                max_length=length if isinstance(length, int) else None,
+                label=f"reference {i}",
             )
-            for m in references.models
+            for i, m in enumerate(references.models)
         ]
     for name in runnable:
         cls = ATTACKS.get(name)
@@ -769,7 +776,7 @@ def run_attack_stage(
             if status["blind"] == "done":
                 del status["blind"]  # reported by its AUC below
         source = model_dir if model is None else model
-        scorer = load_scoring_model(source, config, progress=progress)
+        scorer = load_scoring_model(source, config, progress=progress, label=model_name)
         scope = None
         notes: list[str] = []
         mia_status: dict[str, str] | None = None
