@@ -129,6 +129,43 @@ def test_pretrained_model_grows_zero_rows_for_new_tokens(tmp_path, base_tokenize
     assert torch.equal(inp[:old], reference.get_input_embeddings().weight)
 
 
+def test_new_token_canaries_under_lora_are_refused_because_their_logit_is_pinned(
+    tmp_path, base_tokenizer, tokenizer
+):
+    """Under LoRA the new rows stay zero: the canary token's logit is 0 after training too."""
+    import torch
+
+    from dpaudit.attacks.scoring import tiny_causal_lm
+    from dpaudit.trainers.models import build_model
+    from dpaudit.workflows.validate import check_config
+
+    tiny_causal_lm(base_tokenizer, seed=1).save_pretrained(str(tmp_path / "m"))
+    cfg = TrainConfig(model=str(tmp_path / "m"), mode="lora", lora_rank=4)
+    model = build_model(cfg, tokenizer, seed=0, max_length=32).model
+    token = tokenizer.convert_tokens_to_ids(canary_token(3))
+    ids = torch.tensor([tokenizer("my code (audit) ")["input_ids"] + [token]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(20):  # non-private, straight at the canary
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        logits = model(input_ids=ids[:, :-1]).logits[0, -1]
+    assert float(logits[token]) == 0.0
+
+    lora = {"train": {"mode": "lora"}, "data": {"canary_design": "new-token"}}
+    with pytest.raises(ConfigError, match="frozen at zero under train.mode = lora") as info:
+        check_config(config_from_dict(lora), data=False)
+    assert info.value.key == "data.canary_design"
+    for fine in (
+        {"train": {"mode": "lora"}, "data": {"canary_design": "unigram"}},
+        {"train": {"mode": "full"}, "data": {"canary_design": "new-token"}},
+        {"train": {"mode": "lora"}, "data": {"canary_design": "new-token", "one_run_canaries": 0}},
+    ):
+        check_config(config_from_dict(fine), data=False)
+
+
 # --- determinism and coins -----------------------------------------------------------------
 
 

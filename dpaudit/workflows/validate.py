@@ -211,6 +211,7 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     from dpaudit.reports.policy import POLICY_THRESHOLDS
 
     _known(CANARY_DESIGNS, config.data.canary_design, "data.canary_design")
+    _check_design_trains(config, CANARY_DESIGNS.get(config.data.canary_design))
     _known(AUDIT_METHODS, config.audit.method, "audit.method")
     _known(ESTIMATORS, config.audit.estimator, "audit.estimator")
     if ESTIMATORS.get(config.audit.estimator).guarantee != "lower-bound":
@@ -227,6 +228,30 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     for f in dataclasses.fields(config.report):
         if f.name.startswith("max_"):
             _known(POLICY_THRESHOLDS, f.name, f"report.{f.name}")
+
+
+def _check_design_trains(config: RunConfig, design: Any) -> None:
+    """Refuse audit canaries the trained parameters cannot learn.
+
+    A design that reserves new tokens (``new-token``) gives them zero embedding and
+    output rows (:func:`~dpaudit.trainers.models.fit_vocabulary`); under
+    ``train.mode = lora`` those rows stay frozen, so a new token's logit is 0 in every
+    context and training cannot raise its probability: measured on SmolLM2 with
+    DP-LoRA, even the non-private baseline's audit reached ε_lb = 0 (ceiling 3.81).
+    """
+    if (
+        getattr(design, "reserves_tokens", False)
+        and config.train.mode == "lora"
+        and config.train.task == "causal_lm"
+        and config.data.one_run_canaries > 0
+    ):
+        raise ConfigError(
+            f"data.canary_design = {config.data.canary_design!r} reserves new tokens whose "
+            "embedding and output rows stay frozen at zero under train.mode = lora, so no "
+            "model can learn the canaries; use data.canary_design = 'unigram' or "
+            "'random-secret', or train.mode = full or head",
+            key="data.canary_design",
+        )
 
 
 def _known(registry: Any, name: str, key: str) -> None:
