@@ -41,9 +41,11 @@ demo: install
 demo-real: install-real
 	$(DPAUDIT) run configs/smollm2-drugreviews.toml --resume
 
-# CI runs `make test`: the lint gate first, then every test (slow ones included).
+# CI runs `make test`: the lint gate first, then every test (slow ones included), on
+# PYTEST_WORKERS processes (pytest-xdist; one module per worker, so module fixtures train once).
+PYTEST_WORKERS ?= 2
 test: install lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

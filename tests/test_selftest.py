@@ -285,7 +285,7 @@ def test_full_selftest_passes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])  # seed 0: test_full_selftest_passes
 def test_correct_dp_sgd_is_never_a_violation(tmp_path, seed):
     res = run_selftest(out_dir=tmp_path, seed=seed, progress=False, variants=("correct",))
     (row,) = res.rows
