@@ -26,7 +26,6 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import time
 import zlib
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _chromium import CHROMIUM_FLAGS, find_browser
 from _run_fixture import write_run
 
 from dpaudit.reports.collect import collect
@@ -41,7 +41,6 @@ from dpaudit.reports.render_html import render_html
 
 pytestmark = pytest.mark.slow  # two or three browser starts and a synthetic run: ~5-10 s
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 A4_PT = (595.28, 841.89)
 CSS_PX_PT = 72 / 96  # a CSS px printed at 100 %
 KINDS = (
@@ -64,22 +63,11 @@ UNFIXED_WIDE_TABLE = """<style>@media print {
   table.wide { table-layout: auto !important; font-size: 13px !important; }
   table.wide th, table.wide td { white-space: nowrap !important; padding: 5px 8px !important; }
 }</style>"""
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    found = find_browser()
     if not found:
         pytest.skip(
             "chromium is not on PATH: install it (apt-get install chromium) to check the printed report"

@@ -8,29 +8,24 @@ it is skipped with a message saying so.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _chromium import CHROMIUM_FLAGS, find_browser
 from _run_fixture import write_run
 
 from dpaudit.reports import build_report
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PASS_GREEN = (26, 127, 55)  # --pass in the report's CSS
 FAIL_RED = (180, 35, 24)  # --fail
 BASELINE_ORANGE = (217, 130, 43)  # the baseline's colour in the figures only
 
 
-def _find_browser() -> str | None:
-    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
-
-
 @pytest.fixture(scope="session")
 def browser() -> str:
-    found = _find_browser()
+    found = find_browser()
     if found:
         return found
     if (
@@ -49,7 +44,7 @@ def browser() -> str:
             timeout=900,
             check=False,
         )
-        found = _find_browser()
+        found = find_browser()
         if found:
             return found
         pytest.skip(
@@ -67,15 +62,7 @@ def screenshot(browser: str, html: Path, out: Path, profile: Path, *, height: in
 
     command = [
         browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
+        *CHROMIUM_FLAGS,
         f"--user-data-dir={profile}",
         f"--screenshot={out}",
         f"--window-size=1200,{height}",
