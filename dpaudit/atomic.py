@@ -29,6 +29,8 @@ PRIVATE_FILE_NAMES = frozenset(
         "splits.json",  # membership ground truth
         "train_ids.json",
         "membership.npy",  # the references' membership coins
+        "clients.json",  # federated partition: which records each client holds
+        "canary_clients.json",  # the client-level audit's coin flips
     }
 )
 """Files created owner-only (0600) whatever the umask; so is every ``*.jsonl`` (records: texts

@@ -272,6 +272,75 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class FederatedConfig(_Section):
+    """Federated fine-tuning on Flower: clients, rounds and client-level DP (DP-FedAvg).
+
+    With ``enabled``, the target and baseline are trained by federated averaging
+    instead of central DP-SGD; ``train.dp``, ``train.target_epsilon``,
+    ``train.noise_multiplier``, ``train.delta`` and ``train.accountant`` then
+    describe the *client-level* mechanism (one client added or removed), with
+    sampling rate q = clients_per_round / clients and T = rounds.
+    """
+
+    SECTION = "federated"
+    enabled: bool = option(
+        False, "Train target and baseline by federated averaging on Flower (client-level DP)"
+    )
+    partition: str = option(
+        "user",
+        "How training records become clients: one client per data.user_field value (user), "
+        "label/domain-skewed Dirichlet (dirichlet) or random (iid)",
+        choices=("user", "dirichlet", "iid"),
+    )
+    clients: int = option(20, "Number of clients for dirichlet and iid partitions", ge=2)
+    dirichlet_alpha: float = option(
+        0.5, "Dirichlet concentration alpha (small = more skewed)", gt=0
+    )
+    group_field: str = option(
+        "domain", "Record field whose values are the classes of a Dirichlet partition of texts"
+    )
+    min_client_records: int = option(
+        1, "Clients with fewer records are dropped (counted in the report)", ge=1
+    )
+    rounds: int = option(10, "Federated rounds T", ge=1)
+    clients_per_round: int = option(
+        5, "Expected clients per round m (Poisson sampling at q = m / clients)", ge=1
+    )
+    local_epochs: float = option(1.0, "Passes over a client's records per round", gt=0)
+    local_batch_size: int = option(8, "Local mini-batch size", ge=1)
+    strategy: str = option(
+        "fedavg",
+        "Server strategy: fedavg, or fedprox (clients add (mu/2)||w - w_global||^2)",
+        choices=("fedavg", "fedprox"),
+    )
+    proximal_mu: float = option(0.01, "FedProx proximal coefficient mu", ge=0)
+    server_learning_rate: float = option(
+        1.0, "Server step on the (noised) mean update (1 = FedAvg)", gt=0
+    )
+    clipping: str = option(
+        "fixed",
+        "Client-update clipping: fixed norm, or adaptive (Andrew et al. 2021 quantile tracking)",
+        choices=("fixed", "adaptive"),
+    )
+    clip_norm: float = option(1.0, "Client-update clipping norm C (initial C when adaptive)", gt=0)
+    target_unclipped_quantile: float = option(
+        0.5, "Adaptive clipping: target fraction of unclipped updates gamma", gt=0, lt=1
+    )
+    clip_learning_rate: float = option(0.2, "Adaptive clipping: geometric step eta_C", gt=0)
+    clipped_count_stddev: float | None = option(
+        None, "Adaptive clipping: noise sigma_b on the unclipped count; empty = m / 20", gt=0
+    )
+    canary_clients: int = option(
+        100,
+        "Update-canary clients for the client-level one-run audit (each joins by a fair coin)",
+        ge=0,
+    )
+    max_eval_records: int = option(
+        256, "Held-out records scored after each round for utility by round", ge=0
+    )
+
+
+@dataclass(frozen=True)
 class AttackConfig(_Section):
     """Which attacks run and with what parameters."""
 
@@ -396,6 +465,7 @@ SECTIONS: dict[str, type] = {
     "attack": AttackConfig,
     "audit": AuditConfig,
     "report": ReportConfig,
+    "federated": FederatedConfig,
 }
 
 
@@ -422,6 +492,9 @@ class RunConfig(_Section):
     attack: AttackConfig = field(default_factory=AttackConfig, metadata={"help": "attack section"})
     audit: AuditConfig = field(default_factory=AuditConfig, metadata={"help": "audit section"})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "report section"})
+    federated: FederatedConfig = field(
+        default_factory=FederatedConfig, metadata={"help": "federated section"}
+    )
 
     @property
     def run_dir(self) -> Path:

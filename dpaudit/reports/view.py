@@ -230,6 +230,8 @@ def _guarantee(report: Mapping[str, Any]) -> dict[str, Any]:
             return NOT_STATED
         q = fmt.num(p[m]["sample_rate"], 3)
         b, n = p[m].get("batch_size"), p[m].get("n_examples")
+        if p[m].get("unit") == "client":  # DP-FedAvg: clients per round
+            return q + (f" (expected {b} of {n} clients per round)" if b and n else "")
         return q + (f" (expected batch {b} of {n} examples)" if b and n else "")
 
     def steps(m: str) -> str:
@@ -240,7 +242,8 @@ def _guarantee(report: Mapping[str, Any]) -> dict[str, Any]:
         planned = p[m].get("planned_steps")
         done = p[m]["steps"]
         extra = "" if planned in (None, done) else f" of {planned} planned"
-        return f"{done}{extra}" + ("" if p[m].get("complete", True) else " (incomplete)")
+        word = " rounds" if p[m].get("unit") == "client" else ""
+        return f"{done}{word}{extra}" + ("" if p[m].get("complete", True) else " (incomplete)")
 
     rows = [
         (

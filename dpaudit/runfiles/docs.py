@@ -80,12 +80,16 @@ runs/<name>/
                          inclusion bit
     inclusion.json       {canary_id: bool}: the auditor's secret
     train_ids.json       {ids}: the exact training list (members + canary copies)
+    clients.json         federated runs: the partition among clients (docs/federated.md)
     tokenizer/           the BPE tokenizer trained offline (data.tokenizer = "train")
   target/  baseline/     one directory per trained model (<model>)
     model.safetensors, config.json, tokenizer files   (save_pretrained; LoRA: adapter files)
     privacy.json         the privacy ledger (below)
     metrics.json         utility (below)
     train_log.jsonl      one line per logical step
+    rounds.jsonl         federated runs: one line per round (clients, C, noise, bytes, loss)
+    clients.json         federated runs: the partition (record ids per client)
+    canary_clients.json  federated runs: update canaries' coins and scores (docs/federated.md)
   references/
     ref-<k>/             reference models (same layout as target/)
     membership.npy       bool, examples × models

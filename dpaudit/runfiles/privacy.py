@@ -45,7 +45,10 @@ class PrivacyFile(RunFile):
     epsilons: dict[str, JsonFloat] = describe(
         'ε at `delta` by accountant (`"inf"` without DP).', keys="accountant"
     )
-    unit: str = describe("Unit of privacy (`example`).", default="example")
+    unit: str = describe(
+        "Unit of privacy: `example` (DP-SGD) or `client` (DP-FedAvg, one client added or removed).",
+        default="example",
+    )
     adjacency: str = describe("Neighbouring relation (`add/remove`).", default="add/remove")
     errors: dict[str, str] = describe(
         "Error message of each accountant that failed.", keys="accountant", default_factory=dict
@@ -73,8 +76,13 @@ class PrivacyFile(RunFile):
     target_epsilon: JsonFloat | None = describe(
         "The ε the noise was calibrated to (`null` otherwise).", default=None
     )
-    batch_size: int | None = describe("Expected logical batch size.", default=None)
-    n_examples: int | None = describe("Training examples n.", default=None)
+    batch_size: int | None = describe(
+        "Expected logical batch size (expected clients per round when `unit` is `client`).",
+        default=None,
+    )
+    n_examples: int | None = describe(
+        "Training examples n (clients when `unit` is `client`).", default=None
+    )
     poisson_sampling: bool | None = describe(
         "Poisson sampling of batches (else shuffled fixed-size lots).", default=None
     )

@@ -112,7 +112,16 @@ class TrainResult:
     def summary(self) -> str:
         """One line for the CLI."""
         led = self.ledger
-        if led.mechanism == "none":
+        if led.unit == "client":  # DP-FedAvg (dpaudit.trainers.federated)
+            if led.mechanism == "none":
+                head = f"non-private FedAvg, {self.steps} rounds (q = {led.sample_rate:.3g})"
+            else:
+                head = (
+                    f"DP-FedAvg client-level ε = {self.epsilon:.3g} ({self.primary_accountant}, "
+                    f"δ = {led.delta:g}), z = {led.noise_multiplier:.3g}, C = {led.max_grad_norm}, "
+                    f"q = {led.sample_rate:.3g}, {self.steps} rounds"
+                )
+        elif led.mechanism == "none":
             head = f"non-private, {self.steps} steps (q = {led.sample_rate:.3g})"
         else:
             head = (

@@ -69,6 +69,8 @@ class PrivacyPlan:
         noise_source: ``"config"`` or ``"calibrated"``.
         target_epsilon: the ε the noise was calibrated to (``None`` otherwise).
         poisson: Poisson sampling (else shuffled fixed-size lots).
+        unit: the privacy unit — ``"example"`` (DP-SGD), ``"client"`` (DP-FedAvg:
+            ``n`` clients, ``batch_size`` the expected clients per round).
     """
 
     dp: bool
@@ -85,6 +87,7 @@ class PrivacyPlan:
     noise_source: str
     target_epsilon: float | None
     poisson: bool
+    unit: str = "example"
 
     @property
     def mechanism(self) -> str:
@@ -207,6 +210,7 @@ def make_ledger(
         steps=steps_done,
         delta=plan.delta,
         epsilons=dict(eps),
+        unit=plan.unit,
         errors=dict(errors),
     )
 

@@ -146,11 +146,23 @@ def run_train(
     jobs = [("target", config.train.private)]
     if config.train.baseline and config.train.private:
         jobs.append(("baseline", False))
-    plan = training_plan(config, prepared, [name for name, _ in jobs], references)
+    partition = federated_partition(config, prepared, run) if config.federated.enabled else None
+    plan = training_plan(
+        config,
+        prepared,
+        [name for name, _ in jobs],
+        references,
+        clients=None if partition is None else partition.n_clients,
+    )
     if progress:
         _status(plan.lines())
     for name, dp in jobs:
-        inputs = _train_inputs(config, run, {"dp": str(dp)})
+        extra = {"dp": str(dp)}
+        if partition is not None:
+            from dpaudit.rundir import sha256_text
+
+            extra["federated"] = sha256_text(repr(dataclasses.asdict(config.federated)))
+        inputs = _train_inputs(config, run, extra)
         out_dir = run.path / name
         if resume and run.can_skip(name, inputs):
             lines.append(f"{name}: unchanged, skipped (--resume)")
@@ -158,18 +170,37 @@ def run_train(
             continue
         started = time.monotonic()
         with run.stage(name, inputs, seed=seeds[name]) as record:
-            result = train_model(
-                prepared.train,
-                config=dataclasses.replace(config.train, dp=dp),
-                tokenizer=tokenizer,
-                out_dir=out_dir,
-                eval_records=eval_records,
-                seed=seeds[name],
-                max_length=config.data.max_length,
-                dp=dp,
-                resume=resume,
-                progress=progress,
-            )
+            if partition is not None:
+                from dpaudit.trainers.federated.run import train_federated
+
+                result = train_federated(
+                    prepared.train,
+                    partition=partition,
+                    train=config.train,
+                    federated=config.federated,
+                    tokenizer=tokenizer,
+                    out_dir=out_dir,
+                    eval_records=eval_records,
+                    seed=seeds[name],
+                    max_length=config.data.max_length,
+                    dp=dp,
+                    resume=resume,
+                    progress=progress,
+                    canary_seed=config.seed,
+                )
+            else:
+                result = train_model(
+                    prepared.train,
+                    config=dataclasses.replace(config.train, dp=dp),
+                    tokenizer=tokenizer,
+                    out_dir=out_dir,
+                    eval_records=eval_records,
+                    seed=seeds[name],
+                    max_length=config.data.max_length,
+                    dp=dp,
+                    resume=resume,
+                    progress=progress,
+                )
             from dpaudit.rundir import sha256_tree
 
             record.outputs.update(
@@ -184,6 +215,24 @@ def run_train(
     if run.manifest().get("base_model") != base_model:
         run.update(base_model=base_model)
     return lines
+
+
+def federated_partition(config: RunConfig, prepared: Any, run: RunDir) -> Any:
+    """The clients of a federated run (``data/clients.json``), from the data stage's training list."""
+    from dpaudit.datasets.federated import partition_training_set, write_clients
+
+    fed = config.federated
+    partition = partition_training_set(
+        prepared.train,
+        scheme=fed.partition,
+        n_clients=fed.clients,
+        alpha=fed.dirichlet_alpha,
+        seed=config.seed,
+        min_records=fed.min_client_records,
+        group_field=fed.group_field,
+    )
+    write_clients(run.path / "data" / "clients.json", partition)
+    return partition
 
 
 def _status(lines: list[str]) -> None:
@@ -206,14 +255,19 @@ class TrainingPlan:
     rows: list[tuple[str, int, int, int, str]]
     per_step: float | None = None
     finished: set[str] = dataclasses.field(default_factory=set)
+    federated: bool = False
 
     def lines(self) -> list[str]:
         out = ["plan (stages run in this order; each bar shows its own rate and time left):"]
         for name, steps, n, lot, what in self.rows:
-            out.append(f"  {name:<12} {what}: {steps} steps, lots of ~{lot} from {n} examples")
+            if self.federated:
+                out.append(f"  {name:<12} {what}: {steps} rounds, ~{lot} of {n} clients per round")
+            else:
+                out.append(f"  {name:<12} {what}: {steps} steps, lots of ~{lot} from {n} examples")
         total = sum(r[1] for r in self.rows)
+        word = "federated rounds" if self.federated else "training steps"
         out.append(
-            f"  then attacks, audit and report; {total} training steps in all (an estimate "
+            f"  then attacks, audit and report; {total} {word} in all (an estimate "
             "follows once the first model has trained)"
         )
         return out
@@ -235,7 +289,12 @@ class TrainingPlan:
 
 
 def training_plan(
-    config: RunConfig, prepared: Any, models: list[str], references: int
+    config: RunConfig,
+    prepared: Any,
+    models: list[str],
+    references: int,
+    *,
+    clients: int | None = None,
 ) -> TrainingPlan:
     """The models a run trains, with their step counts (q, T of :func:`plan_privacy`)."""
     from dpaudit.errors import DpauditError
@@ -243,6 +302,20 @@ def training_plan(
 
     n = len(prepared.train)
     rows = []
+    if config.federated.enabled:
+        fed = config.federated
+        for name in models:
+            dp = name == "target" and config.train.private
+            rows.append(
+                (
+                    name,
+                    fed.rounds,
+                    clients if clients is not None else fed.clients,
+                    fed.clients_per_round,
+                    "DP-FedAvg" if dp else "non-private FedAvg",
+                )
+            )
+        return TrainingPlan(rows, federated=True)
     for name in models:
         dp = name == "target" and config.train.private
         what = "DP-SGD" if dp else "non-private"
@@ -524,6 +597,15 @@ def run_audit(
     lines = []
     names = trained_models(run, models)
     for name in names:
+        if config.federated.enabled:
+            from dpaudit.audit.client_level import run_client_audit_stage
+
+            verdict = run_client_audit_stage(
+                run, config, name, seed=stage_seeds(config)["audit"], resume=resume
+            )
+            if verdict is None:
+                lines.append(f"audit/{name}: unchanged, skipped (--resume)")
+            continue
         verdict = run_audit_stage(
             run,
             config,
@@ -576,7 +658,9 @@ def run_all(
         progress=progress,
         argv=argv,
     )
-    if config.data.one_run_canaries:
+    if config.data.one_run_canaries or (
+        config.federated.enabled and config.federated.canary_clients
+    ):
         lines += run_audit(run.path, resume=resume, progress=progress, argv=argv)
     lines += run_report(run.path)
     return RunResult.from_run_dir(run.path, lines)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,7 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     _check_accountant(config)
     _check_train(config)
     _check_data(config, load=data)
+    _check_federated(config)
     from dpaudit.audit.estimators import ESTIMATORS
     from dpaudit.audit.methods import AUDIT_METHODS
     from dpaudit.datasets.canary_designs import CANARY_DESIGNS
@@ -343,6 +345,66 @@ def _check_train(config: RunConfig) -> None:
             resolve_device(t.device)
         except DpauditError as exc:
             raise ConfigError(f"{exc}; use auto or cpu", key="train.device") from None
+
+
+def _check_federated(config: RunConfig) -> None:
+    """A federated run: Flower installed, a client-level audit, references left for later."""
+    fed = config.federated
+    if not fed.enabled:
+        return
+    if sys.version_info < (3, 11):
+        raise ConfigError(
+            "federated.enabled needs Python >= 3.11 (Flower 1.42)", key="federated.enabled"
+        )
+    from dpaudit.trainers.federated.run import check_flower
+
+    try:
+        check_flower()
+    except DpauditError as exc:
+        raise ConfigError(f"federated.enabled: {exc}", key="federated.enabled") from None
+    if config.data.one_run_canaries:
+        raise ConfigError(
+            "data.one_run_canaries must be 0 in a federated run: its audit is client-level, "
+            "with federated.canary_clients (example canaries would be judged against a client ε)",
+            key="data.one_run_canaries",
+        )
+    if config.train.num_references:
+        raise ConfigError(
+            "train.num_references must be 0 in a federated run: references are not yet trained "
+            "by federation, and centrally trained ones would miscalibrate LiRA/RMIA",
+            key="train.num_references",
+        )
+    if config.train.mode == "head":
+        raise ConfigError(
+            "train.mode = head is not supported in a federated run; use full or lora",
+            key="train.mode",
+        )
+    if config.train.task != "causal_lm":
+        raise ConfigError(
+            "federated runs fine-tune causal language models (train.task = causal_lm)",
+            key="train.task",
+        )
+    if fed.partition == "user" and config.data.path and not config.data.user_field:
+        raise ConfigError(
+            "federated.partition = user needs data.user_field (the column naming each record's user)",
+            key="data.user_field",
+        )
+    if fed.partition != "user" and fed.clients_per_round > fed.clients:
+        raise ConfigError(
+            f"federated.clients_per_round = {fed.clients_per_round} exceeds federated.clients = "
+            f"{fed.clients}",
+            key="federated.clients_per_round",
+        )
+    if fed.clipping == "adaptive" and config.train.private:
+        from dpaudit.trainers.federated.server import update_noise_multiplier
+
+        sigma_b = fed.clipped_count_stddev or fed.clients_per_round / 20.0
+        z = config.train.noise_multiplier
+        if z is not None:
+            try:
+                update_noise_multiplier(z, sigma_b)
+            except DpauditError as exc:
+                raise ConfigError(str(exc), key="federated.clipped_count_stddev") from None
 
 
 def _check_data(config: RunConfig, *, load: bool = True) -> None:

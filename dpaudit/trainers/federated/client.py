@@ -1,0 +1,205 @@
+"""The Flower ``ClientApp`` of a federation: real clients train locally, canary clients push a direction.
+
+Partition ids ``0..n_real-1`` are real clients, handled by a :class:`ClientTrainer`
+(:class:`TorchClientTrainer` fine-tunes the model on the client's records; tests
+may plug in a cheaper one); the ids after them are the *included* update
+canaries (:mod:`.canaries`). Only the trainable arrays travel (LoRA adapters
+alone in LoRA mode), as a Flower ``ArrayRecord`` keyed by parameter name; a reply
+carries ``num-examples`` (1: DP-FedAvg weights clients equally) and
+``train-loss``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from dpaudit.config import TrainConfig
+from dpaudit.trainers.data import EncodedExamples, collate, derive_seed
+from dpaudit.trainers.federated.canaries import UpdateCanaries, canary_direction
+
+__all__ = ["ClientTrainer", "TorchClientTrainer", "make_client_app"]
+
+_STREAM_LOCAL = 11
+
+
+class ClientTrainer(Protocol):
+    """Local training of real client ``client`` in round ``server_round``."""
+
+    def train(
+        self,
+        client: int,
+        server_round: int,
+        arrays: Mapping[str, np.ndarray],
+        config: Mapping[str, Any],
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]: ...
+
+
+def make_client_app(
+    trainer: ClientTrainer, *, n_real: int, canaries: UpdateCanaries | None = None
+) -> ClientApp:
+    """A ``ClientApp`` whose train handler dispatches on ``context.node_config["partition-id"]``."""
+    included = [k for k, c in enumerate(canaries.included) if c] if canaries else []
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        record = msg.content.array_records["arrays"]
+        arrays = {k: np.asarray(v.numpy()) for k, v in record.items()}
+        config: dict[str, Any] = dict(msg.content.config_records["config"])
+        server_round = int(config["server-round"])
+        if pid < n_real:
+            new, metrics = trainer.train(pid, server_round, arrays, config)
+        else:
+            assert canaries is not None
+            k = included[pid - n_real]
+            u = canary_direction(k, {key: a.shape for key, a in arrays.items()}, seed=canaries.seed)
+            new = {key: arrays[key] + canaries.norm * u[key] for key in arrays}
+            metrics = {}
+        reply = RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    {k: Array(np.asarray(new[k], dtype=arrays[k].dtype)) for k in arrays}
+                ),
+                "metrics": MetricRecord({"num-examples": 1, **metrics}),
+            }
+        )
+        return Message(reply, reply_to=msg)
+
+    return app
+
+
+class TorchClientTrainer:
+    """Fine-tunes one shared model in place for each client in turn (clients run sequentially).
+
+    Each call loads the global trainable arrays, runs ⌈local_epochs · n_k / B⌉ AdamW
+    steps (a fresh optimizer per round, as in FedAvg) on shuffled mini-batches of
+    the client's records, with FedProx's (μ/2)‖w − w_t‖² added when
+    ``config["proximal-mu"]`` > 0 (Li et al. 2020, *Federated Optimization in
+    Heterogeneous Networks*, MLSys, Eq. 2), and returns the new trainable arrays.
+    Batches and dropout are seeded by (seed, round, client).
+
+    Args:
+        model: the (possibly PEFT) model; its ``requires_grad`` parameters travel.
+        task, input_names: as :class:`~dpaudit.trainers.models.BuiltModel`.
+        examples: every real client's tokenized records.
+        client_indices: per real client, its indices into ``examples``.
+        config: learning rate and weight decay come from it.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        task: str,
+        input_names: Sequence[str],
+        examples: EncodedExamples,
+        client_indices: Sequence[Sequence[int]],
+        config: TrainConfig,
+        local_epochs: float,
+        local_batch_size: int,
+        device: Any,
+        seed: int,
+        pad_id: int,
+    ) -> None:
+        self.model = model.to(device)
+        self.task, self.input_names = task, tuple(input_names)
+        self.examples, self.client_indices = examples, [list(ix) for ix in client_indices]
+        self.config, self.device, self.seed, self.pad_id = config, device, int(seed), int(pad_id)
+        self.local_epochs, self.local_batch_size = float(local_epochs), int(local_batch_size)
+        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The current trainable parameters as float arrays (copies)."""
+        return {n: p.detach().cpu().numpy().copy() for n, p in self.params.items()}
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        import torch
+
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(torch.as_tensor(np.asarray(arrays[n]), dtype=p.dtype, device=p.device))
+
+    def local_steps(self, client: int) -> int:
+        n = len(self.client_indices[client])
+        return max(1, math.ceil(self.local_epochs * n / self.local_batch_size))
+
+    def train(
+        self,
+        client: int,
+        server_round: int,
+        arrays: Mapping[str, np.ndarray],
+        config: Mapping[str, Any],
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        import torch
+
+        from dpaudit.trainers.loop import example_losses
+
+        self.load(arrays)
+        mu = float(config.get("proximal-mu", 0.0) or 0.0)
+        anchor = {n: p.detach().clone() for n, p in self.params.items()} if mu > 0 else {}
+        torch.manual_seed(derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client))
+        rng = np.random.default_rng([self.seed, _STREAM_LOCAL, server_round, client])
+        optimizer = torch.optim.AdamW(
+            list(self.params.values()),
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+        )
+        indices = self.client_indices[client]
+        order: list[int] = []
+        losses = []
+        self.model.train()
+        for _ in range(self.local_steps(client)):
+            if len(order) < min(self.local_batch_size, len(indices)):
+                order += [indices[int(j)] for j in rng.permutation(len(indices))]
+            batch, order = order[: self.local_batch_size], order[self.local_batch_size :]
+            inputs, targets = collate(
+                self.examples,
+                batch,
+                pad_id=self.pad_id,
+                task=self.task,
+                input_names=self.input_names,
+                device=self.device,
+            )
+            loss = example_losses(self.model(**inputs).logits, targets, self.task).mean()
+            losses.append(float(loss.item()))
+            if mu > 0:
+                loss = loss + 0.5 * mu * sum(
+                    torch.sum((p - anchor[n]) ** 2) for n, p in self.params.items()
+                )
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        return self.arrays(), {"train-loss": float(np.mean(losses))}
+
+    def evaluate(self, arrays: Mapping[str, np.ndarray], examples: EncodedExamples) -> float:
+        """Mean example loss of the model with ``arrays`` on ``examples`` (utility by round)."""
+        import torch
+
+        from dpaudit.trainers.loop import example_losses
+
+        self.load(arrays)
+        self.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(examples), 32):
+                batch = list(range(start, min(start + 32, len(examples))))
+                inputs, targets = collate(
+                    examples,
+                    batch,
+                    pad_id=self.pad_id,
+                    task=self.task,
+                    input_names=self.input_names,
+                    device=self.device,
+                )
+                per = example_losses(self.model(**inputs).logits, targets, self.task)
+                total += float(per.sum().item())
+                count += len(batch)
+        return total / max(1, count)

@@ -1,0 +1,352 @@
+"""Train one model by federated averaging on Flower and write the same files as central training.
+
+:func:`train_federated` builds the model, a :class:`~.client.TorchClientTrainer`
+over the clients' records, a Flower ``ClientApp`` (:func:`~.client.make_client_app`)
+and the :class:`~.server.DpFedAvg` strategy, runs ``strategy.start`` for T rounds
+on a :class:`~.grid.LocalGrid`, and writes ``out_dir`` like
+:func:`~dpaudit.trainers.dp_sgd.train_model` (model, adapter, tokenizer,
+``metrics.json``, ``train_ids.json``, ``complete.json``) with a client-level
+``privacy.json`` (``unit = "client"``), plus:
+
+* ``rounds.jsonl`` — per round: clients sampled, replies, clipping norm, unclipped
+  fraction, median update norm, noise std, bytes down and up, train and held-out loss;
+* ``clients.json`` — the partition (:mod:`dpaudit.datasets.federated`);
+* ``canary_clients.json`` — the update canaries' ids, coins, norm and scores
+  ⟨θ_T − θ_0, u_k⟩ (:mod:`.canaries`), when there are any.
+
+A finished ``out_dir`` with the same recipe is returned as it is on ``resume``;
+an unfinished federation starts again from round 1 (no per-round checkpoints yet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpaudit.atomic import atomic_write_text, dumps, read_json, write_json
+from dpaudit.config import FederatedConfig, TrainConfig
+from dpaudit.datasets.federated import PartitionResult, write_clients
+from dpaudit.datasets.records import Record
+from dpaudit.errors import DpauditError
+from dpaudit.trainers.hooks import TrainHooks
+
+__all__ = ["CANARY_FILE", "ROUNDS_FILE", "check_flower", "train_federated"]
+
+ROUNDS_FILE = "rounds.jsonl"
+CANARY_FILE = "canary_clients.json"
+PARTITION_FILE = "clients.json"
+
+
+def check_flower() -> str:
+    """The installed flwr version.
+
+    Raises:
+        DpauditError: flwr is missing or outside the supported range (1.42.x).
+    """
+    try:
+        import flwr
+    except ImportError:
+        raise DpauditError(
+            "federated runs need Flower: pip install 'dpaudit[federated]' (flwr 1.42, Python >= 3.11)"
+        ) from None
+    version = str(getattr(flwr, "__version__", "0"))
+    if not version.startswith("1.42."):
+        raise DpauditError(f"federated runs need flwr 1.42.x, found {version}")
+    return version
+
+
+def _quiet_flower() -> None:
+    """Flower logs every round at INFO on its own logger; dpaudit shows a progress bar instead."""
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+def train_federated(
+    records: Sequence[Record],
+    *,
+    partition: PartitionResult,
+    train: TrainConfig,
+    federated: FederatedConfig,
+    tokenizer: Any,
+    out_dir: str | Path,
+    eval_records: Sequence[Record] = (),
+    seed: int,
+    max_length: int,
+    dp: bool,
+    resume: bool = False,
+    progress: bool = True,
+    hooks: TrainHooks | None = None,
+    canary_seed: int | None = None,
+) -> Any:
+    """Federated fine-tuning of ``train.model`` on ``records``, split as ``partition``.
+
+    Args:
+        records: the training list (members and canary copies; repeats allowed).
+        partition: which record ids each real client holds.
+        train: model, mode, learning rate and the client-level privacy target
+            (``dp``, ``target_epsilon`` / ``noise_multiplier``, ``delta``, ``accountant``).
+        federated: rounds, clients per round, clipping, strategy, canary clients.
+        eval_records: held-out records (utility by round and ``metrics.json``).
+        seed: seeds the model, client sampling, local batches, noise and canaries.
+        dp: DP-FedAvg (clipping + noise) or a non-private federation.
+        hooks: audit variants acting on the server's mechanism.
+        canary_seed: seeds the canary clients' coins and directions (default ``seed``);
+            a run's target and baseline share it, so the baseline is the audit's control.
+
+    Returns:
+        :class:`~dpaudit.trainers.dp_sgd.TrainResult`, with ``steps`` = rounds.
+
+    Raises:
+        DpauditError: flwr missing, bad partition, calibration failure, or an
+            ``out_dir`` holding another run.
+    """
+    check_flower()
+    _quiet_flower()
+    from flwr.app import Array, ArrayRecord, MetricRecord
+    from tqdm.auto import tqdm
+
+    from dpaudit.runfiles.io import write_run_file
+    from dpaudit.runfiles.privacy import UtilityFile
+    from dpaudit.trainers.data import encode_records
+    from dpaudit.trainers.dp_sgd import (
+        COMPLETE_FILE,
+        IDS_FILE,
+        METRICS_FILE,
+        _check_recipe,
+        _metrics,
+        _now,
+        _save_model,
+        load_result,
+        training_recipe,
+    )
+    from dpaudit.trainers.federated.canaries import UpdateCanaries, canary_scores
+    from dpaudit.trainers.federated.client import TorchClientTrainer, make_client_app
+    from dpaudit.trainers.federated.grid import LocalGrid
+    from dpaudit.trainers.federated.privacy import plan_client_privacy
+    from dpaudit.trainers.federated.server import AdaptiveClipping, DpFedAvg, ServerMechanism
+    from dpaudit.trainers.models import build_model, check_precision, resolve_device, weights_sha256
+    from dpaudit.trainers.privacy import PRIVACY_FILE, make_ledger, write_privacy
+
+    started = time.perf_counter()
+    hooks = hooks or TrainHooks()
+    out_dir = Path(out_dir)
+    records = list(records)
+    config = dataclasses.replace(train, dp=dp)
+    device = resolve_device(config.device)
+    precision = check_precision(device, config.precision)
+    recipe = training_recipe(
+        records,
+        config=config,
+        tokenizer=tokenizer,
+        seed=seed,
+        max_length=max_length,
+        device_type=device.type,
+        hooks_key=hooks.recipe_key,
+    )
+    recipe.update(
+        {f"federated.{k}": v for k, v in dataclasses.asdict(federated).items()},
+        partition=partition.to_dict(),
+        canary_seed=canary_seed,
+    )
+    recipe = read_json_roundtrip(recipe)
+    if (out_dir / COMPLETE_FILE).is_file():
+        if not resume:
+            raise DpauditError(
+                f"{out_dir}: already holds a finished training run; resume or choose another directory"
+            )
+        _check_recipe(
+            read_json(out_dir / COMPLETE_FILE).get("recipe", {}), recipe, out_dir / COMPLETE_FILE
+        )
+        return load_result(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not resume:
+            raise DpauditError(
+                f"{out_dir}: holds an unfinished federation; resume it or choose another directory"
+            )
+        shutil.rmtree(out_dir)  # no per-round checkpoints: start the federation again
+
+    examples = encode_records(
+        records, tokenizer, max_length=max_length, task=config.task, num_labels=config.num_labels
+    )
+    by_id: dict[str, list[int]] = {}
+    for i, rid in enumerate(examples.ids):
+        by_id.setdefault(rid, []).append(i)
+    client_indices = [
+        [i for rid in c.record_ids for i in by_id.get(rid, [])] for c in partition.clients
+    ]
+    empty = [c.client_id for c, ix in zip(partition.clients, client_indices, strict=True) if not ix]
+    if empty:
+        raise DpauditError(f"clients without training records: {', '.join(empty[:5])}")
+    n_real = partition.n_clients
+    plan = plan_client_privacy(config, federated, n_real, dp=dp)
+    built = build_model(config, tokenizer, seed=seed, max_length=max_length)
+    initial_sha256 = weights_sha256(built.model)
+    trainer = TorchClientTrainer(
+        model=built.model,
+        task=built.task,
+        input_names=built.input_names,
+        examples=examples,
+        client_indices=client_indices,
+        config=config,
+        local_epochs=federated.local_epochs,
+        local_batch_size=federated.local_batch_size,
+        device=device,
+        seed=seed,
+        pad_id=tokenizer.pad_token_id,
+    )
+    initial = trainer.arrays()
+    canaries = (
+        UpdateCanaries.draw(
+            federated.canary_clients,
+            seed=seed if canary_seed is None else canary_seed,
+            norm=federated.clip_norm,
+        )
+        if federated.canary_clients
+        else None
+    )
+    n_canary_nodes = sum(canaries.included) if canaries else 0
+    adaptive = None
+    if dp and federated.clipping == "adaptive":
+        adaptive = AdaptiveClipping(
+            federated.target_unclipped_quantile,
+            federated.clip_learning_rate,
+            federated.clipped_count_stddev or federated.clients_per_round / 20.0,
+        )
+    mechanism = ServerMechanism(
+        sample_rate=plan.sample_rate,
+        noise_multiplier=plan.noise_multiplier,
+        clip_norm=plan.max_grad_norm,
+        denominator=plan.sample_rate * n_real,
+        adaptive=adaptive,
+    )
+    eval_examples = None
+    eval_list = list(eval_records)[: federated.max_eval_records]
+    if eval_list:
+        eval_examples = encode_records(
+            eval_list,
+            tokenizer,
+            max_length=max_length,
+            task=config.task,
+            num_labels=config.num_labels,
+        )
+    rounds: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=plan.steps,
+        disable=not progress,
+        desc=f"{'DP-FedAvg' if dp else 'non-private FedAvg'} {out_dir.name}",
+        unit="round",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+    def on_round(record: dict[str, Any]) -> None:
+        rounds.append(record)
+        bar.update(1)
+        bar.set_postfix(clients=record["replies"], loss=record["train_loss"] or "-")
+
+    strategy = DpFedAvg(
+        mechanism=mechanism,
+        seed=seed,
+        server_learning_rate=federated.server_learning_rate,
+        proximal_mu=federated.proximal_mu if federated.strategy == "fedprox" else 0.0,
+        hooks=hooks if dp else None,
+        on_round=on_round,
+    )
+    grid = LocalGrid(
+        make_client_app(trainer, n_real=n_real, canaries=canaries), n_real + n_canary_nodes
+    )
+
+    def evaluate_fn(server_round: int, arrays: Any) -> Any:
+        if eval_examples is None:
+            return None
+        loss = trainer.evaluate({k: v.numpy() for k, v in arrays.items()}, eval_examples)
+        return MetricRecord({"eval-loss": loss})
+
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+            num_rounds=plan.steps,
+            evaluate_fn=evaluate_fn if eval_examples is not None else None,
+        )
+    finally:
+        bar.close()
+    final = {k: np.asarray(v.numpy()) for k, v in result.arrays.items()}
+    trainer.load(final)
+    model = trainer.model
+    model.eval()
+    for record in rounds:
+        group = str(record["round"])
+        record["bytes_down"] = grid.bytes_down.get(group, 0)
+        record["bytes_up"] = grid.bytes_up.get(group, 0)
+        ev = result.evaluate_metrics_serverapp.get(record["round"])
+        record["eval_loss"] = float(ev["eval-loss"]) if ev is not None else None  # type: ignore[arg-type]
+    log = [{"step": r["round"], "loss": r["train_loss"], "seconds": 0.0} for r in rounds]
+    metrics = _metrics(
+        model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_model(model, built, tokenizer, out_dir)
+    write_json(out_dir / IDS_FILE, {"ids": list(examples.ids)})
+    atomic_write_text(out_dir / ROUNDS_FILE, "".join(dumps(r, indent=None) for r in rounds))
+    write_clients(out_dir / PARTITION_FILE, partition)
+    if canaries is not None:
+        scores = canary_scores(canaries, initial, final)
+        write_json(
+            out_dir / CANARY_FILE,
+            {
+                "schema": "dpaudit.canary_clients/1",
+                "design": "update-direction",
+                "ids": list(canaries.ids),
+                "included": list(canaries.included),
+                "norm": canaries.norm,
+                "dimension": int(sum(a.size for a in initial.values())),
+                "seed": canaries.seed,
+                "scores": [float(s) for s in scores],
+            },
+        )
+    write_run_file(out_dir / METRICS_FILE, UtilityFile.from_dict(metrics))
+    ledger = make_ledger(plan, plan.steps)
+    write_privacy(out_dir / PRIVACY_FILE, plan, ledger, complete=True)
+    seconds = time.perf_counter() - started
+    write_json(
+        out_dir / COMPLETE_FILE,
+        {
+            "recipe": recipe,
+            "steps": plan.steps,
+            "device": str(device),
+            "seconds": seconds,
+            "finished": _now(),
+            "initial_sha256": initial_sha256,
+        },
+    )
+    return load_result(out_dir)
+
+
+def read_json_roundtrip(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it reads back from JSON (tuples become lists), so recipes compare equal."""
+    import json
+
+    return dict(json.loads(dumps(value)))
+
+
+def round_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over ``rounds.jsonl`` for reports: bytes, clients, final clipping norm."""
+    if not rounds:
+        return {"rounds": 0}
+    return {
+        "rounds": len(rounds),
+        "mean_clients": float(np.mean([r["replies"] for r in rounds])),
+        "bytes_total": int(sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in rounds)),
+        "final_clip_norm": rounds[-1].get("next_clip_norm", rounds[-1].get("clip_norm")),
+        "final_eval_loss": rounds[-1].get("eval_loss"),
+        "empty_rounds": sum(1 for r in rounds if r["replies"] == 0),
+        "max_noise_std": max((r.get("noise_std") or 0.0) for r in rounds),
+    }

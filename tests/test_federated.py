@@ -1,0 +1,453 @@
+"""Federated DP-FedAvg on Flower (dpaudit.trainers.federated) and its client-level audit.
+
+Fast tests drive the real Flower strategy, ClientApp and LocalGrid with a cheap
+numpy client (local gradient steps towards a client's own optimum); the tiny
+language model is used where the model matters (LoRA-only traffic, the CLI run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from dpaudit.accounting import PrivacyLedger  # noqa: E402
+from dpaudit.audit.gradient_canaries import gradient_canary_audit  # noqa: E402
+from dpaudit.audit.variants import NoNoise  # noqa: E402
+from dpaudit.audit.verdict import CONSISTENT, INCONCLUSIVE, VIOLATION, judge  # noqa: E402
+from dpaudit.config import FederatedConfig, TrainConfig  # noqa: E402
+from dpaudit.errors import DpauditError  # noqa: E402
+from dpaudit.trainers.federated.canaries import (  # noqa: E402
+    UpdateCanaries,
+    canary_direction,
+    canary_scores,
+)
+from dpaudit.trainers.federated.client import make_client_app  # noqa: E402
+from dpaudit.trainers.federated.grid import LocalGrid  # noqa: E402
+from dpaudit.trainers.federated.privacy import plan_client_privacy  # noqa: E402
+from dpaudit.trainers.federated.server import (  # noqa: E402
+    AdaptiveClipping,
+    DpFedAvg,
+    ServerMechanism,
+    update_noise_multiplier,
+)
+from dpaudit.trainers.privacy import make_ledger  # noqa: E402
+
+D = 4000  # trainable dimension of the numpy model
+
+
+class QuadraticClients:
+    """Client k takes `steps` gradient steps on ||w - t_k||^2 / 2 from the global w."""
+
+    def __init__(self, n: int, *, seed: int = 0, lr: float = 0.3, steps: int = 2, scale=0.05):
+        rng = np.random.default_rng(seed)
+        self.targets = [rng.normal(0.0, scale, D).astype(np.float32) for _ in range(n)]
+        self.lr, self.steps, self.calls = lr, steps, []
+
+    def train(self, client, server_round, arrays, config):
+        self.calls.append((server_round, client))
+        w = np.array(arrays["w"], dtype=np.float32)
+        for _ in range(self.steps):
+            w = w - self.lr * (w - self.targets[client])
+        return {"w": w}, {"train-loss": float(np.sum((w - self.targets[client]) ** 2))}
+
+
+def simulate(
+    *,
+    n: int = 20,
+    m: int = 5,
+    rounds: int = 12,
+    sigma: float = 0.0,
+    clip: float | None = 1.0,
+    canaries: UpdateCanaries | None = None,
+    seed: int = 0,
+    hooks=None,
+    adaptive: AdaptiveClipping | None = None,
+    clients=None,
+):
+    """Run DpFedAvg on a LocalGrid; return (final w, round records, grid, clients)."""
+    from flwr.app import Array, ArrayRecord
+
+    clients = clients or QuadraticClients(n, seed=seed)
+    records = []
+    q = m / n
+    strategy = DpFedAvg(
+        mechanism=ServerMechanism(q, sigma, clip, q * n, adaptive),
+        seed=seed,
+        hooks=hooks,
+        on_round=records.append,
+    )
+    n_canary = sum(canaries.included) if canaries else 0
+    grid = LocalGrid(make_client_app(clients, n_real=n, canaries=canaries), n + n_canary)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({"w": Array(np.zeros(D, np.float32))}),
+        num_rounds=rounds,
+    )
+    return np.asarray(result.arrays["w"].numpy()), records, grid, clients
+
+
+# ----------------------------------------------------------------------------- ledger
+def test_client_ledger_equals_dpaudit_accountant(invoke):
+    """The ledger's client-level ε is `dpaudit accountant` at q = m/N, σ, T = rounds."""
+    train = TrainConfig(noise_multiplier=1.1, delta=1e-5)
+    fed = FederatedConfig(enabled=True, clients_per_round=5, rounds=12)
+    plan = plan_client_privacy(train, fed, 20, dp=True)
+    ledger = make_ledger(plan, plan.steps)
+    assert (plan.sample_rate, plan.steps, ledger.unit) == (0.25, 12, "client")
+    assert ledger.adjacency == "add/remove"
+    out = invoke("accountant", "-q", "0.25", "-s", "1.1", "-t", "12", "-d", "1e-5", "--json")
+    cli = json.loads(out.output)
+    assert set(cli["epsilon"]) == set(ledger.epsilons)
+    for name, eps in cli["epsilon"].items():
+        assert ledger.epsilons[name] == eps, name
+    assert PrivacyLedger.from_dict(ledger.to_dict()) == ledger
+
+
+def test_client_noise_calibrated_to_target_epsilon():
+    train = TrainConfig(target_epsilon=2.0, delta=1e-5)
+    fed = FederatedConfig(enabled=True, clients_per_round=10, rounds=30)
+    plan = plan_client_privacy(train, fed, 100, dp=True)
+    eps = make_ledger(plan, plan.steps).epsilons["pld"]
+    assert plan.noise_source == "calibrated"
+    assert 1.9 < eps <= 2.0 + 1e-6
+    with pytest.raises(DpauditError, match="exceeds the 4 clients"):
+        plan_client_privacy(train, fed, 4, dp=True)
+
+
+# ---------------------------------------------------------------------------- server
+def test_poisson_sampling_rate_and_reproducibility():
+    strategy = DpFedAvg(mechanism=ServerMechanism(0.3, 0.0, None, 30.0), seed=3)
+    nodes = list(range(1, 101))
+    counts = [len(strategy.sample_nodes(r, nodes)) for r in range(1, 201)]
+    # Binomial(100, 0.3) per round: mean 30, sd 4.58; the mean of 200 rounds has sd 0.32
+    assert abs(np.mean(counts) - 30.0) < 1.5
+    assert np.std(counts) == pytest.approx(math.sqrt(100 * 0.3 * 0.7), rel=0.2)
+    again = DpFedAvg(mechanism=ServerMechanism(0.3, 0.0, None, 30.0), seed=3)
+    assert again.sample_nodes(7, nodes) == strategy.sample_nodes(7, nodes)
+    assert strategy.sample_nodes(7, nodes) != strategy.sample_nodes(8, nodes)
+
+
+def test_fixed_denominator_clipping_and_noise_on_empty_rounds():
+    # no noise: the step is the sum of clipped updates over qN, whoever joined
+    w, records, _, clients = simulate(n=10, m=5, rounds=1, clip=0.01, seed=1)
+    joined = [c for r, c in clients.calls if r == 1]
+    assert len(joined) == records[0]["replies"] > 0
+    expected = np.zeros(D)
+    for c in joined:
+        delta = clients.targets[c] * (1 - (1 - clients.lr) ** clients.steps)
+        expected += delta * min(1.0, 0.01 / np.linalg.norm(delta))
+    np.testing.assert_allclose(w, expected / 5.0, rtol=1e-4, atol=1e-7)
+
+    # q so small that nobody joins: the round still releases N(0, (zC)^2) / qN
+    def empty_round(seed):
+        from flwr.app import Array, ArrayRecord
+
+        records, spy = [], QuadraticClients(10)
+        strategy = DpFedAvg(
+            mechanism=ServerMechanism(1e-9, 2.0, 0.5, 1.0), seed=seed, on_round=records.append
+        )
+        grid = LocalGrid(make_client_app(spy, n_real=10), 10)
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord({"w": Array(np.zeros(D, np.float32))}),
+            num_rounds=1,
+        )
+        assert records[0]["replies"] == 0 and not spy.calls
+        return np.asarray(result.arrays["w"].numpy())
+
+    w = empty_round(0)
+    assert np.std(w) == pytest.approx(2.0 * 0.5 / 1.0, rel=0.05)
+    np.testing.assert_array_equal(w, empty_round(0))  # same seed, same noise
+    assert not np.array_equal(w, empty_round(1))
+
+
+def test_adaptive_clipping_tracks_the_quantile():
+    """Andrew et al. 2021: C grows while every update is clipped, shrinks while none is."""
+    adaptive = AdaptiveClipping(0.5, 0.2, 0.5)
+    _, big, *_ = simulate(n=10, m=5, rounds=12, clip=1e-4, adaptive=adaptive)
+    norms = [r["next_clip_norm"] for r in big]
+    assert all(b > a for a, b in zip([1e-4, *norms], norms, strict=False))
+    assert norms[-1] > 1e-4 * math.exp(0.2 * 0.5 * 11)
+    _, small, *_ = simulate(n=10, m=5, rounds=12, clip=1e3, adaptive=adaptive)
+    norms = [r["next_clip_norm"] for r in small]
+    assert all(b < a for a, b in zip([1e3, *norms], norms, strict=False))
+
+
+def test_adaptive_noise_split():
+    # z_update^-2 + (2 sigma_b)^-2 = z^-2 (Andrew et al. 2021, Theorem 1)
+    z, sb = 1.0, 2.0
+    zd = update_noise_multiplier(z, sb)
+    assert zd**-2 + (2 * sb) ** -2 == pytest.approx(z**-2)
+    assert zd > z
+    with pytest.raises(DpauditError, match="2·σ_b"):
+        update_noise_multiplier(3.0, 1.0)
+
+
+def test_fedprox_mu_reaches_clients():
+    strategy = DpFedAvg(mechanism=ServerMechanism(1.0, 0.0, None, 4.0), seed=0, proximal_mu=0.1)
+
+    class Spy(QuadraticClients):
+        def train(self, client, server_round, arrays, config):
+            self.mus = getattr(self, "mus", []) + [config["proximal-mu"]]
+            return super().train(client, server_round, arrays, config)
+
+    from flwr.app import Array, ArrayRecord
+
+    spy = Spy(4)
+    grid = LocalGrid(make_client_app(spy, n_real=4), 4)
+    strategy.start(
+        grid=grid, initial_arrays=ArrayRecord({"w": Array(np.zeros(D, np.float32))}), num_rounds=1
+    )
+    assert spy.mus == [0.1] * 4
+
+
+# ----------------------------------------------------------------------------- audit
+def audit(w, canaries, *, sigma, m, n, rounds, delta=1e-6):
+    scores = canary_scores(canaries, {"w": np.zeros(D, np.float32)}, {"w": w})
+    lower = gradient_canary_audit(scores, np.array(canaries.included), delta=delta, confidence=0.95)
+    from dpaudit.trainers.privacy import PrivacyPlan
+
+    plan = PrivacyPlan(
+        sigma > 0,
+        n,
+        m,
+        m / n,
+        rounds,
+        m / n * rounds,
+        sigma,
+        1.0,
+        delta,
+        "config",
+        "pld",
+        "config",
+        None,
+        True,
+        "client",
+    )
+    return judge(lower, make_ledger(plan, rounds).epsilons, "pld")
+
+
+def test_canary_directions_are_unit_and_seeded():
+    shapes = {"a": (30, 20), "b": (400,)}
+    u = canary_direction(3, shapes, seed=1)
+    assert {k: v.shape for k, v in u.items()} == shapes
+    assert math.sqrt(sum(float(np.sum(v * v)) for v in u.values())) == pytest.approx(1.0)
+    np.testing.assert_array_equal(u["a"], canary_direction(3, shapes, seed=1)["a"])
+    assert abs(float(np.sum(u["b"] * canary_direction(4, shapes, seed=1)["b"]))) < 0.2
+
+
+N_REAL, M_ROUND, ROUNDS, N_CANARY = 20, 10, 20, 200
+
+
+def _sigma_for_epsilon_one() -> float:
+    from dpaudit.accounting import calibrate_noise
+
+    return float(
+        calibrate_noise(
+            target_epsilon=1.0,
+            delta=1e-6,
+            sampling_rate=M_ROUND / N_REAL,
+            steps=ROUNDS,
+            accountant="pld",
+        )
+    )
+
+
+SIGMA_EPS1 = _sigma_for_epsilon_one()
+
+
+def test_non_private_federation_is_detected():
+    canaries = UpdateCanaries.draw(N_CANARY, seed=5, norm=1.0)
+    w, *_ = simulate(n=N_REAL, m=M_ROUND, rounds=ROUNDS, clip=None, canaries=canaries, seed=5)
+    verdict = audit(w, canaries, sigma=0.0, m=M_ROUND, n=N_REAL, rounds=ROUNDS)
+    assert verdict.verdict == "not-private"
+    assert verdict.lower.epsilon > 1.5, verdict.lower
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dp_fedavg_at_small_epsilon_is_not_a_violation(seed):
+    sigma = SIGMA_EPS1
+    canaries = UpdateCanaries.draw(N_CANARY, seed=seed, norm=1.0)
+    w, *_ = simulate(
+        n=N_REAL, m=M_ROUND, rounds=ROUNDS, sigma=sigma, clip=1.0, canaries=canaries, seed=seed
+    )
+    verdict = audit(w, canaries, sigma=sigma, m=M_ROUND, n=N_REAL, rounds=ROUNDS)
+    assert verdict.claimed_epsilon == pytest.approx(1.0, abs=0.05)
+    assert verdict.verdict in (CONSISTENT, INCONCLUSIVE) and verdict.verdict != VIOLATION
+
+
+def test_noise_silently_removed_is_a_violation():
+    sigma = SIGMA_EPS1
+    canaries = UpdateCanaries.draw(N_CANARY, seed=0, norm=1.0)
+    w, records, *_ = simulate(
+        n=N_REAL,
+        m=M_ROUND,
+        rounds=ROUNDS,
+        sigma=sigma,
+        clip=1.0,
+        canaries=canaries,
+        hooks=NoNoise(),
+    )
+    assert all(r["noise_std"] == 0.0 for r in records)
+    verdict = audit(w, canaries, sigma=sigma, m=M_ROUND, n=N_REAL, rounds=ROUNDS)
+    assert verdict.verdict == VIOLATION, (verdict.lower.epsilon, verdict.claimed_epsilon)
+
+
+# ------------------------------------------------------------------- the language model
+NAMES = "ana bo cy di ed fay gus hal".split()
+DAYS = "monday tuesday wednesday thursday friday".split()
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from dpaudit.datasets.records import Record
+    from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+
+    rng = random.Random(0)
+    recs = [
+        Record(
+            f"r{i:03d}",
+            f"patient {rng.randint(10, 99)} {'visited' if i % 2 else 'called'} dr "
+            f"{rng.choice(NAMES)} on {rng.choice(DAYS)}",
+            meta={"user": f"u{i % 10:02d}"},
+        )
+        for i in range(100)
+    ]
+    return recs[:80], recs[80:], train_bpe_tokenizer([r.text for r in recs], vocab_size=300)
+
+
+def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
+    from dpaudit.datasets.federated import partition_by_user
+    from dpaudit.trainers.federated.run import train_federated
+    from dpaudit.trainers.models import build_model
+
+    train, held, tok = corpus
+    partition = partition_by_user(train)
+    assert partition.n_clients == 10
+    config = TrainConfig(mode="lora", lora_rank=2, device="cpu", noise_multiplier=1.0)
+    fed = FederatedConfig(
+        enabled=True, clients_per_round=3, rounds=2, canary_clients=20, clip_norm=0.5
+    )
+    result = train_federated(
+        train,
+        partition=partition,
+        train=config,
+        federated=fed,
+        tokenizer=tok,
+        out_dir=tmp_path / "fl",
+        eval_records=held,
+        seed=0,
+        max_length=24,
+        dp=True,
+        progress=False,
+    )
+    built = build_model(config, tok, seed=0, max_length=24)
+    adapter = {n: p for n, p in built.model.named_parameters() if p.requires_grad}
+    assert adapter and all("lora_" in n for n in adapter)
+    payload = sum(p.numel() * 4 for p in adapter.values())
+    rounds = [
+        json.loads(line) for line in (tmp_path / "fl" / "rounds.jsonl").read_text().splitlines()
+    ]
+    assert len(rounds) == 2 and result.ledger.unit == "client" and result.steps == 2
+    for r in rounds:
+        assert r["sampled"] >= 0
+        if r["sampled"]:
+            per_message = r["bytes_down"] / r["sampled"]
+            assert payload <= per_message < payload * 1.02 + 2048, (per_message, payload)
+            assert r["bytes_up"] / r["sampled"] < payload * 1.02 + 2048
+    full = sum(p.numel() * 4 for p in built.model.parameters())
+    assert payload * 20 < full  # only the adapter travelled
+    privacy = json.loads((tmp_path / "fl" / "privacy.json").read_text())
+    assert privacy["unit"] == "client" and privacy["n_examples"] == 10
+    assert privacy["sample_rate"] == pytest.approx(0.3) and privacy["steps"] == 2
+    canary = json.loads((tmp_path / "fl" / "canary_clients.json").read_text())
+    assert canary["dimension"] == payload // 4 and len(canary["scores"]) == 20
+    # resume returns the finished federation; a different recipe is refused
+    again = train_federated(
+        train,
+        partition=partition,
+        train=config,
+        federated=fed,
+        tokenizer=tok,
+        out_dir=tmp_path / "fl",
+        eval_records=held,
+        seed=0,
+        max_length=24,
+        dp=True,
+        progress=False,
+        resume=True,
+    )
+    assert again.ledger == result.ledger
+    with pytest.raises(DpauditError):
+        train_federated(
+            train,
+            partition=partition,
+            train=config,
+            federated=dataclasses.replace(fed, rounds=3),
+            tokenizer=tok,
+            out_dir=tmp_path / "fl",
+            eval_records=held,
+            seed=0,
+            max_length=24,
+            dp=True,
+            progress=False,
+            resume=True,
+        )
+
+
+# ----------------------------------------------------------------------------- the CLI
+def _fl_sets(tmp_path):
+    return [
+        "--set", f"runs_dir={tmp_path}",
+        "--set", "data.synth_n=300",
+        "--set", "federated.rounds=3",
+        "--set", "federated.clients_per_round=10",
+        "--set", "federated.canary_clients=60",
+    ]  # fmt: skip
+
+
+def test_federated_config_errors_exit_2_before_work(invoke, tmp_path):
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+
+    res = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "configs/fl-quickstart.toml",
+            *_fl_sets(tmp_path),
+            "--set",
+            "data.one_run_canaries=50",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "data.one_run_canaries must be 0 in a federated run" in res.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
+    res = invoke("run", "configs/fl-quickstart.toml", *_fl_sets(tmp_path))
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "fl-quickstart"
+    privacy = json.loads((run / "target" / "privacy.json").read_text())
+    assert privacy["unit"] == "client" and privacy["steps"] == 3
+    clients = json.loads((run / "data" / "clients.json").read_text())
+    assert privacy["n_examples"] == len(clients["clients"])
+    assert privacy["sample_rate"] == pytest.approx(10 / len(clients["clients"]))
+    bounds = json.loads((run / "audit" / "bounds.json").read_text())["models"]
+    assert bounds["target"]["canary_design"] == "update-canary-clients"
+    assert bounds["baseline"]["verdict"] == "not-private"
+    assert bounds["target"]["verdict"] in ("consistent", "inconclusive")
+    assert bounds["target"]["lower"]["n_canaries"] == 60
+    report = (run / "report" / "report.md").read_text()
+    assert "one training client (add/remove adjacency)" in report
+    assert "DP-FedAvg client-level" in res.output
