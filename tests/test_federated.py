@@ -451,3 +451,11 @@ def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
     report = (run / "report" / "report.md").read_text()
     assert "one training client (add/remove adjacency)" in report
     assert "DP-FedAvg client-level" in res.output
+    assert "Federated training (target):" in report
+    fed = json.loads((run / "report" / "report.json").read_text())["run"]["federation"]
+    rounds = [json.loads(x) for x in (run / "target" / "rounds.jsonl").read_text().splitlines()]
+    assert fed["target"]["clients"] == len(clients["clients"]) and fed["target"]["rounds"] == 3
+    assert fed["target"]["bytes_down"] == sum(r["bytes_down"] for r in rounds) > 0
+    assert fed["target"]["canary_clients"] == 60
+    html = (run / "report" / "report.html").read_text()
+    assert 'id="federation-target"' in html

@@ -60,6 +60,7 @@ from dpaudit.runfiles.report import (
     CanarySection,
     EpsilonLower,
     ExtractedCount,
+    FederationSummary,
     FilesAtRest,
     Fingerprints,
     Generator,
@@ -828,11 +829,57 @@ def _model_cards(
     return cards
 
 
+def _federation(reader: _Reader, name: str) -> FederationSummary | None:
+    """The federated training of ``name`` from its ``rounds.jsonl`` (``None``: not federated)."""
+    path = reader.root / name / "rounds.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        rounds = [
+            json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line
+        ]
+    except ValueError as exc:
+        raise InputError(path, f"not valid JSON lines: {exc}") from None
+    reader.track(path)
+    clients = _json_object(reader, name, "clients.json") or {}
+    canaries = _json_object(reader, name, "canary_clients.json") or {}
+    n = len(clients.get("clients") or [])
+    t = len(rounds)
+    down = int(sum(r.get("bytes_down") or 0 for r in rounds))
+    up = int(sum(r.get("bytes_up") or 0 for r in rounds))
+    last = rounds[-1] if rounds else {}
+    evals = [r.get("eval_loss") for r in rounds if r.get("eval_loss") is not None]
+    m = len(canaries.get("ids") or [])
+    per_round = (down + up) / t if t else 0.0
+    statement = (
+        f"Trained by federated averaging over {n} clients ({clients.get('scheme', '?')} partition) "
+        f"for {t} rounds, {sum(r.get('replies', 0) for r in rounds) / max(t, 1):.1f} replies per "
+        f"round on average; {per_round / 1e6:.2f} MB travelled per round."
+    )
+    return FederationSummary(
+        clients=n,
+        partition=str(clients.get("scheme", "unknown")),
+        rounds=t,
+        mean_clients_per_round=sum(r.get("replies", 0) for r in rounds) / max(t, 1),
+        empty_rounds=sum(1 for r in rounds if not r.get("replies")),
+        final_clip_norm=last.get("next_clip_norm", last.get("clip_norm")),
+        bytes_down=down,
+        bytes_up=up,
+        bytes_per_round=per_round,
+        eval_loss_first=evals[0] if evals else None,
+        eval_loss_last=evals[-1] if evals else None,
+        canary_clients=m,
+        canary_dimension=canaries.get("dimension"),
+        statement=statement,
+    )
+
+
 def _run_section(
     run: RunDir,
     manifest: ManifestFile,
     revealed: bool = False,
     model_cards: dict[str, ModelCard] | None = None,
+    federation: dict[str, FederationSummary] | None = None,
 ) -> RunSection:
     # Paths relative to the working directory unless $DPAUDIT_ABSOLUTE_PATHS (also for a
     # manifest written by an older dpaudit, which recorded them absolute).
@@ -854,6 +901,7 @@ def _run_section(
         config_changed_on_resume=manifest.config_changed_on_resume,
         files_at_rest=_files_at_rest(run, revealed),
         model_cards=model_cards,
+        federation=federation or None,
     )
 
 
@@ -937,7 +985,13 @@ def collect_model(
     checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
     report = Report(
         revealed=bool(reveal),
-        run=_run_section(run, manifest, bool(reveal), cards),
+        run=_run_section(
+            run,
+            manifest,
+            bool(reveal),
+            cards,
+            {n: f for n in present if (f := _federation(reader, n)) is not None},
+        ),
         generator=Generator(dpaudit_version=__version__),
         policy=PolicySection(
             thresholds=thresholds,

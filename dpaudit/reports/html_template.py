@@ -8,6 +8,23 @@ N/A, VIOLATION...) so that the verdict survives greyscale printing.
 
 from __future__ import annotations
 
+FEDERATION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("clients", "Clients N"),
+    ("partition", "Partition"),
+    ("rounds", "Rounds T"),
+    ("mean_clients_per_round", "Replies per round (mean)"),
+    ("empty_rounds", "Empty rounds (noise only)"),
+    ("final_clip_norm", "Clipping norm C after the last round"),
+    ("bytes_per_round", "Bytes per round (down + up)"),
+    ("bytes_down", "Bytes to clients, all rounds"),
+    ("bytes_up", "Bytes from clients, all rounds"),
+    ("eval_loss_first", "Held-out loss after round 1"),
+    ("eval_loss_last", "Held-out loss after the last round"),
+    ("canary_clients", "Update-canary clients (client-level audit)"),
+    ("canary_dimension", "Trainable parameters the canaries span"),
+)
+"""The rows of a federation summary (``run.federation``)."""
+
 MODEL_CARD_FIELDS: tuple[tuple[str, str], ...] = (
     ("model", "Model"),
     ("source", "Source"),
@@ -114,6 +131,7 @@ footer { margin-top: 36px; font-size: 12px; color: var(--muted); border-top: 1px
 """
 
 TEMPLATE = (
+    "{% set federation_fields = " + repr([list(pair) for pair in FEDERATION_FIELDS]) + " %}"
     "{% set card_fields = "
     + repr([list(pair) for pair in MODEL_CARD_FIELDS])
     + " %}"
@@ -335,6 +353,15 @@ report is then confidential.</p>
 <p>{{ card.statement }}</p>
 <table><tbody>{% for key, label in card_fields %}{% set value = card.get(key) %}{% if value is not none and value != [] and value != {} %}
 <tr><th style="width:28%">{{ label }}</th><td class="mono">{% if value is mapping %}{% for f, h in value.items() %}{{ f }}: {{ h }}{% if not loop.last %}<br>{% endif %}{% endfor %}{% elif value is number %}{{ "{:,}".format(value) }}{% elif value is string %}{{ value }}{% else %}{{ value|join(", ") }}{% endif %}</td></tr>
+{% endif %}{% endfor %}</tbody></table>
+{% endfor %}
+{% endif %}
+{% if v.run.federation is defined and v.run.federation %}
+{% for m, fed in v.run.federation.items() %}
+<h3 id="federation-{{ m }}">Federated training: {{ m }}</h3>
+<p>{{ fed.statement }}</p>
+<table><tbody>{% for key, label in federation_fields %}{% set value = fed.get(key) %}{% if value is not none %}
+<tr><th style="width:28%">{{ label }}</th><td class="mono">{% if value is number and value is not integer and value|abs >= 1000 %}{{ "{:,.0f}".format(value) }}{% elif value is number and value is not integer %}{{ "{:.4g}".format(value) }}{% elif value is number %}{{ "{:,}".format(value) }}{% else %}{{ value }}{% endif %}</td></tr>
 {% endif %}{% endfor %}</tbody></table>
 {% endfor %}
 {% endif %}

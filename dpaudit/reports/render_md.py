@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dpaudit.accounting import accountant_names
-from dpaudit.reports.html_template import MODEL_CARD_FIELDS
+from dpaudit.reports.html_template import FEDERATION_FIELDS, MODEL_CARD_FIELDS
 from dpaudit.reports.view import build_view
 
 __all__ = ["render_markdown"]
@@ -50,6 +50,31 @@ def _model_cards(cards: Mapping[str, Any] | None) -> list[str]:
                 [label, _card_value(card.get(key))]
                 for key, label in MODEL_CARD_FIELDS
                 if card.get(key) not in (None, [], {})
+            ],
+        )
+    return out
+
+
+def _fed_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return _card_value(value)
+
+
+def _federation(summaries: Mapping[str, Any] | None) -> list[str]:
+    """Each federated model (``run.federation``): its statement, then its fields."""
+    out: list[str] = []
+    for model, fed in (summaries or {}).items():
+        out += [f"Federated training ({model}):", "", fed["statement"], ""]
+        out += _table(
+            ["", ""],
+            [
+                [
+                    label,
+                    _fed_value(fed[key]),
+                ]
+                for key, label in FEDERATION_FIELDS
+                if fed.get(key) is not None
             ],
         )
     return out
@@ -302,6 +327,7 @@ def render_markdown(report: Mapping[str, Any], *, generated: str | None = None) 
     out += ["## Provenance", ""]
     out += _table(["", ""], [[r["label"], r["value"]] for r in p["rows"]])
     out += _model_cards(v["run"].get("model_cards"))
+    out += _federation(v["run"].get("federation"))
     out += ["Seeds:", ""] + _table(
         ["Stage", "Seed"], [[r["label"], r["value"]] for r in p["seeds"]]
     )

@@ -36,6 +36,7 @@ __all__ = [
     "FilesAtRest",
     "MemorizationSection",
     "ModelCard",
+    "FederationSummary",
     "ModelSection",
     "PiiSection",
     "PolicyItem",
@@ -137,6 +138,37 @@ class ModelCard(RunModel):
     statement: str = describe("The sentence the HTML and Markdown reports print about it.")
 
 
+class FederationSummary(RunModel):
+    """How a model was trained by federated averaging (DP-FedAvg on Flower), from
+    `<m>/rounds.jsonl`, `<m>/clients.json` and `<m>/canary_clients.json` (docs/federated.md).
+    """
+
+    clients: int = describe("Real clients N (the ledger's unit count).")
+    partition: str = describe("How records became clients: `user`, `dirichlet` or `iid`.")
+    rounds: int = describe("Rounds T released.")
+    mean_clients_per_round: JsonFloat = describe(
+        "Mean replies per round (real and canary clients: the server cannot tell them apart)."
+    )
+    empty_rounds: int = describe("Rounds no client joined (noise alone was released).")
+    final_clip_norm: JsonFloat | None = describe(
+        "Client-update clipping norm C after the last round (`null`: no clipping).", default=None
+    )
+    bytes_down: int = describe("Bytes of every message to clients, all rounds.")
+    bytes_up: int = describe("Bytes of every client reply, all rounds.")
+    bytes_per_round: JsonFloat = describe("(bytes_down + bytes_up) / rounds.")
+    eval_loss_first: JsonFloat | None = describe(
+        "Held-out loss after round 1 (`null`: not measured).", default=None
+    )
+    eval_loss_last: JsonFloat | None = describe(
+        "Held-out loss after the last round (`null`: not measured).", default=None
+    )
+    canary_clients: int = describe("Update-canary clients of the client-level audit (0: none).")
+    canary_dimension: int | None = describe(
+        "Trainable parameters the canary directions span.", default=None
+    )
+    statement: str = describe("The sentence the HTML and Markdown reports print about it.")
+
+
 class RunSection(RunModel):
     """Provenance of the run, from `manifest.json`."""
 
@@ -162,6 +194,11 @@ class RunSection(RunModel):
     model_cards: dict[str, ModelCard] | None = describe(
         "`target` → its model card; `baseline` too when its card differs (`null`: a report "
         "built by an older dpaudit).",
+        keys="m",
+        default=None,
+    )
+    federation: dict[str, FederationSummary] | None = describe(
+        "Model → how it was trained by federated averaging (`null`: not a federated run).",
         keys="m",
         default=None,
     )
