@@ -330,6 +330,16 @@ class FederatedConfig(_Section):
     clipped_count_stddev: float | None = option(
         None, "Adaptive clipping: noise sigma_b on the unclipped count; empty = m / 20", gt=0
     )
+    local_dp: bool = option(
+        False,
+        "DP-SGD (Opacus) inside every client: example-level DP, clipping train.max_grad_norm",
+    )
+    local_noise_multiplier: float | None = option(
+        None, "Local DP-SGD noise multiplier; empty = calibrated to local_target_epsilon", ge=0
+    )
+    local_target_epsilon: float = option(
+        8.0, "Example-level epsilon of the most exposed client (local DP)", gt=0
+    )
     canary_clients: int = option(
         100,
         "Update-canary clients for the client-level one-run audit (each joins by a fair coin)",

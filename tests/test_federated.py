@@ -429,7 +429,7 @@ def test_federated_config_errors_exit_2_before_work(invoke, tmp_path):
         ],
     )
     assert res.exit_code == 2
-    assert "data.one_run_canaries must be 0 in a federated run" in res.output
+    assert "data.one_run_canaries must be 0 in a DP-FedAvg run" in res.output
     assert not any(tmp_path.iterdir())
 
 
@@ -459,3 +459,116 @@ def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
     assert fed["target"]["canary_clients"] == 60
     html = (run / "report" / "report.html").read_text()
     assert 'id="federation-target"' in html
+
+
+# ------------------------------------------------------------------------ local DP-SGD
+def test_local_dp_ledger_is_the_most_exposed_client(invoke):
+    from dpaudit.accounting import compute_epsilons
+    from dpaudit.trainers.federated.privacy import plan_local_privacy
+
+    train = TrainConfig(delta=1e-5)
+    fed = FederatedConfig(local_dp=True, rounds=10, local_batch_size=8, local_target_epsilon=3.0)
+    sizes = [2, 5, 8, 16, 16, 40]
+    local = plan_local_privacy(train, fed, sizes, n_records=sum(sizes))
+    every = []
+    for n in sorted(set(sizes)):
+        p = local.client_plan(n)
+        assert p.sample_rate == min(1.0, 8 / n) and p.noise_multiplier == local.noise_multiplier
+        eps, _ = compute_epsilons(
+            sampling_rate=p.sample_rate,
+            noise_multiplier=local.noise_multiplier,
+            steps=10 * p.steps,
+            delta=1e-5,
+            accountants=("pld",),
+        )
+        every.append(eps["pld"])
+    worst = make_ledger(local.worst, local.worst.steps)
+    assert worst.unit == "example"
+    assert worst.epsilons["pld"] == pytest.approx(max(every), rel=1e-9)
+    assert 2.9 < max(every) <= 3.0 + 1e-6  # calibrated: the worst client is at the target
+    out = invoke(
+        "accountant", "-q", repr(local.worst.sample_rate), "-s", repr(local.noise_multiplier),
+        "-t", str(local.worst.steps), "-d", "1e-5", "--json",
+    )  # fmt: skip
+    assert json.loads(out.output)["epsilon"]["pld"] == worst.epsilons["pld"]
+
+
+def test_local_dp_federation_writes_both_ledgers_and_is_reproducible(corpus, tmp_path):
+    from dpaudit.datasets.federated import partition_by_user
+    from dpaudit.trainers.federated.run import train_federated
+
+    train, held, tok = corpus
+    partition = partition_by_user(train)
+    config = TrainConfig(mode="lora", lora_rank=2, device="cpu", noise_multiplier=1.0)
+    fed = FederatedConfig(
+        enabled=True, clients_per_round=3, rounds=2, canary_clients=10, clip_norm=0.5,
+        local_dp=True, local_noise_multiplier=1.5, local_batch_size=4,
+    )  # fmt: skip
+    outs = []
+    for k in range(2):
+        train_federated(
+            train, partition=partition, train=config, federated=fed, tokenizer=tok,
+            out_dir=tmp_path / f"fl{k}", eval_records=held, seed=0, max_length=24, dp=True,
+            progress=False,
+        )  # fmt: skip
+        outs.append(tmp_path / f"fl{k}")
+    client = json.loads((outs[0] / "privacy.json").read_text())
+    example = json.loads((outs[0] / "example_privacy.json").read_text())
+    assert client["unit"] == "client" and example["unit"] == "example"
+    assert example["noise_multiplier"] == 1.5 and example["max_grad_norm"] == config.max_grad_norm
+    # 8 records per client, batches of 4: q = 0.5, 2 steps per round, 2 rounds
+    assert example["sample_rate"] == 0.5 and example["steps"] == 4
+    a, b = (json.loads((o / "canary_clients.json").read_text())["scores"] for o in outs)
+    assert a == b  # seeded lots and noise: the same run twice
+    # local DP only: the example-level ledger is the model's privacy.json
+    only = train_federated(
+        train, partition=partition, train=dataclasses.replace(config, dp=False),
+        federated=dataclasses.replace(fed, canary_clients=0), tokenizer=tok,
+        out_dir=tmp_path / "local", eval_records=held, seed=0, max_length=24, dp=True,
+        progress=False,
+    )  # fmt: skip
+    assert (
+        only.ledger.unit == "example" and not (tmp_path / "local" / "example_privacy.json").exists()
+    )
+    assert "local DP-SGD, example-level" in only.summary()
+
+
+def test_local_dp_config_checks(tmp_path):
+    from dpaudit.workflows.validate import load_config
+
+    base = ["runs_dir=" + str(tmp_path), "federated.local_dp=true"]
+    with pytest.raises(Exception, match="fedprox cannot be combined"):
+        load_config("configs/fl-quickstart.toml", sets=[*base, "federated.strategy=fedprox"])
+    with pytest.raises(Exception, match="canary_clients must be 0 with local DP only"):
+        load_config("configs/fl-quickstart.toml", sets=[*base, "train.dp=false"])
+    cfg = load_config(
+        "configs/fl-quickstart.toml",
+        sets=[
+            *base,
+            "train.dp=false",
+            "federated.canary_clients=0",
+            "data.one_run_canaries=50",
+            "data.canary_design=unigram",
+        ],
+    )
+    assert cfg.data.one_run_canaries == 50
+
+
+@pytest.mark.slow
+def test_local_dp_only_federation_is_audited_at_the_example_level(invoke, tmp_path):
+    res = invoke(
+        "run", "configs/fl-quickstart.toml", *_fl_sets(tmp_path),
+        "--set", "train.dp=false", "--set", "federated.local_dp=true",
+        "--set", "federated.canary_clients=0", "--set", "data.one_run_canaries=60",
+        "--set", "data.canary_design=unigram",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "fl-quickstart"
+    privacy = json.loads((run / "target" / "privacy.json").read_text())
+    assert privacy["unit"] == "example" and privacy["mechanism"] == "poisson-subsampled-gaussian"
+    assert math.isclose(privacy["epsilon"], 8.0, rel_tol=0.05)
+    bounds = json.loads((run / "audit" / "bounds.json").read_text())["models"]
+    assert bounds["target"]["canary_design"] == "unigram"
+    assert bounds["target"]["lower"]["n_canaries"] == 60
+    assert bounds["target"]["verdict"] in ("consistent", "inconclusive")
+    assert "FedAvg + local DP-SGD" in res.output

@@ -121,6 +121,13 @@ class TrainResult:
                     f"δ = {led.delta:g}), z = {led.noise_multiplier:.3g}, C = {led.max_grad_norm}, "
                     f"q = {led.sample_rate:.3g}, {self.steps} rounds"
                 )
+        elif (self.out_dir / "rounds.jsonl").is_file() and led.mechanism != "none":
+            head = (  # federated, local DP-SGD only: the most exposed client's ledger
+                f"FedAvg + local DP-SGD, example-level ε = {self.epsilon:.3g} "
+                f"({self.primary_accountant}, δ = {led.delta:g}), σ = {led.noise_multiplier:.3g}, "
+                f"C = {led.max_grad_norm}, most exposed client q = {led.sample_rate:.3g} over "
+                f"{led.steps} steps, {self.steps} rounds"
+            )
         elif led.mechanism == "none":
             head = f"non-private, {self.steps} steps (q = {led.sample_rate:.3g})"
         else:

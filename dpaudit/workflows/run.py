@@ -143,8 +143,9 @@ def run_train(
     tokenizer = _tokenizer(config, prepared.data_dir)
     eval_records = prepared.part("nonmembers")
     lines = [f"run directory: {run.path}"]
-    jobs = [("target", config.train.private)]
-    if config.train.baseline and config.train.private:
+    private = config.train.private or (config.federated.enabled and config.federated.local_dp)
+    jobs = [("target", private)]
+    if config.train.baseline and private:
         jobs.append(("baseline", False))
     partition = federated_partition(config, prepared, run) if config.federated.enabled else None
     plan = training_plan(
@@ -305,14 +306,16 @@ def training_plan(
     if config.federated.enabled:
         fed = config.federated
         for name in models:
-            dp = name == "target" and config.train.private
+            central = name == "target" and config.train.private
+            local = name == "target" and fed.local_dp
             rows.append(
                 (
                     name,
                     fed.rounds,
                     clients if clients is not None else fed.clients,
                     fed.clients_per_round,
-                    "DP-FedAvg" if dp else "non-private FedAvg",
+                    ("DP-FedAvg" if central else "FedAvg")
+                    + (" + local DP-SGD" if local else "" if central else " (non-private)"),
                 )
             )
         return TrainingPlan(rows, federated=True)
@@ -597,7 +600,7 @@ def run_audit(
     lines = []
     names = trained_models(run, models)
     for name in names:
-        if config.federated.enabled:
+        if config.federated.enabled and config.federated.canary_clients:
             from dpaudit.audit.client_level import run_client_audit_stage
 
             verdict = run_client_audit_stage(

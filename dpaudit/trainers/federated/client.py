@@ -107,8 +107,13 @@ class TorchClientTrainer:
         device: Any,
         seed: int,
         pad_id: int,
+        local: Any = None,
+        built: Any = None,
     ) -> None:
         self.model = model.to(device)
+        self.local, self.built = local, built
+        if local is not None and built is None:
+            raise ValueError("local DP-SGD needs the BuiltModel")
         self.task, self.input_names = task, tuple(input_names)
         self.examples, self.client_indices = examples, [list(ix) for ix in client_indices]
         self.config, self.device, self.seed, self.pad_id = config, device, int(seed), int(pad_id)
@@ -142,6 +147,8 @@ class TorchClientTrainer:
         from dpaudit.trainers.loop import example_losses
 
         self.load(arrays)
+        if self.local is not None:
+            return self._train_private(client, server_round)
         mu = float(config.get("proximal-mu", 0.0) or 0.0)
         anchor = {n: p.detach().clone() for n, p in self.params.items()} if mu > 0 else {}
         torch.manual_seed(derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client))
@@ -178,6 +185,53 @@ class TorchClientTrainer:
             optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         return self.arrays(), {"train-loss": float(np.mean(losses))}
+
+    def _train_private(
+        self, client: int, server_round: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Local DP-SGD (Opacus, :class:`~dpaudit.trainers.loop.StepRunner`) on the client's records.
+
+        The client's per-round plan (q_k, s_k, σ, C) comes from
+        :class:`~dpaudit.trainers.federated.privacy.LocalPrivacy`; lots and noise are
+        seeded by (seed, round, client).
+        """
+        import dataclasses
+
+        from dpaudit.trainers.loop import StepRunner
+
+        indices = self.client_indices[client]
+        ex = self.examples
+        sub = EncodedExamples(
+            ids=tuple(ex.ids[i] for i in indices),
+            input_ids=tuple(ex.input_ids[i] for i in indices),
+            labels=None if ex.labels is None else tuple(ex.labels[i] for i in indices),
+            loss_start=None if ex.loss_start is None else tuple(ex.loss_start[i] for i in indices),
+        )
+        plan = self.local.client_plan(len(indices))
+        config = dataclasses.replace(
+            self.config,
+            batch_size=plan.batch_size,
+            physical_batch_size=min(self.config.physical_batch_size, plan.batch_size),
+            max_grad_norm=plan.max_grad_norm,
+        )
+        runner = StepRunner(
+            built=self.built,
+            examples=sub,
+            plan=plan,
+            config=config,
+            device=self.device,
+            seed=derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client),
+            pad_id=self.pad_id,
+        )
+        losses = []
+        try:
+            for step in range(plan.steps):
+                loss, _ = runner.run_step(step)
+                if loss is not None:
+                    losses.append(loss)
+        finally:
+            runner.unwrap()
+        return self.arrays(), {"train-loss": float(np.mean(losses)) if losses else float("nan")}
 
     def evaluate(self, arrays: Mapping[str, np.ndarray], examples: EncodedExamples) -> float:
         """Mean example loss of the model with ``arrays`` on ``examples`` (utility by round)."""

@@ -14,11 +14,13 @@ the same ε.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dpaudit.config import FederatedConfig, TrainConfig
 from dpaudit.errors import DpauditError
 from dpaudit.trainers.privacy import DEFAULT_DELTA_RULE, PrivacyPlan, default_delta
 
-__all__ = ["plan_client_privacy"]
+__all__ = ["LocalPrivacy", "plan_client_privacy", "plan_local_privacy"]
 
 
 def plan_client_privacy(
@@ -88,3 +90,131 @@ def plan_client_privacy(
         poisson=True,
         unit="client",
     )
+
+
+@dataclass(frozen=True)
+class LocalPrivacy:
+    """Example-level DP of local DP-SGD inside every client (Opacus), and its ledger.
+
+    Client k with n_k records runs, in each round it joins, s_k = round(local_epochs /
+    q_k) DP-SGD steps with Poisson rate q_k = min(1, B / n_k), clipping C (per example)
+    and noise σ (:func:`~dpaudit.trainers.privacy.plan_privacy` of its records). A
+    record of client k is therefore in at most T · s_k subsampled Gaussian steps at
+    rate q_k — at most, because rounds the client sits out do not touch it (the
+    amplification of client sampling is not counted: a conservative bound). The run's
+    example-level ε is that of its most exposed client; ``worst`` is that client's
+    plan (``n`` its records, ``steps`` = T · s_k), so ``dpaudit accountant`` at its
+    (q, σ, steps) gives the ledger's ε. σ is ``federated.local_noise_multiplier``, or the
+    smallest σ that keeps every client at or below ``federated.local_target_epsilon``
+    (calibrated on the Pareto front of the clients' (q_k, T·s_k), where ε is largest).
+
+    Attributes:
+        noise_multiplier: σ of every client's DP-SGD.
+        worst: the ledger plan (unit ``example``) of the most exposed client.
+        per_round: client size n_k → its per-round :class:`PrivacyPlan` (q_k, s_k).
+    """
+
+    noise_multiplier: float
+    worst: PrivacyPlan
+    per_round: dict[int, PrivacyPlan]
+
+    def client_plan(self, n: int) -> PrivacyPlan:
+        return self.per_round[n]
+
+
+def _local_round_plan(
+    train: TrainConfig, federated: FederatedConfig, n: int, sigma: float
+) -> PrivacyPlan:
+    import dataclasses
+
+    from dpaudit.trainers.privacy import plan_privacy
+
+    b = min(federated.local_batch_size, n)
+    config = dataclasses.replace(
+        train,
+        batch_size=b,
+        physical_batch_size=min(train.physical_batch_size, b),
+        epochs=federated.local_epochs,
+        noise_multiplier=sigma,
+        poisson_sampling=True,
+        delta=train.delta if train.delta is not None else 1e-5,  # unused: the ledger sets δ
+    )
+    return plan_privacy(config, n, dp=True)
+
+
+def plan_local_privacy(
+    train: TrainConfig, federated: FederatedConfig, client_sizes: list[int], *, n_records: int
+) -> LocalPrivacy:
+    """Fix σ and the example-level ledger of local DP-SGD (:class:`LocalPrivacy`).
+
+    δ: ``train.delta``, else :func:`~dpaudit.trainers.privacy.default_delta` of all records.
+
+    Raises:
+        DpauditError: calibration fails, or a client has no records.
+    """
+    import dataclasses
+    import math
+
+    from dpaudit.accounting import calibrate_noise, compute_epsilons
+
+    if not client_sizes or min(client_sizes) < 1:
+        raise DpauditError("local DP needs every client to hold at least one record")
+    delta = float(train.delta) if train.delta is not None else default_delta(max(2, n_records))
+    rounds = federated.rounds
+    sizes = sorted(set(client_sizes))
+    shape = {n: _local_round_plan(train, federated, n, 1.0) for n in sizes}
+    pairs = {(p.sample_rate, rounds * p.steps) for p in shape.values()}
+    front = [a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)]
+    if federated.local_noise_multiplier is not None:
+        sigma, source, target = float(federated.local_noise_multiplier), "config", None
+    else:
+        target = float(federated.local_target_epsilon)
+        try:
+            sigma = max(
+                float(
+                    calibrate_noise(
+                        target_epsilon=target,
+                        delta=delta,
+                        sampling_rate=q,
+                        steps=t,
+                        accountant=train.accountant,
+                        allow_approximate=train.allow_approximate_accountant,
+                    )
+                )
+                for q, t in front
+            )
+        except DpauditError:
+            raise
+        except (ValueError, RuntimeError) as exc:
+            raise DpauditError(
+                f"cannot calibrate local noise for example-level ε = {target}: {exc}"
+            ) from None
+        source = "calibrated"
+    per_round = {n: _local_round_plan(train, federated, n, sigma) for n in sizes}
+    worst_eps, worst_n = -math.inf, sizes[0]
+    for n in sizes:
+        p = per_round[n]
+        if (p.sample_rate, rounds * p.steps) not in front:
+            continue
+        eps, _ = compute_epsilons(
+            sampling_rate=p.sample_rate,
+            noise_multiplier=sigma,
+            steps=rounds * p.steps,
+            delta=delta,
+            accountants=(train.accountant,),
+        )
+        value = eps.get(train.accountant, math.inf)
+        if value > worst_eps:
+            worst_eps, worst_n = value, n
+    w = per_round[worst_n]
+    worst = dataclasses.replace(
+        w,
+        steps=rounds * w.steps,
+        epochs=rounds * w.steps * w.sample_rate,
+        delta=delta,
+        delta_source="config" if train.delta is not None else DEFAULT_DELTA_RULE,
+        noise_source=source,
+        target_epsilon=target,
+        unit="example",
+    )
+    return LocalPrivacy(sigma, worst, per_round)

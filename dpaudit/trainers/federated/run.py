@@ -43,6 +43,8 @@ __all__ = ["CANARY_FILE", "ROUNDS_FILE", "check_flower", "train_federated"]
 ROUNDS_FILE = "rounds.jsonl"
 CANARY_FILE = "canary_clients.json"
 PARTITION_FILE = "clients.json"
+EXAMPLE_PRIVACY_FILE = "example_privacy.json"
+"""With DP-FedAvg *and* local DP-SGD: the example-level ledger beside the client-level ``privacy.json``."""
 
 
 def check_flower() -> str:
@@ -95,7 +97,9 @@ def train_federated(
         federated: rounds, clients per round, clipping, strategy, canary clients.
         eval_records: held-out records (utility by round and ``metrics.json``).
         seed: seeds the model, client sampling, local batches, noise and canaries.
-        dp: DP-FedAvg (clipping + noise) or a non-private federation.
+        dp: whether this model is the private one: DP-FedAvg when ``train`` is private
+            (client level), local DP-SGD when ``federated.local_dp`` (example level), or
+            both; ``False`` = a non-private federation (the baseline).
         hooks: audit variants acting on the server's mechanism.
         canary_seed: seeds the canary clients' coins and directions (default ``seed``);
             a run's target and baseline share it, so the baseline is the audit's control.
@@ -129,7 +133,7 @@ def train_federated(
     from dpaudit.trainers.federated.canaries import UpdateCanaries, canary_scores
     from dpaudit.trainers.federated.client import TorchClientTrainer, make_client_app
     from dpaudit.trainers.federated.grid import LocalGrid
-    from dpaudit.trainers.federated.privacy import plan_client_privacy
+    from dpaudit.trainers.federated.privacy import plan_client_privacy, plan_local_privacy
     from dpaudit.trainers.federated.server import AdaptiveClipping, DpFedAvg, ServerMechanism
     from dpaudit.trainers.models import build_model, check_precision, resolve_device, weights_sha256
     from dpaudit.trainers.privacy import PRIVACY_FILE, make_ledger, write_privacy
@@ -185,9 +189,19 @@ def train_federated(
     if empty:
         raise DpauditError(f"clients without training records: {', '.join(empty[:5])}")
     n_real = partition.n_clients
-    plan = plan_client_privacy(config, federated, n_real, dp=dp)
+    central = dp and train.private  # DP-FedAvg: client-level clipping and noise on the server
+    dp_local = dp and federated.local_dp  # DP-SGD inside every client: example-level
+    plan = plan_client_privacy(config, federated, n_real, dp=central)
     built = build_model(config, tokenizer, seed=seed, max_length=max_length)
     initial_sha256 = weights_sha256(built.model)
+    local = None
+    if federated.local_dp and dp_local:
+        local = plan_local_privacy(
+            config,
+            federated,
+            [len(ix) for ix in client_indices],
+            n_records=len(examples),
+        )
     trainer = TorchClientTrainer(
         model=built.model,
         task=built.task,
@@ -200,6 +214,8 @@ def train_federated(
         device=device,
         seed=seed,
         pad_id=tokenizer.pad_token_id,
+        local=local,
+        built=built,
     )
     initial = trainer.arrays()
     canaries = (
@@ -213,7 +229,7 @@ def train_federated(
     )
     n_canary_nodes = sum(canaries.included) if canaries else 0
     adaptive = None
-    if dp and federated.clipping == "adaptive":
+    if central and federated.clipping == "adaptive":
         adaptive = AdaptiveClipping(
             federated.target_unclipped_quantile,
             federated.clip_learning_rate,
@@ -240,7 +256,7 @@ def train_federated(
     bar = tqdm(
         total=plan.steps,
         disable=not progress,
-        desc=f"{'DP-FedAvg' if dp else 'non-private FedAvg'} {out_dir.name}",
+        desc=f"{_describe(central, dp_local)} {out_dir.name}",
         unit="round",
         dynamic_ncols=True,
         file=sys.stderr,
@@ -256,7 +272,7 @@ def train_federated(
         seed=seed,
         server_learning_rate=federated.server_learning_rate,
         proximal_mu=federated.proximal_mu if federated.strategy == "fedprox" else 0.0,
-        hooks=hooks if dp else None,
+        hooks=hooks if central else None,
         on_round=on_round,
     )
     grid = LocalGrid(
@@ -313,8 +329,14 @@ def train_federated(
             },
         )
     write_run_file(out_dir / METRICS_FILE, UtilityFile.from_dict(metrics))
-    ledger = make_ledger(plan, plan.steps)
-    write_privacy(out_dir / PRIVACY_FILE, plan, ledger, complete=True)
+    if local is not None:
+        example = make_ledger(local.worst, local.worst.steps)
+        # the example-level ledger is the model's only DP claim without DP-FedAvg
+        name = EXAMPLE_PRIVACY_FILE if central else PRIVACY_FILE
+        write_privacy(out_dir / name, local.worst, example, complete=True)
+    if central or local is None:
+        ledger = make_ledger(plan, plan.steps)
+        write_privacy(out_dir / PRIVACY_FILE, plan, ledger, complete=True)
     seconds = time.perf_counter() - started
     write_json(
         out_dir / COMPLETE_FILE,
@@ -328,6 +350,14 @@ def train_federated(
         },
     )
     return load_result(out_dir)
+
+
+def _describe(central: bool, local: bool) -> str:
+    if central and local:
+        return "DP-FedAvg + local DP-SGD"
+    if central:
+        return "DP-FedAvg"
+    return "FedAvg + local DP-SGD" if local else "non-private FedAvg"
 
 
 def read_json_roundtrip(value: dict[str, Any]) -> dict[str, Any]:
