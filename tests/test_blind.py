@@ -132,3 +132,24 @@ def test_result_serialises_to_json(random_split):
         "warning",
         "method",
     }
+
+
+def test_user_groups_stop_the_classifier_learning_who_is_a_member():
+    """Whole users on each side: ungrouped folds learn user names from the labels; grouped ones cannot."""
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(40)]
+    texts, groups = [], []
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    for u in range(60):
+        name = "".join(rng.choice(letters, 7))  # no n-gram shared by member users only
+        for _ in range(6):
+            texts.append(f"{name} " + " ".join(rng.choice(words, 8)))
+            groups.append(f"u{u}")
+    n = 30 * 6  # users 0-29 are members
+    plain = blind_baseline(texts[:n], texts[n:], seed=0, bootstrap=50)
+    grouped = blind_baseline(texts[:n], texts[n:], seed=0, bootstrap=50, groups=groups)
+    assert plain.flagged and plain.auc > 0.9
+    assert not grouped.flagged and abs(grouped.auc - 0.5) < 0.12
+    assert "group (by user)" in grouped.method
+    with pytest.raises(DpauditError, match="one group per text"):
+        blind_baseline(texts[:n], texts[n:], groups=groups[:-1])

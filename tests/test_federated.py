@@ -459,6 +459,15 @@ def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
     assert fed["target"]["canary_clients"] == 60
     html = (run / "report" / "report.html").read_text()
     assert 'id="federation-target"' in html
+    mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
+    assert set(mia["attacks"]) >= {"loss", "zlib"} and not mia["skipped"]
+    assert fed["target"]["client_mia_auc"]["loss"] == mia["attacks"]["loss"]["auc"]
+    assert "client membership/target: best AUC" in res.output
+    # members and non-members are whole users: no user on both sides
+    splits = json.loads((run / "data" / "splits.json").read_text())
+    corpus = [json.loads(x) for x in (run / "data" / "corpus.jsonl").read_text().splitlines()]
+    user = {r["id"]: r["meta"]["user"] for r in corpus}
+    assert not {user[i] for i in splits["members"]} & {user[i] for i in splits["nonmembers"]}
 
 
 # ------------------------------------------------------------------------ local DP-SGD
@@ -572,3 +581,37 @@ def test_local_dp_only_federation_is_audited_at_the_example_level(invoke, tmp_pa
     assert bounds["target"]["lower"]["n_canaries"] == 60
     assert bounds["target"]["verdict"] in ("consistent", "inconclusive")
     assert "FedAvg + local DP-SGD" in res.output
+
+
+def test_client_membership_aggregates_record_scores():
+    from dpaudit.attacks.client_mia import client_membership
+    from dpaudit.attacks.scores import AttackScores
+
+    rng = np.random.default_rng(0)
+    joined = {f"c{i}": [f"c{i}-{j}" for j in range(4)] for i in range(30)}
+    never = {"c99": ["c99-0", "c99-1"]}
+    held = {f"h{i}": [f"h{i}-{j}" for j in range(4)] for i in range(30)}
+    ids, scores, member = [], [], []
+    for group, shift, is_m in ((joined, 0.5, True), (never, 0.0, True), (held, 0.0, False)):
+        for rids in group.values():
+            for rid in rids:  # record-level: a weak signal per record
+                ids.append(rid)
+                scores.append(rng.normal(shift, 1.0))
+                member.append(is_m)
+    record = AttackScores("loss", {}, tuple(ids), np.array(scores), np.array(member))
+    res = client_membership(
+        record, joined=joined, never_sampled=never, held_out=held, fprs=(0.1,), bootstrap=50,
+        seed=0,
+    )  # fmt: skip
+    assert (res.n_member, res.n_nonmember, res.never_sampled) == (30, 31, 1)
+    assert res.records_scored == len(ids)
+    # averaging 4 records doubles the separation: client AUC above the record AUC
+    from dpaudit.attacks.metrics import auc
+
+    assert res.metrics.auc > auc(np.array(scores), np.array(member)) + 0.05
+    d = res.to_dict()
+    assert d["attack"] == "loss" and d["auc_ci"][0] <= d["auc"] <= d["auc_ci"][1]
+    with pytest.raises(DpauditError, match="both are needed"):
+        client_membership(
+            record, joined={}, never_sampled=never, held_out=held, fprs=(0.1,), bootstrap=0, seed=0
+        )

@@ -44,3 +44,35 @@ def test_save_load_and_select(tmp_path):
 def test_too_few_records():
     with pytest.raises(DpauditError, match="too few"):
         split_records(RECORDS[:2], member_fraction=0.1, nonmember_fraction=0.1, seed=0)
+
+
+def test_group_split_keeps_each_user_on_one_side():
+    rng = random.Random(0)
+    recs = [
+        Record(f"r{i:03d}", f"text {i}", meta={"user": f"u{rng.randint(0, 39):02d}"})
+        for i in range(300)
+    ]
+    split = split_records(
+        recs, member_fraction=0.5, nonmember_fraction=0.25, seed=3, group_field="user"
+    )
+    user = {r.id: r.meta["user"] for r in recs}
+    sides = [
+        {user[i] for i in part} for part in (split.members, split.nonmembers, split.population)
+    ]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    users = {r.meta["user"] for r in recs}
+    assert len(sides[0]) == round(0.5 * len(users)) and len(sides[1]) == round(0.25 * len(users))
+    assert sorted(split.members + split.nonmembers + split.population) == sorted(user)
+    again = split_records(
+        list(reversed(recs)),
+        member_fraction=0.5,
+        nonmember_fraction=0.25,
+        seed=3,
+        group_field="user",
+    )
+    assert set(again.members) == set(split.members)
+    with pytest.raises(DpauditError, match="has no 'user'"):
+        split_records(
+            [*recs, Record("x", "no user")], member_fraction=0.5, nonmember_fraction=0.25,
+            seed=0, group_field="user",
+        )  # fmt: skip

@@ -148,6 +148,7 @@ def blind_baseline(
     confidence: float = 0.95,
     warn_above: float = 0.55,
     cv_correction: bool = True,
+    groups: Sequence[str] | None = None,
 ) -> BlindBaselineResult:
     """Check that a member/non-member split has no model-free signal.
 
@@ -162,6 +163,11 @@ def blind_baseline(
         warn_above: flag the split when the lower end of ``auc_ci`` exceeds this.
         cv_correction: widen the bootstrap interval by the Nadeau-Bengio factor
             (module docstring); ``False`` gives the plain percentile bootstrap.
+        groups: one group per text (members first), e.g. its user when members and
+            non-members are whole users: folds then never split a group
+            (``StratifiedGroupKFold``), so the classifier cannot learn "this user is
+            a member" from the labels of the user's other texts — knowledge no
+            model-free attacker has.
 
     Returns:
         The AUC, its interval, and a warning when the split is distinguishable.
@@ -193,8 +199,25 @@ def blind_baseline(
     except ValueError as exc:  # e.g. empty vocabulary
         raise PreconditionError(f"blind baseline could not featurise the texts: {exc}") from exc
     scores = np.zeros(len(texts))
-    splitter = StratifiedKFold(n_splits=used_folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(texts, labels):
+    if groups is not None:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        if len(groups) != len(texts):
+            raise DpauditError(f"groups must give one group per text ({len(texts)})")
+        group_arr = np.array([str(g) for g in groups], dtype=object)
+        used_folds = min(
+            used_folds,
+            len(set(group_arr[labels == 1])),
+            len(set(group_arr[labels == 0])),
+        )
+        if used_folds < 2:
+            raise PreconditionError("blind baseline needs at least 2 groups on each side")
+        grouped = StratifiedGroupKFold(n_splits=used_folds, shuffle=True, random_state=seed)
+        folds_iter = grouped.split(texts, labels, group_arr)
+    else:
+        splitter = StratifiedKFold(n_splits=used_folds, shuffle=True, random_state=seed)
+        folds_iter = splitter.split(texts, labels)
+    for train, test in folds_iter:
         scores[test] = model.fit(features[train], labels[train]).decision_function(features[test])
 
     is_member = labels.astype(bool)
@@ -219,7 +242,8 @@ def blind_baseline(
         )
     method = (
         f"TF-IDF word 1-2-grams + char 3-5-grams, logistic regression (C=1), "
-        f"{used_folds}-fold stratified out-of-fold scores, percentile bootstrap CI "
+        f"{used_folds}-fold stratified{' group (by user)' if groups is not None else ''} "
+        "out-of-fold scores, percentile bootstrap CI "
         f"({bootstrap} resamples, seed {seed})"
         + (", widened by the Nadeau-Bengio CV factor" if cv_correction else "")
     )

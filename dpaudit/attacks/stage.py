@@ -759,8 +759,13 @@ def run_attack_stage(
                 from dpaudit.attacks.blind import blind_baseline, label_baseline
 
                 n = int(is_member.sum())
+                fed = config.federated
+                by_user = fed.enabled and fed.partition == "user"  # the split is by user
                 blind = blind_baseline(
-                    [r.text for r in examples[:n]], [r.text for r in examples[n:]], seed=seed
+                    [r.text for r in examples[:n]],
+                    [r.text for r in examples[n:]],
+                    seed=seed,
+                    groups=[str(r.meta.get("user")) for r in examples] if by_user else None,
                 )
                 labels = (
                     label_baseline([r.label for r in examples], is_member) if classifier else None

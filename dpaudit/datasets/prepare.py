@@ -206,6 +206,10 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
     d = config.data
     data_dir = run.subdir("data")
     inputs: dict[str, Any] = {"config": sha256_text(repr((dataclasses.asdict(d), config.seed)))}
+    fed = config.federated
+    by_user = fed.enabled and fed.partition == "user"
+    if by_user:  # members and non-members are whole users (clients)
+        inputs["split_by"] = "user"
     if d.path:
         from dpaudit.datasets.packaged import is_packaged_data, resolve_data_file
 
@@ -228,6 +232,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
             nonmember_fraction=d.nonmember_fraction,
             seed=config.seed,
             stratify=config.train.task == "classification",
+            group_field="user" if by_user else None,
         )
         members = split.select(records, "members")
         tok = design_tokenizer(config, records)

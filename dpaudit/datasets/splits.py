@@ -88,6 +88,7 @@ def split_records(
     nonmember_fraction: float,
     seed: int,
     stratify: bool = False,
+    group_field: str | None = None,
 ) -> Split:
     """Split records into members, non-members and population by seed.
 
@@ -95,6 +96,10 @@ def split_records(
         stratify: keep each label's share equal in the three parts (within one
             record; :func:`stratified_split`), for a classifier's data. ``False``
             (language models): the seeded permutation of the sorted ids.
+        group_field: split whole groups (``record.meta[group_field]``, e.g. the user
+            of a federated client) instead of records: the fractions then count
+            groups, and no group has records on both sides, so a non-member client
+            is one whose data never trained the model.
 
     Raises:
         DpauditError: when a part would be empty, or (``stratify``) a record has
@@ -108,6 +113,8 @@ def split_records(
         raise DpauditError(
             "member_fraction and nonmember_fraction must be in (0, 1) and sum to at most 1"
         )
+    if group_field is not None:
+        return _group_split(records, member_fraction, nonmember_fraction, seed, group_field)
     ids = sorted(r.id for r in records)
     n = len(ids)
     order = np.random.default_rng(seed).permutation(n)
@@ -122,6 +129,42 @@ def split_records(
         members=tuple(shuffled[:n_mem]),
         nonmembers=tuple(shuffled[n_mem : n_mem + n_non]),
         population=tuple(shuffled[n_mem + n_non :]),
+        seed=seed,
+    )
+
+
+def _group_split(
+    records: Sequence[Record],
+    member_fraction: float,
+    nonmember_fraction: float,
+    seed: int,
+    field: str,
+) -> Split:
+    groups: dict[str, list[str]] = {}
+    for r in records:
+        key = r.meta.get(field)
+        if key in (None, ""):
+            raise DpauditError(
+                f"record {r.id!r} has no {field!r} to split by (set data.user_field)"
+            )
+        groups.setdefault(str(key), []).append(r.id)
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n_mem = int(round(member_fraction * len(keys)))
+    n_non = int(round(nonmember_fraction * len(keys)))
+    if n_mem < 1 or n_non < 1:
+        raise DpauditError(
+            f"{len(keys)} {field} groups are too few to split into members and non-members"
+        )
+    shuffled = [keys[i] for i in order]
+
+    def ids(part: list[str]) -> tuple[str, ...]:
+        return tuple(i for k in part for i in sorted(groups[k]))
+
+    return Split(
+        members=ids(shuffled[:n_mem]),
+        nonmembers=ids(shuffled[n_mem : n_mem + n_non]),
+        population=ids(shuffled[n_mem + n_non :]),
         seed=seed,
     )
 

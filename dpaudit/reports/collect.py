@@ -851,11 +851,22 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
     evals = [r.get("eval_loss") for r in rounds if r.get("eval_loss") is not None]
     m = len(canaries.get("ids") or [])
     per_round = (down + up) / t if t else 0.0
+    mia = _json_object(reader, "attacks", name, "client_mia.json") or {}
+    mia_attacks = mia.get("attacks") or {}
+    first: dict[str, Any] = next(iter(mia_attacks.values()), {})
+    example = _json_object(reader, name, "example_privacy.json")
     statement = (
         f"Trained by federated averaging over {n} clients ({clients.get('scheme', '?')} partition) "
         f"for {t} rounds, {sum(r.get('replies', 0) for r in rounds) / max(t, 1):.1f} replies per "
         f"round on average; {per_round / 1e6:.2f} MB travelled per round."
     )
+    if mia_attacks:
+        best = max(mia_attacks.values(), key=lambda r: r["auc"])
+        statement += (
+            f" Client membership inference: best AUC {best['auc']:.3f} ({best['attack']}, 95% CI "
+            f"{best['auc_ci'][0]:.3f}-{best['auc_ci'][1]:.3f}) over {best['n_member']} member and "
+            f"{best['n_nonmember']} non-member clients."
+        )
     return FederationSummary(
         clients=n,
         partition=str(clients.get("scheme", "unknown")),
@@ -868,6 +879,10 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
         bytes_per_round=per_round,
         eval_loss_first=evals[0] if evals else None,
         eval_loss_last=evals[-1] if evals else None,
+        client_mia_auc={k: float(v["auc"]) for k, v in mia_attacks.items()},
+        client_mia_members=first.get("n_member"),
+        client_mia_nonmembers=first.get("n_nonmember"),
+        example_epsilon=(example or {}).get("epsilon"),
         canary_clients=m,
         canary_dimension=canaries.get("dimension"),
         statement=statement,

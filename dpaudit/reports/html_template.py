@@ -20,6 +20,9 @@ FEDERATION_FIELDS: tuple[tuple[str, str], ...] = (
     ("bytes_up", "Bytes from clients, all rounds"),
     ("eval_loss_first", "Held-out loss after round 1"),
     ("eval_loss_last", "Held-out loss after the last round"),
+    ("example_epsilon", "Example-level ε of local DP-SGD (most exposed client)"),
+    ("client_mia_members", "Client membership inference: member clients"),
+    ("client_mia_nonmembers", "Client membership inference: non-member clients"),
     ("canary_clients", "Update-canary clients (client-level audit)"),
     ("canary_dimension", "Trainable parameters the canaries span"),
 )

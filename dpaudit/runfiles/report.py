@@ -162,6 +162,23 @@ class FederationSummary(RunModel):
     eval_loss_last: JsonFloat | None = describe(
         "Held-out loss after the last round (`null`: not measured).", default=None
     )
+    client_mia_auc: dict[str, JsonFloat] = describe(
+        "Client membership inference AUC by attack (`attacks/<m>/client_mia.json`: mean record "
+        "score per client; members joined a round, non-members are held-out users).",
+        keys="attack",
+        default_factory=dict,
+    )
+    client_mia_members: int | None = describe(
+        "Member clients of the client membership inference.", default=None
+    )
+    client_mia_nonmembers: int | None = describe(
+        "Non-member clients (held-out users and never-sampled training clients).", default=None
+    )
+    example_epsilon: JsonFloat | None = describe(
+        "Example-level ε of local DP-SGD (most exposed client), when it ran beside DP-FedAvg "
+        "(`<m>/example_privacy.json`; without DP-FedAvg it is `privacy.json` itself).",
+        default=None,
+    )
     canary_clients: int = describe("Update-canary clients of the client-level audit (0: none).")
     canary_dimension: int | None = describe(
         "Trainable parameters the canary directions span.", default=None

@@ -8,6 +8,7 @@ commands call.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -661,12 +662,85 @@ def run_all(
         progress=progress,
         argv=argv,
     )
+    if config.federated.enabled:
+        lines += run_client_mia(run.path, config)
     if config.data.one_run_canaries or (
         config.federated.enabled and config.federated.canary_clients
     ):
         lines += run_audit(run.path, resume=resume, progress=progress, argv=argv)
     lines += run_report(run.path)
     return RunResult.from_run_dir(run.path, lines)
+
+
+def run_client_mia(run_dir: str | Path, config: RunConfig) -> list[str]:
+    """Client membership inference of each federated model (``attacks/<model>/client_mia.json``).
+
+    Needs a user partition (members and held-out clients are whole users); otherwise
+    a line says why it was skipped.
+    """
+    from dpaudit.atomic import read_json, write_json
+    from dpaudit.attacks.client_mia import client_membership
+    from dpaudit.attacks.scores import SCORES_FILE, AttackScores
+    from dpaudit.datasets.prepare import load_prepared
+    from dpaudit.errors import DpauditError
+
+    run = RunDir(run_dir)
+    if config.federated.partition != "user":
+        return [
+            "client membership: skipped: needs federated.partition = user (held-out clients "
+            "are the held-out users)"
+        ]
+    prepared = load_prepared(run.path)
+    held: dict[str, list[str]] = {}
+    for r in prepared.part("nonmembers"):
+        held.setdefault(str(r.meta.get("user")), []).append(r.id)
+    lines = []
+    for name in trained_models(run):
+        model_dir = run.path / name
+        clients_file, rounds_file = model_dir / "clients.json", model_dir / "rounds.jsonl"
+        if not clients_file.is_file() or not rounds_file.is_file():
+            continue
+        partition = read_json(clients_file)
+        members = {c["client_id"]: list(c["record_ids"]) for c in partition["clients"]}
+        joined_ids = {
+            cid
+            for line in rounds_file.read_text(encoding="utf-8").splitlines()
+            if line
+            for cid in json.loads(line).get("clients", [])
+        }
+        joined = {c: ids for c, ids in members.items() if c in joined_ids}
+        never = {c: ids for c, ids in members.items() if c not in joined_ids}
+        results: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        attack_dir = run.path / "attacks" / name
+        for path in sorted(attack_dir.glob(f"*/{SCORES_FILE}")):
+            scores = AttackScores.load(path.parent)
+            try:
+                res = client_membership(
+                    scores,
+                    joined=joined,
+                    never_sampled=never,
+                    held_out=held,
+                    fprs=config.attack.fprs,
+                    bootstrap=config.attack.bootstrap,
+                    seed=stage_seeds(config)["attacks"],
+                )
+            except DpauditError as exc:
+                skipped[scores.attack] = str(exc)
+                continue
+            results[scores.attack] = res.to_dict()
+        write_json(
+            attack_dir / "client_mia.json",
+            {"schema": "dpaudit.client_mia/1", "attacks": results, "skipped": skipped},
+        )
+        if results:
+            best = max(results.values(), key=lambda r: r["auc"])
+            lines.append(
+                f"client membership/{name}: best AUC {best['auc']:.3f} ({best['attack']}) over "
+                f"{best['n_member']} member and {best['n_nonmember']} non-member clients "
+                f"({best['never_sampled']} never sampled)"
+            )
+    return lines
 
 
 def run(

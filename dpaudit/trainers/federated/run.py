@@ -299,6 +299,9 @@ def train_federated(
     model = trainer.model
     model.eval()
     for record in rounds:
+        nodes = record.pop("nodes", [])
+        record["clients"] = [partition.clients[n - 1].client_id for n in nodes if n <= n_real]
+        record["canaries_joined"] = sum(1 for n in nodes if n > n_real)
         group = str(record["round"])
         record["bytes_down"] = grid.bytes_down.get(group, 0)
         record["bytes_up"] = grid.bytes_up.get(group, 0)

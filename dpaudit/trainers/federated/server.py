@@ -215,6 +215,7 @@ class DpFedAvg(FedAvg):
         record: dict[str, Any] = {
             "round": server_round,
             "sampled": len(self._sampled.get(server_round, [])),
+            "nodes": list(self._sampled.get(server_round, [])),
             "replies": len(valid),
             "failures": failures,
             "clip_norm": clip if math.isfinite(clip) else None,
