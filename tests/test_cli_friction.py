@@ -44,6 +44,7 @@ def test_compare_console_table_is_narrow_and_rounded():
             {
                 "run": "eps-inf",
                 "epsilon": math.inf,
+                "privacy_unit": "example",
                 "epsilon_lower": 4.60123456,
                 "audit_verdict": "not-private",
                 "best_auc": 0.7123456,
@@ -59,7 +60,7 @@ def test_compare_console_table_is_narrow_and_rounded():
     text = console_table(frame)
     assert max(len(line) for line in text.splitlines()) < 100
     row = text.splitlines()[1].split()
-    assert row[:6] == ["eps-inf", "∞", "4.60", "not-private", "0.712", "—"]
+    assert row[:7] == ["eps-inf", "∞", "example", "4.60", "not-private", "0.712", "—"]
     assert "/a/very/long" not in text
 
 

@@ -26,6 +26,7 @@ COLUMNS = (
     "run_dir",
     "model",
     "epsilon",
+    "privacy_unit",
     "primary_accountant",
     "delta",
     "epsilon_lower",
@@ -88,6 +89,7 @@ def comparison_row(
         "run_dir": str(run_dir),
         "model": model,
         "epsilon": _float(s.get("epsilon")),
+        "privacy_unit": (report["models"][model].get("privacy") or {}).get("unit", "example"),
         "primary_accountant": s.get("primary_accountant"),
         "delta": _float(s.get("delta")),
         "epsilon_lower": _float(s.get("epsilon_lower")),
@@ -108,6 +110,7 @@ def comparison_row(
 _CONSOLE = (
     ("run", "run", None),
     ("epsilon", "ε", "{:.2f}"),
+    ("privacy_unit", "unit", None),
     ("epsilon_lower", "ε_lb", "{:.2f}"),
     ("audit_verdict", "audit", None),
     ("best_auc", "AUC", "{:.3f}"),
@@ -191,7 +194,8 @@ def _html(rows: list[dict[str, Any]], model: str, plot: str | None) -> str:
             {
                 "run": r["run"],
                 "run_dir": r["run_dir"],
-                "epsilon": fmt.eps(r["epsilon"]),
+                "epsilon": fmt.eps(r["epsilon"])
+                + ("" if r.get("privacy_unit") in (None, "example") else f" ({r['privacy_unit']})"),
                 "delta": fmt.sci(r["delta"]),
                 "epsilon_lower": fmt.eps(r["epsilon_lower"]),
                 "audit_verdict": (r["audit_verdict"] or "not audited").upper(),

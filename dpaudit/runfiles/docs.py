@@ -174,7 +174,7 @@ REPORT_OUTRO = """\
 
 `dpaudit.reports.compare.compare_runs` writes one row per run (the target's
 `summary` unless another model is asked for), with the columns `run`,
-`run_dir`, `model`, `epsilon`, `primary_accountant`, `delta`,
+`run_dir`, `model`, `epsilon`, `privacy_unit` (`example`, or `client` for DP-FedAvg), `primary_accountant`, `delta`,
 `epsilon_lower`, `audit_verdict`, `best_auc`, `best_auc_attack`,
 `tpr_at_0.1%_fpr`, `best_tpr_attack`, `max_exposure`, `pii_extraction_rate`,
 `memorization_rate`, `utility_metric`, `utility`, `policy_verdict`

@@ -600,8 +600,21 @@ def run_audit(
     prepared = load_prepared(run.path)
     lines = []
     names = trained_models(run, models)
+    fed = config.federated
+    local_only = fed.enabled and fed.local_dp and not config.train.private
+    client_level = fed.enabled and fed.canary_clients > 0 and not local_only
+    if client_level and config.data.one_run_canaries:
+        lines.append(
+            "audit: record canaries not judged: this run's claim is client-level; its audit "
+            "uses federated.canary_clients"
+        )
+    if local_only and fed.canary_clients:
+        lines.append(
+            "audit: canary clients not used: local DP-SGD alone makes no client-level claim; "
+            "the audit uses record canaries (data.one_run_canaries)"
+        )
     for name in names:
-        if config.federated.enabled and config.federated.canary_clients:
+        if client_level:
             from dpaudit.audit.client_level import run_client_audit_stage
 
             verdict = run_client_audit_stage(
@@ -609,6 +622,8 @@ def run_audit(
             )
             if verdict is None:
                 lines.append(f"audit/{name}: unchanged, skipped (--resume)")
+            continue
+        if fed.enabled and not config.data.one_run_canaries:
             continue
         verdict = run_audit_stage(
             run,
@@ -664,9 +679,9 @@ def run_all(
     )
     if config.federated.enabled:
         lines += run_client_mia(run.path, config)
-    if config.data.one_run_canaries or (
-        config.federated.enabled and config.federated.canary_clients
-    ):
+    fed = config.federated
+    local_only = fed.enabled and fed.local_dp and not config.train.private
+    if config.data.one_run_canaries or (fed.enabled and fed.canary_clients and not local_only):
         lines += run_audit(run.path, resume=resume, progress=progress, argv=argv)
     lines += run_report(run.path)
     return RunResult.from_run_dir(run.path, lines)

@@ -362,18 +362,6 @@ def _check_federated(config: RunConfig) -> None:
         check_flower()
     except DpauditError as exc:
         raise ConfigError(f"federated.enabled: {exc}", key="federated.enabled") from None
-    if config.data.one_run_canaries and config.train.private:
-        raise ConfigError(
-            "data.one_run_canaries must be 0 in a DP-FedAvg run: its audit is client-level, "
-            "with federated.canary_clients (example canaries would be judged against a client ε)",
-            key="data.one_run_canaries",
-        )
-    if fed.local_dp and not config.train.private and fed.canary_clients:
-        raise ConfigError(
-            "federated.canary_clients must be 0 with local DP only (train.dp = false): there is "
-            "no client-level claim to audit; audit the example level with data.one_run_canaries",
-            key="federated.canary_clients",
-        )
     if fed.local_dp and fed.strategy == "fedprox":
         raise ConfigError(
             "federated.strategy = fedprox cannot be combined with local_dp (the proximal term "

@@ -218,13 +218,16 @@ def train_federated(
         built=built,
     )
     initial = trainer.arrays()
+    # Canary clients test a client-level claim: the DP-FedAvg target's, and the non-private
+    # control's (same coins). Beside local DP alone there is no client-level claim to test.
+    with_canaries = federated.canary_clients > 0 and not (federated.local_dp and not train.private)
     canaries = (
         UpdateCanaries.draw(
             federated.canary_clients,
             seed=seed if canary_seed is None else canary_seed,
             norm=federated.clip_norm,
         )
-        if federated.canary_clients
+        if with_canaries
         else None
     )
     n_canary_nodes = sum(canaries.included) if canaries else 0
