@@ -310,12 +310,16 @@ class FederatedConfig(_Section):
     local_batch_size: int = option(8, "Local mini-batch size", ge=1)
     strategy: str = option(
         "fedavg",
-        "Server strategy: fedavg, or fedprox (clients add (mu/2)||w - w_global||^2)",
-        choices=("fedavg", "fedprox"),
+        "Server strategy: fedavg; fedprox (clients add (mu/2)||w - w_global||^2); fedadam "
+        "(Adam on the server, applied to the noised mean update: post-processing)",
+        choices=("fedavg", "fedprox", "fedadam"),
     )
+    fedadam_beta1: float = option(0.9, "FedAdam first-moment decay beta_1", ge=0, lt=1)
+    fedadam_beta2: float = option(0.99, "FedAdam second-moment decay beta_2", ge=0, lt=1)
+    fedadam_tau: float = option(1e-3, "FedAdam adaptivity tau (added to sqrt(v))", gt=0)
     proximal_mu: float = option(0.01, "FedProx proximal coefficient mu", ge=0)
     server_learning_rate: float = option(
-        1.0, "Server step on the (noised) mean update (1 = FedAvg)", gt=0
+        1.0, "Server step eta_s on the (noised) mean update (1 = FedAvg; FedAdam: e.g. 0.01)", gt=0
     )
     clipping: str = option(
         "fixed",
@@ -345,6 +349,18 @@ class FederatedConfig(_Section):
         "Update-canary clients for the client-level one-run audit (each joins by a fair coin)",
         ge=0,
     )
+    backend: str = option(
+        "local",
+        "Simulation engine: local (in-process, bit-reproducible) or ray (Flower's Ray engine; "
+        "pip install 'flwr[simulation]')",
+        choices=("local", "ray"),
+    )
+    ray_address: str | None = option(
+        None,
+        "backend = ray: address of an existing Ray cluster (auto, ray://host:10001); "
+        "empty = start a local Ray instance",
+    )
+    ray_client_cpus: float = option(1.0, "backend = ray: CPUs reserved per simulated client", gt=0)
     max_eval_records: int = option(
         256, "Held-out records scored after each round for utility by round", ge=0
     )

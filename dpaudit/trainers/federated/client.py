@@ -67,7 +67,7 @@ def make_client_app(
                 "arrays": ArrayRecord(
                     {k: Array(np.asarray(new[k], dtype=arrays[k].dtype)) for k in arrays}
                 ),
-                "metrics": MetricRecord({"num-examples": 1, **metrics}),
+                "metrics": MetricRecord({"num-examples": 1, "partition-id": pid, **metrics}),
             }
         )
         return Message(reply, reply_to=msg)

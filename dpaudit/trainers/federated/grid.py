@@ -18,7 +18,7 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 
-__all__ = ["LocalGrid", "message_bytes", "prepare_flower_identity"]
+__all__ = ["CountingGrid", "LocalGrid", "message_bytes", "prepare_flower_identity"]
 
 
 def prepare_flower_identity() -> None:
@@ -108,3 +108,60 @@ class LocalGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+class CountingGrid(Grid):
+    """Wraps another ``Grid`` (Flower's, under the Ray engine) and counts bytes per round.
+
+    Attributes:
+        bytes_down, bytes_up: as :class:`LocalGrid`'s, keyed by the message's ``group_id``.
+    """
+
+    def __init__(self, inner: Grid):
+        self.inner = inner
+        self.bytes_down: dict[str, int] = {}
+        self.bytes_up: dict[str, int] = {}
+
+    def set_run(self, run: Any) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self.inner.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def _count(self, table: dict[str, int], messages: list[Message]) -> None:
+        for m in messages:
+            group = str(m.metadata.group_id)
+            table[group] = table.get(group, 0) + message_bytes(m)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._count(self.bytes_down, messages)
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self.inner.pull_messages(message_ids))
+        self._count(self.bytes_up, replies)
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self._count(self.bytes_down, messages)
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        self._count(self.bytes_up, replies)
+        return replies

@@ -132,9 +132,13 @@ def train_federated(
     )
     from dpaudit.trainers.federated.canaries import UpdateCanaries, canary_scores
     from dpaudit.trainers.federated.client import TorchClientTrainer, make_client_app
-    from dpaudit.trainers.federated.grid import LocalGrid
     from dpaudit.trainers.federated.privacy import plan_client_privacy, plan_local_privacy
-    from dpaudit.trainers.federated.server import AdaptiveClipping, DpFedAvg, ServerMechanism
+    from dpaudit.trainers.federated.server import (
+        AdaptiveClipping,
+        DpFedAvg,
+        ServerAdam,
+        ServerMechanism,
+    )
     from dpaudit.trainers.models import build_model, check_precision, resolve_device, weights_sha256
     from dpaudit.trainers.privacy import PRIVACY_FILE, make_ledger, write_privacy
 
@@ -277,10 +281,13 @@ def train_federated(
         proximal_mu=federated.proximal_mu if federated.strategy == "fedprox" else 0.0,
         hooks=hooks if central else None,
         on_round=on_round,
+        adam=(
+            ServerAdam(federated.fedadam_beta1, federated.fedadam_beta2, federated.fedadam_tau)
+            if federated.strategy == "fedadam"
+            else None
+        ),
     )
-    grid = LocalGrid(
-        make_client_app(trainer, n_real=n_real, canaries=canaries), n_real + n_canary_nodes
-    )
+    client_app = make_client_app(trainer, n_real=n_real, canaries=canaries)
 
     def evaluate_fn(server_round: int, arrays: Any) -> Any:
         if eval_examples is None:
@@ -289,8 +296,11 @@ def train_federated(
         return MetricRecord({"eval-loss": loss})
 
     try:
-        result = strategy.start(
-            grid=grid,
+        result, grid = run_rounds(
+            strategy,
+            client_app,
+            n_real + n_canary_nodes,
+            federated=federated,
             initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
             num_rounds=plan.steps,
             evaluate_fn=evaluate_fn if eval_examples is not None else None,
@@ -302,14 +312,14 @@ def train_federated(
     model = trainer.model
     model.eval()
     for record in rounds:
-        nodes = record.pop("nodes", [])
-        record["clients"] = [partition.clients[n - 1].client_id for n in nodes if n <= n_real]
-        record["canaries_joined"] = sum(1 for n in nodes if n > n_real)
+        joined = record.pop("partitions", [])
+        record["clients"] = [partition.clients[p].client_id for p in joined if p < n_real]
+        record["canaries_joined"] = sum(1 for p in joined if p >= n_real)
         group = str(record["round"])
         record["bytes_down"] = grid.bytes_down.get(group, 0)
         record["bytes_up"] = grid.bytes_up.get(group, 0)
         ev = result.evaluate_metrics_serverapp.get(record["round"])
-        record["eval_loss"] = float(ev["eval-loss"]) if ev is not None else None  # type: ignore[arg-type]
+        record["eval_loss"] = float(ev["eval-loss"]) if ev is not None else None
     log = [{"step": r["round"], "loss": r["train_loss"], "seconds": 0.0} for r in rounds]
     metrics = _metrics(
         model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
@@ -356,6 +366,84 @@ def train_federated(
         },
     )
     return load_result(out_dir)
+
+
+def run_rounds(
+    strategy: Any,
+    client_app: Any,
+    num_nodes: int,
+    *,
+    federated: FederatedConfig,
+    initial_arrays: Any,
+    num_rounds: int,
+    evaluate_fn: Any,
+) -> tuple[Any, Any]:
+    """``strategy.start`` on the configured engine; returns (Flower ``Result``, byte-counting grid).
+
+    ``local``: :class:`~.grid.LocalGrid`, in-process and bit-reproducible. ``ray``:
+    Flower's simulation engine (``flwr.simulation.run_simulation``, Ray backend) with
+    ``federated.ray_client_cpus`` CPUs per client, on the Ray cluster at
+    ``federated.ray_address`` when given (Ray's ``init(address=...)``), else a local Ray
+    instance; the same ``ServerApp`` logic runs with Flower's grid wrapped in a
+    :class:`~.grid.CountingGrid`. Ray's node ids are random, so which clients a seed
+    samples differs from the local engine's (the sampling is still Poisson at rate q).
+
+    Raises:
+        DpauditError: Ray requested but not installed, or the simulation ended without
+            a result.
+    """
+    from dpaudit.trainers.federated.grid import CountingGrid, LocalGrid
+
+    if federated.backend == "local":
+        grid = LocalGrid(client_app, num_nodes)
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=initial_arrays,
+            num_rounds=num_rounds,
+            evaluate_fn=evaluate_fn,
+        )
+        return result, grid
+    try:
+        import ray  # noqa: F401
+        from flwr.serverapp import ServerApp
+        from flwr.simulation import run_simulation
+    except ImportError:
+        raise DpauditError(
+            "federated.backend = ray needs Flower's simulation extra: pip install 'flwr[simulation]'"
+        ) from None
+    holder: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Any, context: Any) -> None:
+        counting = CountingGrid(grid)
+        holder["grid"] = counting
+        holder["result"] = strategy.start(
+            grid=counting,
+            initial_arrays=initial_arrays,
+            num_rounds=num_rounds,
+            evaluate_fn=evaluate_fn,
+        )
+
+    init_args: dict[str, Any] = (
+        {"address": federated.ray_address}
+        if federated.ray_address
+        else {"include_dashboard": False}
+    )
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=num_nodes,
+        backend_config={
+            "client_resources": {"num_cpus": federated.ray_client_cpus, "num_gpus": 0.0},
+            "init_args": init_args,
+        },
+    )
+    if "result" not in holder:
+        raise DpauditError(
+            "the Ray simulation ended without a result (Flower's log above says why)"
+        )
+    return holder["result"], holder["grid"]
 
 
 def _describe(central: bool, local: bool) -> str:

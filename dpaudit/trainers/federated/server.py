@@ -48,7 +48,13 @@ from flwr.serverapp.strategy import FedAvg
 from dpaudit.errors import DpauditError
 from dpaudit.trainers.hooks import Mechanism, TrainHooks
 
-__all__ = ["AdaptiveClipping", "DpFedAvg", "ServerMechanism", "update_noise_multiplier"]
+__all__ = [
+    "AdaptiveClipping",
+    "DpFedAvg",
+    "ServerAdam",
+    "ServerMechanism",
+    "update_noise_multiplier",
+]
 
 _STREAM_SAMPLE, _STREAM_NOISE, _STREAM_COUNT = 0, 1, 2
 
@@ -60,6 +66,18 @@ class AdaptiveClipping:
     target_unclipped_quantile: float
     learning_rate: float
     count_stddev: float
+
+
+@dataclass(frozen=True)
+class ServerAdam:
+    """FedAdam's server optimizer (Reddi et al. 2021, *Adaptive Federated Optimization*, ICLR,
+    Algorithm 2): m ← β₁m + (1−β₁)Δ̄, v ← β₂v + (1−β₂)Δ̄², θ ← θ + η_s m / (√v + τ), with Δ̄ the
+    noised mean update. It only transforms what DP-FedAvg released, so it costs no privacy.
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class DpFedAvg(FedAvg):
         proximal_mu: float = 0.0,
         hooks: TrainHooks | None = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        adam: ServerAdam | None = None,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=1)
         self.claimed = mechanism
@@ -139,6 +158,9 @@ class DpFedAvg(FedAvg):
         self.update_z = update_noise_multiplier(actual.noise_multiplier, count_std)
         self._global: dict[str, np.ndarray] = {}
         self._sampled: dict[int, list[int]] = {}
+        self.adam = adam
+        self._m: dict[str, np.ndarray] = {}
+        self._v: dict[str, np.ndarray] = {}
 
     def summary(self) -> None:  # Flower logs a summary; dpaudit reports its own
         return None
@@ -180,7 +202,7 @@ class DpFedAvg(FedAvg):
         keys = list(self._global)
         total = {k: np.zeros(v.shape, dtype=np.float64) for k, v in self._global.items()}
         clip = self.clip_norm
-        unclipped, norms, losses = 0, [], []
+        unclipped, norms, losses, partitions = 0, [], [], []
         for reply in valid:
             arrays = reply.content.array_records[self.arrayrecord_key]
             if sorted(arrays.keys()) != sorted(keys):
@@ -198,6 +220,8 @@ class DpFedAvg(FedAvg):
             for k in keys:
                 total[k] += delta[k] * factor
             for metrics in reply.content.metric_records.values():
+                if "partition-id" in metrics:
+                    partitions.append(int(metrics["partition-id"]))  # type: ignore[arg-type]
                 if "train-loss" in metrics:
                     losses.append(float(metrics["train-loss"]))  # type: ignore[arg-type]
         noise_rng = np.random.default_rng([self.seed, server_round, _STREAM_NOISE])
@@ -206,16 +230,21 @@ class DpFedAvg(FedAvg):
             for k in keys:
                 total[k] += noise_rng.normal(0.0, noise_std, size=total[k].shape)
         denominator = self.claimed.denominator
+        mean = {k: total[k] / denominator for k in keys}
+        if self.adam is not None:  # FedAdam on the released mean (post-processing)
+            a = self.adam
+            for k in keys:
+                self._m[k] = a.beta1 * self._m.get(k, 0.0) + (1 - a.beta1) * mean[k]
+                self._v[k] = a.beta2 * self._v.get(k, 0.0) + (1 - a.beta2) * mean[k] ** 2
+                mean[k] = self._m[k] / (np.sqrt(self._v[k]) + a.tau)
         new = {
-            k: (self._global[k] + self.server_learning_rate * total[k] / denominator).astype(
-                self._global[k].dtype
-            )
+            k: (self._global[k] + self.server_learning_rate * mean[k]).astype(self._global[k].dtype)
             for k in keys
         }
         record: dict[str, Any] = {
             "round": server_round,
             "sampled": len(self._sampled.get(server_round, [])),
-            "nodes": list(self._sampled.get(server_round, [])),
+            "partitions": sorted(partitions),
             "replies": len(valid),
             "failures": failures,
             "clip_norm": clip if math.isfinite(clip) else None,
