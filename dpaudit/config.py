@@ -211,6 +211,12 @@ class TrainConfig(_Section):
         [], "Module names to adapt with LoRA; empty = PEFT's default for the architecture"
     )
     dp: bool = option(True, "Train with DP-SGD (False = non-private)")
+    unit: str = option(
+        "example",
+        "Unit of privacy of central DP-SGD: example, or user (records grouped by user, users "
+        "Poisson-sampled at q = batch_size / users, one clipped mean gradient per user)",
+        choices=("example", "user"),
+    )
     target_epsilon: float = option(
         8.0,
         "Target epsilon; the noise multiplier is calibrated to reach it (inf = non-private)",
@@ -306,6 +312,12 @@ class FederatedConfig(_Section):
     clients_per_round: int = option(
         5, "Expected clients per round m (Poisson sampling at q = m / clients)", ge=1
     )
+    local_update: str = option(
+        "train",
+        "What a client returns: train (local AdamW epochs; FedAvg) or gradient (minus the mean "
+        "gradient of up to local_batch_size of its records; FedSGD)",
+        choices=("train", "gradient"),
+    )
     local_epochs: float = option(1.0, "Passes over a client's records per round", gt=0)
     local_batch_size: int = option(8, "Local mini-batch size", ge=1)
     strategy: str = option(
@@ -317,6 +329,9 @@ class FederatedConfig(_Section):
     fedadam_beta1: float = option(0.9, "FedAdam first-moment decay beta_1", ge=0, lt=1)
     fedadam_beta2: float = option(0.99, "FedAdam second-moment decay beta_2", ge=0, lt=1)
     fedadam_tau: float = option(1e-3, "FedAdam adaptivity tau (added to sqrt(v))", gt=0)
+    fedadam_bias_correction: bool = option(
+        False, "FedAdam: divide the moments by 1 - beta^t, as torch.optim.Adam does"
+    )
     proximal_mu: float = option(0.01, "FedProx proximal coefficient mu", ge=0)
     server_learning_rate: float = option(
         1.0, "Server step eta_s on the (noised) mean update (1 = FedAvg; FedAdam: e.g. 0.01)", gt=0

@@ -674,3 +674,100 @@ def test_ray_engine_runs_the_same_mechanism(corpus, tmp_path):
         assert (r["bytes_down"] > 0) == (r["replies"] > 0) and r["bytes_up"] >= 0
     canary = json.loads((tmp_path / "ray" / "canary_clients.json").read_text())
     assert len(canary["scores"]) == 10
+
+
+# -------------------------------------------------------------------- user-level DP-SGD
+def test_user_level_federation_is_poisson_users_with_one_gradient_each():
+    from dpaudit.trainers.federated.privacy import user_level_federation
+
+    train = TrainConfig(batch_size=16, physical_batch_size=8, epochs=3.0, learning_rate=2e-3)
+    fed = user_level_federation(train, 80)
+    assert fed.clients_per_round == 16 and fed.rounds == 15  # q = 0.2, T = round(3 / 0.2)
+    assert fed.local_update == "gradient" and fed.local_batch_size == 8
+    assert fed.strategy == "fedadam" and fed.fedadam_bias_correction
+    assert fed.server_learning_rate == 2e-3 and fed.clip_norm == train.max_grad_norm
+    plan = plan_client_privacy(train, fed, 80, dp=True, unit="user")
+    assert (plan.sample_rate, plan.steps, plan.unit) == (0.2, 15, "user")
+    with pytest.raises(DpauditError, match="at least 2 users"):
+        user_level_federation(train, 1)
+
+
+def test_fedsgd_client_returns_minus_the_mean_gradient(corpus):
+    import torch
+
+    from dpaudit.trainers.data import collate, encode_records
+    from dpaudit.trainers.federated.client import TorchClientTrainer
+    from dpaudit.trainers.loop import example_losses
+    from dpaudit.trainers.models import build_model
+
+    train, _, tok = corpus
+    config = TrainConfig(mode="lora", lora_rank=2, device="cpu")
+    built = build_model(config, tok, seed=0, max_length=24)
+    examples = encode_records(train, tok, max_length=24, task="causal_lm")
+    trainer = TorchClientTrainer(
+        model=built.model, task="causal_lm", input_names=built.input_names, examples=examples,
+        client_indices=[[0, 1, 2], list(range(3, 20))], config=config, local_epochs=1.0,
+        local_batch_size=4, device=torch.device("cpu"), seed=0, pad_id=tok.pad_token_id,
+        gradient=True, built=built,
+    )  # fmt: skip
+    start = trainer.arrays()
+    new, metrics = trainer.train(0, 1, start, {})
+    trainer.load(start)
+    inputs, targets = collate(
+        examples, [0, 1, 2], pad_id=tok.pad_token_id, task="causal_lm",
+        input_names=built.input_names,
+    )  # fmt: skip
+    built.model.train()
+    loss = example_losses(built.model(**inputs).logits, targets, "causal_lm").mean()
+    grads = torch.autograd.grad(loss, list(trainer.params.values()))
+    for (name, _), g in zip(trainer.params.items(), grads, strict=True):
+        np.testing.assert_allclose(new[name], start[name] - g.numpy(), rtol=1e-5, atol=1e-7)
+    assert metrics["train-loss"] == pytest.approx(float(loss), rel=1e-6)
+    # a user with more records than the batch contributes a seeded subset of local_batch_size
+    a, _ = trainer.train(1, 1, start, {})
+    b, _ = trainer.train(1, 1, start, {})
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_audit_canaries_become_clients_of_their_own():
+    from dpaudit.datasets.federated import partition_training_set
+    from dpaudit.datasets.records import Record
+
+    recs = [Record(f"r{i}", f"t {i}", meta={"user": f"u{i % 5}"}) for i in range(20)]
+    recs += [Record("canary-or-007#0", "c", meta={"canary_id": "canary-or-007"})]
+    recs += [
+        Record(f"canary-ss-001#{k}", "s", meta={"canary_id": "canary-ss-001"}) for k in range(3)
+    ]
+    part = partition_training_set(
+        recs, scheme="user", n_clients=0, alpha=1.0, seed=0, audit_canaries_alone=True
+    )
+    ids = [c.client_id for c in part.clients]
+    assert "client-or-canary-or-007" in ids and len(ids) == 6
+    lone = part.clients[ids.index("client-or-canary-or-007")]
+    assert lone.record_ids == ("canary-or-007#0",)
+    holders = [c for c in part.clients if any(r.startswith("canary-ss") for r in c.record_ids)]
+    assert len(holders) == 1 and holders[0].key is not None  # Secret-Sharer copies: one real user
+
+
+@pytest.mark.slow
+def test_user_level_dp_run_end_to_end(invoke, tmp_path):
+    res = invoke(
+        "run", "configs/quickstart.toml", "--set", f"runs_dir={tmp_path}",
+        "--set", "train.unit=user", "--set", "train.num_references=0",
+        "--set", "data.synth_n=300", "--set", "train.batch_size=16",
+        "--set", "train.physical_batch_size=8", "--set", "train.epochs=1",
+        "--set", "data.one_run_canaries=40",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "demo"
+    privacy = json.loads((run / "target" / "privacy.json").read_text())
+    clients = json.loads((run / "data" / "clients.json").read_text())["clients"]
+    users = [c for c in clients if not c["client_id"].startswith("client-or-")]
+    assert privacy["unit"] == "user" and privacy["n_examples"] == len(users)
+    assert privacy["sample_rate"] == pytest.approx(16 / len(users))
+    assert privacy["steps"] == max(1, math.floor(len(users) / 16 + 0.5))
+    bounds = json.loads((run / "audit" / "bounds.json").read_text())["models"]
+    assert bounds["target"]["lower"]["n_canaries"] == 40
+    assert "user-level DP-SGD ε = 8" in res.output
+    report = (run / "report" / "report.md").read_text()
+    assert "one training user (add/remove adjacency)" in report

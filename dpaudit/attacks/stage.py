@@ -760,7 +760,9 @@ def run_attack_stage(
 
                 n = int(is_member.sum())
                 fed = config.federated
-                by_user = fed.enabled and fed.partition == "user"  # the split is by user
+                by_user = (fed.enabled and fed.partition == "user") or (
+                    config.train.unit == "user"
+                )  # members and non-members are whole users
                 blind = blind_baseline(
                     [r.text for r in examples[:n]],
                     [r.text for r in examples[n:]],

@@ -516,6 +516,7 @@ def partition_training_set(
     min_records: int = 1,
     user_field: str = "user",
     group_field: str = "domain",
+    audit_canaries_alone: bool = False,
 ) -> PartitionResult:
     """Partition a run's training list (members and canary copies) among clients.
 
@@ -525,6 +526,12 @@ def partition_training_set(
     planted in one client's data, as in the federated exposure literature), so
     the exposure attack measures what one client's secret costs. The result's
     ``params["canary_records"]`` counts the canary copies placed.
+
+    With ``audit_canaries_alone``, each one-run audit canary (``canary_id`` starting
+    ``canary-or``) becomes a client of its own (``client-or-<canary id>``), so including
+    or excluding it by its coin adds or removes one whole client (user): the adjacency a
+    user- or client-level ledger states, which the one-run audit needs to be judged
+    against it.
 
     Raises:
         DpauditError: as the scheme's function, or an unknown ``scheme``.
@@ -557,13 +564,21 @@ def partition_training_set(
         raise DpauditError(f"unknown partition scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if not canary_groups:
         return base
+    alone = {
+        cid: ids
+        for cid, ids in canary_groups.items()
+        if audit_canaries_alone and cid.startswith("canary-or")
+    }
     rng = np.random.default_rng([int(seed), 2])
     extra: dict[int, list[str]] = {}
     for cid in sorted(canary_groups):
-        extra.setdefault(int(rng.integers(base.n_clients)), []).extend(canary_groups[cid])
+        if cid not in alone:
+            extra.setdefault(int(rng.integers(base.n_clients)), []).extend(canary_groups[cid])
     clients = tuple(
         ClientPartition(c.client_id, c.record_ids + tuple(extra.get(i, ())), c.key)
         for i, c in enumerate(base.clients)
+    ) + tuple(
+        ClientPartition(f"client-or-{cid}", tuple(ids), cid) for cid, ids in sorted(alone.items())
     )
     params = {**base.params, "canary_records": sum(len(v) for v in canary_groups.values())}
     return PartitionResult(clients, base.dropped_records, base.dropped_clients, base.scheme, params)

@@ -112,7 +112,15 @@ class TrainResult:
     def summary(self) -> str:
         """One line for the CLI."""
         led = self.ledger
-        if led.unit == "client":  # DP-FedAvg (dpaudit.trainers.federated)
+        if led.unit == "user":  # user-level DP-SGD on the federated engine
+            what = "user-level DP-SGD" if led.mechanism != "none" else "non-private"
+            eps = (
+                ""
+                if led.mechanism == "none"
+                else f" ε = {self.epsilon:.3g} ({self.primary_accountant}, δ = {led.delta:g}), σ = {led.noise_multiplier:.3g}, C = {led.max_grad_norm},"
+            )
+            head = f"{what}{eps} users sampled at q = {led.sample_rate:.3g}, {self.steps} steps"
+        elif led.unit == "client":  # DP-FedAvg (dpaudit.trainers.federated)
             if led.mechanism == "none":
                 head = f"non-private FedAvg, {self.steps} rounds (q = {led.sample_rate:.3g})"
             else:

@@ -148,13 +148,25 @@ def run_train(
     jobs = [("target", private)]
     if config.train.baseline and private:
         jobs.append(("baseline", False))
-    partition = federated_partition(config, prepared, run) if config.federated.enabled else None
+    user_level = config.train.unit == "user"
+    partition = (
+        federated_partition(config, prepared, run)
+        if config.federated.enabled or user_level
+        else None
+    )
+    federation = config.federated
+    if user_level and partition is not None:
+        from dpaudit.trainers.federated.privacy import user_level_federation
+
+        users = sum(1 for c in partition.clients if not c.client_id.startswith("client-or-"))
+        federation = user_level_federation(config.train, users)
     plan = training_plan(
         config,
         prepared,
         [name for name, _ in jobs],
         references,
         clients=None if partition is None else partition.n_clients,
+        federation=federation if partition is not None else None,
     )
     if progress:
         _status(plan.lines())
@@ -163,7 +175,7 @@ def run_train(
         if partition is not None:
             from dpaudit.rundir import sha256_text
 
-            extra["federated"] = sha256_text(repr(dataclasses.asdict(config.federated)))
+            extra["federated"] = sha256_text(repr(dataclasses.asdict(federation)))
         inputs = _train_inputs(config, run, extra)
         out_dir = run.path / name
         if resume and run.can_skip(name, inputs):
@@ -179,7 +191,7 @@ def run_train(
                     prepared.train,
                     partition=partition,
                     train=config.train,
-                    federated=config.federated,
+                    federated=federation,
                     tokenizer=tokenizer,
                     out_dir=out_dir,
                     eval_records=eval_records,
@@ -189,6 +201,7 @@ def run_train(
                     resume=resume,
                     progress=progress,
                     canary_seed=config.seed,
+                    unit="user" if user_level else "client",
                 )
             else:
                 result = train_model(
@@ -226,12 +239,13 @@ def federated_partition(config: RunConfig, prepared: Any, run: RunDir) -> Any:
     fed = config.federated
     partition = partition_training_set(
         prepared.train,
-        scheme=fed.partition,
+        scheme="user" if config.train.unit == "user" else fed.partition,
         n_clients=fed.clients,
         alpha=fed.dirichlet_alpha,
         seed=config.seed,
         min_records=fed.min_client_records,
         group_field=fed.group_field,
+        audit_canaries_alone=True,
     )
     write_clients(run.path / "data" / "clients.json", partition)
     return partition
@@ -297,6 +311,7 @@ def training_plan(
     references: int,
     *,
     clients: int | None = None,
+    federation: Any = None,
 ) -> TrainingPlan:
     """The models a run trains, with their step counts (q, T of :func:`plan_privacy`)."""
     from dpaudit.errors import DpauditError
@@ -304,8 +319,9 @@ def training_plan(
 
     n = len(prepared.train)
     rows = []
-    if config.federated.enabled:
-        fed = config.federated
+    if federation is not None:
+        fed = federation
+        user_level = config.train.unit == "user"
         for name in models:
             central = name == "target" and config.train.private
             local = name == "target" and fed.local_dp
@@ -315,8 +331,12 @@ def training_plan(
                     fed.rounds,
                     clients if clients is not None else fed.clients,
                     fed.clients_per_round,
-                    ("DP-FedAvg" if central else "FedAvg")
-                    + (" + local DP-SGD" if local else "" if central else " (non-private)"),
+                    (
+                        ("user-level DP-SGD" if central else "non-private, by user")
+                        if user_level
+                        else ("DP-FedAvg" if central else "FedAvg")
+                        + (" + local DP-SGD" if local else "" if central else " (non-private)")
+                    ),
                 )
             )
         return TrainingPlan(rows, federated=True)
@@ -605,8 +625,8 @@ def run_audit(
     client_level = fed.enabled and fed.canary_clients > 0 and not local_only
     if client_level and config.data.one_run_canaries:
         lines.append(
-            "audit: record canaries not judged: this run's claim is client-level; its audit "
-            "uses federated.canary_clients"
+            "audit: record canaries not judged: the audit uses federated.canary_clients (set it "
+            "to 0 to audit with the record canaries, each one a client of its own)"
         )
     if local_only and fed.canary_clients:
         lines.append(
@@ -677,7 +697,7 @@ def run_all(
         progress=progress,
         argv=argv,
     )
-    if config.federated.enabled:
+    if config.federated.enabled or config.train.unit == "user":
         lines += run_client_mia(run.path, config)
     fed = config.federated
     local_only = fed.enabled and fed.local_dp and not config.train.private
@@ -700,7 +720,7 @@ def run_client_mia(run_dir: str | Path, config: RunConfig) -> list[str]:
     from dpaudit.errors import DpauditError
 
     run = RunDir(run_dir)
-    if config.federated.partition != "user":
+    if config.federated.partition != "user" and config.train.unit != "user":
         return [
             "client membership: skipped: needs federated.partition = user (held-out clients "
             "are the held-out users)"
@@ -716,7 +736,11 @@ def run_client_mia(run_dir: str | Path, config: RunConfig) -> list[str]:
         if not clients_file.is_file() or not rounds_file.is_file():
             continue
         partition = read_json(clients_file)
-        members = {c["client_id"]: list(c["record_ids"]) for c in partition["clients"]}
+        members = {
+            c["client_id"]: list(c["record_ids"])
+            for c in partition["clients"]
+            if not c["client_id"].startswith("client-or-")  # audit canaries, not users
+        }
         joined_ids = {
             cid
             for line in rounds_file.read_text(encoding="utf-8").splitlines()

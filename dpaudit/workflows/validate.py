@@ -348,8 +348,37 @@ def _check_train(config: RunConfig) -> None:
 
 
 def _check_federated(config: RunConfig) -> None:
-    """A federated run: Flower installed, a client-level audit, references left for later."""
+    """A federated (or user-level) run: Flower installed, references left for later."""
     fed = config.federated
+    if config.train.unit == "user":
+        if fed.enabled:
+            raise ConfigError(
+                "train.unit = user is user-level DP of central training; a federated run is "
+                "client-level already (drop one of them)",
+                key="train.unit",
+            )
+        if config.data.path and not config.data.user_field:
+            raise ConfigError(
+                "train.unit = user needs data.user_field (the column naming each record's user)",
+                key="data.user_field",
+            )
+        if config.train.num_references:
+            raise ConfigError(
+                "train.num_references must be 0 with train.unit = user: references are trained "
+                "at the example level and would miscalibrate LiRA/RMIA",
+                key="train.num_references",
+            )
+        if sys.version_info < (3, 11):
+            raise ConfigError(
+                "train.unit = user needs Python >= 3.11 (it runs on Flower)", key="train.unit"
+            )
+        from dpaudit.trainers.federated.run import check_flower
+
+        try:
+            check_flower()
+        except DpauditError as exc:
+            raise ConfigError(f"train.unit = user: {exc}", key="train.unit") from None
+        return
     if not fed.enabled:
         return
     if sys.version_info < (3, 11):

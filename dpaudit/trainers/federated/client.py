@@ -109,9 +109,10 @@ class TorchClientTrainer:
         pad_id: int,
         local: Any = None,
         built: Any = None,
+        gradient: bool = False,
     ) -> None:
         self.model = model.to(device)
-        self.local, self.built = local, built
+        self.local, self.built, self.gradient = local, built, bool(gradient)
         if local is not None and built is None:
             raise ValueError("local DP-SGD needs the BuiltModel")
         self.task, self.input_names = task, tuple(input_names)
@@ -149,6 +150,8 @@ class TorchClientTrainer:
         self.load(arrays)
         if self.local is not None:
             return self._train_private(client, server_round)
+        if self.gradient:
+            return self._gradient(client, server_round)
         mu = float(config.get("proximal-mu", 0.0) or 0.0)
         anchor = {n: p.detach().clone() for n, p in self.params.items()} if mu > 0 else {}
         torch.manual_seed(derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client))
@@ -185,6 +188,43 @@ class TorchClientTrainer:
             optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         return self.arrays(), {"train-loss": float(np.mean(losses))}
+
+    def _gradient(
+        self, client: int, server_round: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """FedSGD: θ − ∇ of the mean loss over up to ``local_batch_size`` of the client's records.
+
+        The update Δ = −g is what the server clips and noises, so a sampled user contributes
+        one clipped mean gradient (user-level DP-SGD: McMahan et al. 2018, §2, DP-FedSGD).
+        A user with more records than the batch gets a seeded random subset each round.
+        """
+        import torch
+
+        from dpaudit.trainers.loop import example_losses
+
+        indices = self.client_indices[client]
+        if len(indices) > self.local_batch_size:
+            rng = np.random.default_rng([self.seed, _STREAM_LOCAL, server_round, client])
+            picked = rng.choice(len(indices), self.local_batch_size, replace=False)
+            indices = [indices[int(j)] for j in picked]
+        torch.manual_seed(derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client))
+        self.model.train()
+        inputs, targets = collate(
+            self.examples,
+            indices,
+            pad_id=self.pad_id,
+            task=self.task,
+            input_names=self.input_names,
+            device=self.device,
+        )
+        loss = example_losses(self.model(**inputs).logits, targets, self.task).mean()
+        grads = torch.autograd.grad(loss, list(self.params.values()))
+        self.model.eval()
+        new = {
+            n: (p.detach() - g).cpu().numpy()
+            for (n, p), g in zip(self.params.items(), grads, strict=True)
+        }
+        return new, {"train-loss": float(loss.item())}
 
     def _train_private(
         self, client: int, server_round: int

@@ -20,11 +20,21 @@ from dpaudit.config import FederatedConfig, TrainConfig
 from dpaudit.errors import DpauditError
 from dpaudit.trainers.privacy import DEFAULT_DELTA_RULE, PrivacyPlan, default_delta
 
-__all__ = ["LocalPrivacy", "plan_client_privacy", "plan_local_privacy"]
+__all__ = [
+    "LocalPrivacy",
+    "plan_client_privacy",
+    "plan_local_privacy",
+    "user_level_federation",
+]
 
 
 def plan_client_privacy(
-    train: TrainConfig, federated: FederatedConfig, n_clients: int, *, dp: bool
+    train: TrainConfig,
+    federated: FederatedConfig,
+    n_clients: int,
+    *,
+    dp: bool,
+    unit: str = "client",
 ) -> PrivacyPlan:
     """Fix q, T, δ and z for a federation of ``n_clients`` real clients.
 
@@ -88,7 +98,7 @@ def plan_client_privacy(
         noise_source=source,
         target_epsilon=target,
         poisson=True,
-        unit="client",
+        unit=unit,
     )
 
 
@@ -218,3 +228,43 @@ def plan_local_privacy(
         unit="example",
     )
     return LocalPrivacy(sigma, worst, per_round)
+
+
+def user_level_federation(train: TrainConfig, n_users: int) -> FederatedConfig:
+    """The federation that is user-level DP-SGD of central training (``train.unit = "user"``).
+
+    Users are Poisson-sampled at q = batch_size / users for T = round(epochs / q) steps;
+    each sampled user contributes −∇ of its mean loss over up to
+    ``train.physical_batch_size`` of its records (FedSGD), clipped to
+    ``train.max_grad_norm``; the server adds N(0, (σC)²), divides by the fixed qN and takes a
+    bias-corrected Adam step with ``train.learning_rate`` (McMahan et al. 2018, §2,
+    DP-FedSGD; author-level DP as in Microsoft's dp-transformers). The ledger's unit is
+    ``user``.
+
+    Raises:
+        DpauditError: fewer than 2 users.
+    """
+    import math
+
+    if n_users < 2:
+        raise DpauditError(f"user-level DP needs at least 2 users, got {n_users}")
+    m = min(train.batch_size, n_users)
+    q = m / n_users
+    rounds = max(1, math.floor(train.epochs / q + 0.5))
+    return FederatedConfig(
+        enabled=True,
+        partition="user",
+        rounds=rounds,
+        clients_per_round=m,
+        local_update="gradient",
+        local_batch_size=train.physical_batch_size,
+        strategy="fedadam",
+        server_learning_rate=train.learning_rate,
+        fedadam_beta1=0.9,
+        fedadam_beta2=0.999,
+        fedadam_tau=1e-8,
+        fedadam_bias_correction=True,
+        clip_norm=train.max_grad_norm,
+        canary_clients=0,
+        max_eval_records=0,
+    )

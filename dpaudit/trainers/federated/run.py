@@ -86,6 +86,7 @@ def train_federated(
     progress: bool = True,
     hooks: TrainHooks | None = None,
     canary_seed: int | None = None,
+    unit: str = "client",
 ) -> Any:
     """Federated fine-tuning of ``train.model`` on ``records``, split as ``partition``.
 
@@ -103,6 +104,10 @@ def train_federated(
         hooks: audit variants acting on the server's mechanism.
         canary_seed: seeds the canary clients' coins and directions (default ``seed``);
             a run's target and baseline share it, so the baseline is the audit's control.
+        unit: the ledger's unit, ``client`` or ``user`` (user-level DP-SGD of central
+            training runs on this engine). Audit canary clients (``client-or-*``, one
+            per included one-run canary) are not counted in N: the sampling rate and the
+            fixed denominator stay data-independent.
 
     Returns:
         :class:`~dpaudit.trainers.dp_sgd.TrainResult`, with ``steps`` = rounds.
@@ -193,9 +198,10 @@ def train_federated(
     if empty:
         raise DpauditError(f"clients without training records: {', '.join(empty[:5])}")
     n_real = partition.n_clients
+    n_public = sum(1 for c in partition.clients if not c.client_id.startswith("client-or-"))
     central = dp and train.private  # DP-FedAvg: client-level clipping and noise on the server
     dp_local = dp and federated.local_dp  # DP-SGD inside every client: example-level
-    plan = plan_client_privacy(config, federated, n_real, dp=central)
+    plan = plan_client_privacy(config, federated, n_public, dp=central, unit=unit)
     built = build_model(config, tokenizer, seed=seed, max_length=max_length)
     initial_sha256 = weights_sha256(built.model)
     local = None
@@ -220,6 +226,7 @@ def train_federated(
         pad_id=tokenizer.pad_token_id,
         local=local,
         built=built,
+        gradient=federated.local_update == "gradient",
     )
     initial = trainer.arrays()
     # Canary clients test a client-level claim: the DP-FedAvg target's, and the non-private
@@ -246,7 +253,7 @@ def train_federated(
         sample_rate=plan.sample_rate,
         noise_multiplier=plan.noise_multiplier,
         clip_norm=plan.max_grad_norm,
-        denominator=plan.sample_rate * n_real,
+        denominator=plan.sample_rate * n_public,
         adaptive=adaptive,
     )
     eval_examples = None
@@ -282,7 +289,12 @@ def train_federated(
         hooks=hooks if central else None,
         on_round=on_round,
         adam=(
-            ServerAdam(federated.fedadam_beta1, federated.fedadam_beta2, federated.fedadam_tau)
+            ServerAdam(
+                federated.fedadam_beta1,
+                federated.fedadam_beta2,
+                federated.fedadam_tau,
+                federated.fedadam_bias_correction,
+            )
             if federated.strategy == "fedadam"
             else None
         ),

@@ -78,6 +78,9 @@ class ServerAdam:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
+    bias_correction: bool = False
+    """Divide m and v by 1 − β^t (Kingma & Ba 2015, Algorithm 1), as ``torch.optim.Adam``
+    does: user-level DP-SGD uses it so its steps match central DP-SGD's Adam."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ class DpFedAvg(FedAvg):
         self.adam = adam
         self._m: dict[str, np.ndarray] = {}
         self._v: dict[str, np.ndarray] = {}
+        self._t = 0
 
     def summary(self) -> None:  # Flower logs a summary; dpaudit reports its own
         return None
@@ -233,10 +237,13 @@ class DpFedAvg(FedAvg):
         mean = {k: total[k] / denominator for k in keys}
         if self.adam is not None:  # FedAdam on the released mean (post-processing)
             a = self.adam
+            self._t += 1
+            c1 = 1 - a.beta1**self._t if a.bias_correction else 1.0
+            c2 = 1 - a.beta2**self._t if a.bias_correction else 1.0
             for k in keys:
                 self._m[k] = a.beta1 * self._m.get(k, 0.0) + (1 - a.beta1) * mean[k]
                 self._v[k] = a.beta2 * self._v.get(k, 0.0) + (1 - a.beta2) * mean[k] ** 2
-                mean[k] = self._m[k] / (np.sqrt(self._v[k]) + a.tau)
+                mean[k] = (self._m[k] / c1) / (np.sqrt(self._v[k] / c2) + a.tau)
         new = {
             k: (self._global[k] + self.server_learning_rate * mean[k]).astype(self._global[k].dtype)
             for k in keys
