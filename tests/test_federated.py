@@ -486,6 +486,9 @@ def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
     assert fed["target"]["canary_clients"] == 60
     html = (run / "report" / "report.html").read_text()
     assert 'id="federation-target"' in html
+    assert 'alt="Held-out loss after each federated round' in html
+    assert len(fed["target"]["eval_loss_by_round"]) == 3
+    assert fed["target"]["eval_loss_by_round"][-1] == rounds[-1]["eval_loss"]
     mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
     assert set(mia["attacks"]) >= {"loss", "zlib"} and not mia["skipped"]
     assert fed["target"]["client_mia_auc"]["loss"] == mia["attacks"]["loss"]["auc"]

@@ -879,6 +879,7 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
         bytes_per_round=per_round,
         eval_loss_first=evals[0] if evals else None,
         eval_loss_last=evals[-1] if evals else None,
+        eval_loss_by_round=[r.get("eval_loss") for r in rounds],
         client_mia_auc={k: float(v["auc"]) for k, v in mia_attacks.items()},
         client_mia_members=first.get("n_member"),
         client_mia_nonmembers=first.get("n_nonmember"),

@@ -360,6 +360,7 @@ report is then confidential.</p>
 {% endfor %}
 {% endif %}
 {% if v.run.federation is defined and v.run.federation %}
+{% if plots.rounds %}<figure><img alt="Held-out loss after each federated round, target against baseline" src="{{ plots.rounds }}"><figcaption>Utility by round: held-out loss of the global model after each round.</figcaption></figure>{% endif %}
 {% for m, fed in v.run.federation.items() %}
 <h3 id="federation-{{ m }}">Federated training: {{ m }}</h3>
 <p>{{ fed.statement }}</p>

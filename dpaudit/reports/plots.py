@@ -25,6 +25,7 @@ __all__ = [
     "COLORS",
     "audit_plot",
     "exposure_plot",
+    "rounds_plot",
     "figure_png",
     "pii_plot",
     "png_data_uri",
@@ -294,6 +295,40 @@ def exposure_plot(report: Mapping[str, Any]) -> bytes | None:
         ax.set_ylabel("exposure (bits)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
         ax.grid(True, axis="y", linewidth=0.3, alpha=0.6)
+        return figure_png(fig)
+
+
+def rounds_plot(report: Mapping[str, Any]) -> bytes | None:
+    """Held-out loss after each federated round (``run.federation``), target against baseline."""
+    federation = (report.get("run") or {}).get("federation") or {}
+    series = {
+        model: [as_float(v) for v in fed.get("eval_loss_by_round") or []]
+        for model, fed in federation.items()
+    }
+    series = {m: s for m, s in series.items() if any(v is not None for v in s)}
+    if not series:
+        return None
+    with _rc():
+        fig = _figure(7.2, 3.4)
+        ax = fig.subplots()
+        for model, values in series.items():
+            points = [(i + 1, v) for i, v in enumerate(values) if v is not None]
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=COLORS.get(model, "#444444"),
+                marker="o",
+                markersize=3,
+                linewidth=1.6,
+                label=_label(report, model),
+            )
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round")
+        ax.set_ylabel("held-out loss (lower is better)")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        ax.grid(True, linewidth=0.3, alpha=0.6)
         return figure_png(fig)
 
 

@@ -38,6 +38,7 @@ def report_figures(
         "roc": plots.roc_plot(report, curves or {}),
         "exposure": plots.exposure_plot(report),
         "pii": plots.pii_plot(report),
+        "rounds": plots.rounds_plot(report),
     }
     return {name: (plots.png_data_uri(png) if png else None) for name, png in figures.items()}
 

@@ -77,6 +77,10 @@ def _federation(summaries: Mapping[str, Any] | None) -> list[str]:
                 if fed.get(key) is not None
             ],
         )
+        by_round = [v for v in fed.get("eval_loss_by_round") or [] if v is not None]
+        if by_round:
+            values = ", ".join(f"{float(v):.4g}" for v in by_round)
+            out += [f"Held-out loss by round: {values}.", ""]
     return out
 
 

@@ -162,6 +162,10 @@ class FederationSummary(RunModel):
     eval_loss_last: JsonFloat | None = describe(
         "Held-out loss after the last round (`null`: not measured).", default=None
     )
+    eval_loss_by_round: list[JsonFloat | None] = describe(
+        "Held-out loss after each round, round 1 first (`null` where not measured).",
+        default_factory=list,
+    )
     client_mia_auc: dict[str, JsonFloat] = describe(
         "Client membership inference AUC by attack (`attacks/<m>/client_mia.json`: mean record "
         "score per client; members joined a round, non-members are held-out users).",
