@@ -843,7 +843,12 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
     reader.track(path)
     clients = _json_object(reader, name, "clients.json") or {}
     canaries = _json_object(reader, name, "canary_clients.json") or {}
-    n = len(clients.get("clients") or [])
+    # audit canary clients (one per included one-run canary) are not users of the data
+    n = sum(
+        1
+        for c in clients.get("clients") or []
+        if not str(c.get("client_id", "")).startswith("client-or-")
+    )
     t = len(rounds)
     down = int(sum(r.get("bytes_down") or 0 for r in rounds))
     up = int(sum(r.get("bytes_up") or 0 for r in rounds))
@@ -855,7 +860,19 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
     mia_attacks = mia.get("attacks") or {}
     first: dict[str, Any] = next(iter(mia_attacks.values()), {})
     example = _json_object(reader, name, "example_privacy.json")
-    statement = (
+    privacy = _json_object(reader, name, "privacy.json") or {}
+    if privacy.get("unit") == "user":
+        what = (
+            f"Trained with user-level DP-SGD (train.unit = user) on the federated engine: {n} "
+            f"users, one clipped mean gradient per sampled user per step, {t} steps"
+        )
+        statement = (
+            f"{what}, {sum(r.get('replies', 0) for r in rounds) / max(t, 1):.1f} users per step "
+            "on average."
+        )
+    else:
+        statement = ""
+    statement = statement or (
         f"Trained by federated averaging over {n} clients ({clients.get('scheme', '?')} partition) "
         f"for {t} rounds, {sum(r.get('replies', 0) for r in rounds) / max(t, 1):.1f} replies per "
         f"round on average; {per_round / 1e6:.2f} MB travelled per round."
