@@ -894,6 +894,9 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
         bytes_down=down,
         bytes_up=up,
         bytes_per_round=per_round,
+        bytes_per_message=(
+            down / sampled if (sampled := sum(r.get("sampled") or 0 for r in rounds)) else None
+        ),
         eval_loss_first=evals[0] if evals else None,
         eval_loss_last=evals[-1] if evals else None,
         eval_loss_by_round=[r.get("eval_loss") for r in rounds],

@@ -156,6 +156,11 @@ class FederationSummary(RunModel):
     bytes_down: int = describe("Bytes of every message to clients, all rounds.")
     bytes_up: int = describe("Bytes of every client reply, all rounds.")
     bytes_per_round: JsonFloat = describe("(bytes_down + bytes_up) / rounds.")
+    bytes_per_message: JsonFloat | None = describe(
+        "Bytes of one message to a client (the trainable arrays: the LoRA adapter alone in LoRA "
+        "mode); canary clients receive the same, so a round's total grows with them.",
+        default=None,
+    )
     eval_loss_first: JsonFloat | None = describe(
         "Held-out loss after round 1 (`null`: not measured).", default=None
     )
