@@ -626,3 +626,47 @@ def test_audit_canaries_become_clients_of_their_own():
     assert lone.record_ids == ("canary-or-007#0",)
     holders = [c for c in part.clients if any(r.startswith("canary-ss") for r in c.record_ids)]
     assert len(holders) == 1 and holders[0].key is not None  # Secret-Sharer copies: one real user
+
+
+def test_interrupted_federation_resumes_to_the_same_result(corpus, tmp_path, monkeypatch):
+    import dpaudit.trainers.federated.run as fl_run
+    from dpaudit.datasets.federated import partition_by_user
+
+    train, held, tok = corpus
+    partition = partition_by_user(train)
+    config = TrainConfig(mode="lora", lora_rank=2, device="cpu", noise_multiplier=1.0)
+    fed = FederatedConfig(
+        enabled=True, clients_per_round=4, rounds=3, canary_clients=10, clip_norm=0.5,
+        clipping="adaptive", clipped_count_stddev=1.0, strategy="fedadam",
+        server_learning_rate=0.01,
+    )  # fmt: skip
+    kwargs = dict(
+        partition=partition, train=config, federated=fed, tokenizer=tok, eval_records=held,
+        seed=0, max_length=24, dp=True, progress=False,
+    )  # fmt: skip
+    fl_run.train_federated(train, out_dir=tmp_path / "straight", **kwargs)
+
+    save = fl_run._save_checkpoint
+
+    def crash_after_round_2(ckpt_dir, recipe, done, *args):
+        save(ckpt_dir, recipe, done, *args)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fl_run, "_save_checkpoint", crash_after_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        fl_run.train_federated(train, out_dir=tmp_path / "resumed", **kwargs)
+    assert (
+        json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["round"] == 2
+    )
+    with pytest.raises(DpauditError, match="unfinished federation"):
+        fl_run.train_federated(train, out_dir=tmp_path / "resumed", **kwargs)
+    monkeypatch.setattr(fl_run, "_save_checkpoint", save)
+    fl_run.train_federated(train, out_dir=tmp_path / "resumed", resume=True, **kwargs)
+    assert not (tmp_path / "resumed" / "checkpoint").exists()
+    for name in ("rounds.jsonl", "canary_clients.json", "privacy.json"):
+        assert (tmp_path / "resumed" / name).read_text() == (
+            tmp_path / "straight" / name
+        ).read_text()
+    a = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == a

@@ -14,8 +14,11 @@ on a :class:`~.grid.LocalGrid`, and writes ``out_dir`` like
 * ``canary_clients.json`` — the update canaries' ids, coins, norm and scores
   ⟨θ_T − θ_0, u_k⟩ (:mod:`.canaries`), when there are any.
 
-A finished ``out_dir`` with the same recipe is returned as it is on ``resume``;
-an unfinished federation starts again from round 1 (no per-round checkpoints yet).
+A finished ``out_dir`` with the same recipe is returned as it is on ``resume``; after
+every round the global arrays, the strategy's state (adaptive C, FedAdam's moments) and
+the round log go to ``checkpoint/`` (safetensors + JSON), and ``resume`` continues an
+interrupted federation from its last finished round with the same seeds, so the result
+equals an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ __all__ = ["CANARY_FILE", "ROUNDS_FILE", "check_flower", "train_federated"]
 ROUNDS_FILE = "rounds.jsonl"
 CANARY_FILE = "canary_clients.json"
 PARTITION_FILE = "clients.json"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_ARRAYS = "arrays.safetensors"
 EXAMPLE_PRIVACY_FILE = "example_privacy.json"
 """With DP-FedAvg *and* local DP-SGD: the example-level ledger beside the client-level ``privacy.json``."""
 
@@ -178,12 +184,14 @@ def train_federated(
             read_json(out_dir / COMPLETE_FILE).get("recipe", {}), recipe, out_dir / COMPLETE_FILE
         )
         return load_result(out_dir)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
             raise DpauditError(
                 f"{out_dir}: holds an unfinished federation; resume it or choose another directory"
             )
-        shutil.rmtree(out_dir)  # no per-round checkpoints: start the federation again
+        if not (ckpt_dir / CHECKPOINT_STATE).is_file():
+            shutil.rmtree(out_dir)  # nothing to continue from: start the federation again
 
     examples = encode_records(
         records, tokenizer, max_length=max_length, task=config.task, num_labels=config.num_labels
@@ -301,37 +309,63 @@ def train_federated(
     )
     client_app = make_client_app(trainer, n_real=n_real, canaries=canaries)
 
-    def evaluate_fn(server_round: int, arrays: Any) -> Any:
-        if eval_examples is None:
-            return None
-        loss = trainer.evaluate({k: v.numpy() for k, v in arrays.items()}, eval_examples)
-        return MetricRecord({"eval-loss": loss})
+    holder: dict[str, Any] = {}
+    start_arrays, done_before = initial, 0
+    if resume and (ckpt_dir / CHECKPOINT_STATE).is_file():
+        state = read_json(ckpt_dir / CHECKPOINT_STATE)
+        if state.get("recipe") != recipe:
+            raise DpauditError(
+                f"{ckpt_dir}: a checkpoint of another recipe; remove it or choose another directory"
+            )
+        from safetensors.numpy import load_file
 
-    try:
-        result, grid = run_rounds(
-            strategy,
-            client_app,
-            n_real + n_canary_nodes,
-            federated=federated,
-            initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
-            num_rounds=plan.steps,
-            evaluate_fn=evaluate_fn if eval_examples is not None else None,
-        )
-    finally:
-        bar.close()
-    final = {k: np.asarray(v.numpy()) for k, v in result.arrays.items()}
-    trainer.load(final)
-    model = trainer.model
-    model.eval()
-    for record in rounds:
+        saved = load_file(str(ckpt_dir / CHECKPOINT_ARRAYS))
+        start_arrays = {k[3:]: v for k, v in saved.items() if k.startswith("g::")}
+        strategy.load_state(state["strategy"], saved)
+        rounds[:] = list(state["rounds"])
+        done_before = int(state["round"])
+        bar.update(done_before)
+    strategy.round_offset = done_before
+
+    def evaluate_fn(flower_round: int, arrays: Any) -> Any:
+        """After each round: finish its record (clients, bytes, held-out loss) and checkpoint."""
+        if flower_round == 0:  # Flower evaluates the initial arrays first: not a round
+            return None
+        values = {k: np.asarray(v.numpy()) for k, v in arrays.items()}
+        loss = trainer.evaluate(values, eval_examples) if eval_examples is not None else None
+        record = rounds[-1]
         joined = record.pop("partitions", [])
         record["clients"] = [partition.clients[p].client_id for p in joined if p < n_real]
         record["canaries_joined"] = sum(1 for p in joined if p >= n_real)
+        grid = holder["grid"]
         group = str(record["round"])
         record["bytes_down"] = grid.bytes_down.get(group, 0)
         record["bytes_up"] = grid.bytes_up.get(group, 0)
-        ev = result.evaluate_metrics_serverapp.get(record["round"])
-        record["eval_loss"] = float(ev["eval-loss"]) if ev is not None else None
+        record["eval_loss"] = loss
+        _save_checkpoint(ckpt_dir, recipe, record["round"], values, strategy, rounds)
+        return None if loss is None else MetricRecord({"eval-loss": loss})
+
+    final = start_arrays
+    if done_before < plan.steps:
+        try:
+            result, _ = run_rounds(
+                strategy,
+                client_app,
+                n_real + n_canary_nodes,
+                federated=federated,
+                initial_arrays=ArrayRecord({k: Array(v) for k, v in start_arrays.items()}),
+                num_rounds=plan.steps - done_before,
+                evaluate_fn=evaluate_fn,
+                holder=holder,
+            )
+        finally:
+            bar.close()
+        final = {k: np.asarray(v.numpy()) for k, v in result.arrays.items()}
+    else:
+        bar.close()
+    trainer.load(final)
+    model = trainer.model
+    model.eval()
     log = [{"step": r["round"], "loss": r["train_loss"], "seconds": 0.0} for r in rounds]
     metrics = _metrics(
         model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
@@ -357,6 +391,7 @@ def train_federated(
             },
         )
     write_run_file(out_dir / METRICS_FILE, UtilityFile.from_dict(metrics))
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     if local is not None:
         example = make_ledger(local.worst, local.worst.steps)
         # the example-level ledger is the model's only DP claim without DP-FedAvg
@@ -380,6 +415,34 @@ def train_federated(
     return load_result(out_dir)
 
 
+def _save_checkpoint(
+    ckpt_dir: Path,
+    recipe: dict[str, Any],
+    done: int,
+    arrays: dict[str, np.ndarray],
+    strategy: Any,
+    rounds: list[dict[str, Any]],
+) -> None:
+    """The global arrays, the strategy's state and the round log after round ``done``.
+
+    Arrays go to safetensors (never pickle); the state is written last, so a checkpoint
+    without a state is ignored. It holds only what every round already released.
+    """
+    from safetensors.numpy import save_file
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state, moments = strategy.state()
+    tensors = {f"g::{k}": np.ascontiguousarray(v) for k, v in arrays.items()}
+    tensors.update({k: np.ascontiguousarray(v) for k, v in moments.items()})
+    tmp = ckpt_dir / (CHECKPOINT_ARRAYS + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(ckpt_dir / CHECKPOINT_ARRAYS)
+    write_json(
+        ckpt_dir / CHECKPOINT_STATE,
+        {"round": done, "recipe": recipe, "strategy": state, "rounds": rounds},
+    )
+
+
 def run_rounds(
     strategy: Any,
     client_app: Any,
@@ -389,6 +452,7 @@ def run_rounds(
     initial_arrays: Any,
     num_rounds: int,
     evaluate_fn: Any,
+    holder: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """``strategy.start`` on the configured engine; returns (Flower ``Result``, byte-counting grid).
 
@@ -406,8 +470,10 @@ def run_rounds(
     """
     from dpaudit.trainers.federated.grid import CountingGrid, LocalGrid
 
+    holder = {} if holder is None else holder
     if federated.backend == "local":
         grid = LocalGrid(client_app, num_nodes)
+        holder["grid"] = grid
         result = strategy.start(
             grid=grid,
             initial_arrays=initial_arrays,
@@ -423,7 +489,6 @@ def run_rounds(
         raise DpauditError(
             "federated.backend = ray needs Flower's simulation extra: pip install 'flwr[simulation]'"
         ) from None
-    holder: dict[str, Any] = {}
     server_app = ServerApp()
 
     @server_app.main()

@@ -165,9 +165,26 @@ class DpFedAvg(FedAvg):
         self._m: dict[str, np.ndarray] = {}
         self._v: dict[str, np.ndarray] = {}
         self._t = 0
+        self.round_offset = 0  # rounds already run before a resumed start()
 
     def summary(self) -> None:  # Flower logs a summary; dpaudit reports its own
         return None
+
+    # ------------------------------------------------------------- resumption
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a resumed run needs: (JSON state, arrays of FedAdam's moments ``m::``/``v::``)."""
+        arrays = {f"m::{k}": np.asarray(v) for k, v in self._m.items()}
+        arrays.update({f"v::{k}": np.asarray(v) for k, v in self._v.items()})
+        clip = self.clip_norm if math.isfinite(self.clip_norm) else None
+        return {"clip_norm": clip, "adam_steps": self._t}, arrays
+
+    def load_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state`."""
+        if state.get("clip_norm") is not None:
+            self.clip_norm = float(state["clip_norm"])
+        self._t = int(state.get("adam_steps", 0))
+        self._m = {k[3:]: v for k, v in arrays.items() if k.startswith("m::")}
+        self._v = {k[3:]: v for k, v in arrays.items() if k.startswith("v::")}
 
     # ---------------------------------------------------------------- sampling
     def sample_nodes(self, server_round: int, node_ids: Iterable[int]) -> list[int]:
@@ -180,6 +197,7 @@ class DpFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset  # Flower counts from 1 on every start()
         chosen = self.sample_nodes(server_round, grid.get_node_ids())
         self._sampled[server_round] = chosen
         self._global = {k: np.asarray(v.numpy()) for k, v in arrays.items()}
@@ -200,6 +218,7 @@ class DpFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         replies = list(replies)
         valid = [r for r in replies if not r.has_error()]
         failures = len(replies) - len(valid)
