@@ -610,7 +610,12 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (item,) = args
         if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
+            text = value.strip()
+            parsed = _literal(text) if text.startswith("[") and text.endswith("]") else None
+            if isinstance(parsed, list):  # TOML array syntax: [1, 4], ["a", "b"]
+                value = parsed
+            else:  # comma list: 1,4
+                value = [v for v in (s.strip() for s in text.strip("[]").split(",")) if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}", key=where)
         return [_coerce(where, v, item) for v in value]

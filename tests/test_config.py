@@ -117,6 +117,12 @@ def test_set_parsing_and_errors():
     assert (
         cfg.data.canary_repetitions == [1, 2] and cfg.train.delta is None and cfg.train.dp is False
     )
+    # a list setting takes TOML array syntax as well as commas
+    for text, want in (("[1, 4]", [1, 4]), ("[4]", [4]), ("4", [4]), ("[]", [])):
+        got = load_config(sets=[f"data.canary_repetitions={text}"]).data.canary_repetitions
+        assert got == want, text
+    targets = load_config(sets=['train.lora_targets=["q_proj", "v_proj"]']).train.lora_targets
+    assert targets == ["q_proj", "v_proj"]
     assert parse_set(["attack.params.lira.online=false", "attacks.params.rmia.offline_a=0.5"]) == {
         "attack": {"params": {"lira": {"online": False}, "rmia": {"offline_a": 0.5}}}
     }

@@ -169,7 +169,7 @@ def test_user_level_dp_run_end_to_end(invoke, tmp_path):
         "--set", "train.unit=user", "--set", "train.num_references=0",
         "--set", "data.synth_n=300", "--set", "train.batch_size=16",
         "--set", "train.physical_batch_size=8", "--set", "train.epochs=1",
-        "--set", "data.one_run_canaries=40", "--set", "data.canary_repetitions=1,4",
+        "--set", "data.one_run_canaries=40", "--set", "data.canary_repetitions=[1, 4]",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     run = tmp_path / "demo"
