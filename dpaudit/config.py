@@ -544,6 +544,18 @@ class RunConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def split_by_user(self) -> bool:
+        """Members and non-members are whole users: a federation by user, or user-level DP."""
+        fed = self.federated
+        return (fed.enabled and fed.partition == "user") or self.train.unit == "user"
+
+    @property
+    def local_dp_only(self) -> bool:
+        """A federation whose only DP is DP-SGD inside the clients (no client-level claim)."""
+        fed = self.federated
+        return fed.enabled and fed.local_dp and not self.train.private
+
     def validate(self) -> None:
         check_run_name(self.name)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 
 import numpy as np
 import pytest
@@ -328,26 +327,11 @@ def test_noise_silently_removed_is_a_violation():
 
 
 # ------------------------------------------------------------------- the language model
-NAMES = "ana bo cy di ed fay gus hal".split()
-DAYS = "monday tuesday wednesday thursday friday".split()
-
-
 @pytest.fixture(scope="module")
 def corpus():
-    from dpaudit.datasets.records import Record
-    from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+    from _fl_corpus import fl_corpus
 
-    rng = random.Random(0)
-    recs = [
-        Record(
-            f"r{i:03d}",
-            f"patient {rng.randint(10, 99)} {'visited' if i % 2 else 'called'} dr "
-            f"{rng.choice(NAMES)} on {rng.choice(DAYS)}",
-            meta={"user": f"u{i % 10:02d}"},
-        )
-        for i in range(100)
-    ]
-    return recs[:80], recs[80:], train_bpe_tokenizer([r.text for r in recs], vocab_size=300)
+    return fl_corpus()
 
 
 def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
@@ -362,19 +346,15 @@ def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
     fed = FederatedConfig(
         enabled=True, clients_per_round=3, rounds=2, canary_clients=20, clip_norm=0.5
     )
-    result = train_federated(
-        train,
-        partition=partition,
-        train=config,
-        federated=fed,
-        tokenizer=tok,
-        out_dir=tmp_path / "fl",
-        eval_records=held,
-        seed=0,
-        max_length=24,
-        dp=True,
-        progress=False,
-    )
+
+    def federate(fed: FederatedConfig, **kwargs):
+        return train_federated(
+            train, partition=partition, train=config, federated=fed, tokenizer=tok,
+            out_dir=tmp_path / "fl", eval_records=held, seed=0, max_length=24, dp=True,
+            progress=False, **kwargs,
+        )  # fmt: skip
+
+    result = federate(fed)
     built = build_model(config, tok, seed=0, max_length=24)
     adapter = {n: p for n, p in built.model.named_parameters() if p.requires_grad}
     assert adapter and all("lora_" in n for n in adapter)
@@ -397,39 +377,12 @@ def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
     canary = json.loads((tmp_path / "fl" / "canary_clients.json").read_text())
     assert canary["dimension"] == payload // 4 and len(canary["scores"]) == 20
     # resume returns the finished federation; a different recipe is refused
-    again = train_federated(
-        train,
-        partition=partition,
-        train=config,
-        federated=fed,
-        tokenizer=tok,
-        out_dir=tmp_path / "fl",
-        eval_records=held,
-        seed=0,
-        max_length=24,
-        dp=True,
-        progress=False,
-        resume=True,
-    )
+    again = federate(fed, resume=True)
     assert again.ledger == result.ledger
     with pytest.raises(DpauditError):
-        train_federated(
-            train,
-            partition=partition,
-            train=config,
-            federated=dataclasses.replace(fed, rounds=3),
-            tokenizer=tok,
-            out_dir=tmp_path / "fl",
-            eval_records=held,
-            seed=0,
-            max_length=24,
-            dp=True,
-            progress=False,
-            resume=True,
-        )
+        federate(dataclasses.replace(fed, rounds=3), resume=True)
 
 
-# ----------------------------------------------------------------------------- the CLI
 # ------------------------------------------------------------------------ local DP-SGD
 def test_local_dp_ledger_is_the_most_exposed_client(invoke):
     from dpaudit.accounting import compute_epsilons

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 
@@ -16,26 +15,12 @@ pytest.importorskip("flwr")
 
 from dpaudit.config import FederatedConfig, TrainConfig  # noqa: E402
 
-NAMES = "ana bo cy di ed fay gus hal".split()
-DAYS = "monday tuesday wednesday thursday friday".split()
-
 
 @pytest.fixture(scope="module")
 def corpus():
-    from dpaudit.datasets.records import Record
-    from dpaudit.datasets.tokenizer import train_bpe_tokenizer
+    from _fl_corpus import fl_corpus
 
-    rng = random.Random(0)
-    recs = [
-        Record(
-            f"r{i:03d}",
-            f"patient {rng.randint(10, 99)} {'visited' if i % 2 else 'called'} dr "
-            f"{rng.choice(NAMES)} on {rng.choice(DAYS)}",
-            meta={"user": f"u{i % 10:02d}"},
-        )
-        for i in range(100)
-    ]
-    return recs[:80], recs[80:], train_bpe_tokenizer([r.text for r in recs], vocab_size=300)
+    return fl_corpus()
 
 
 def _fl_sets(tmp_path):

@@ -759,10 +759,7 @@ def run_attack_stage(
                 from dpaudit.attacks.blind import blind_baseline, label_baseline
 
                 n = int(is_member.sum())
-                fed = config.federated
-                by_user = (fed.enabled and fed.partition == "user") or (
-                    config.train.unit == "user"
-                )  # members and non-members are whole users
+                by_user = config.split_by_user  # members and non-members are whole users
                 blind = blind_baseline(
                     [r.text for r in examples[:n]],
                     [r.text for r in examples[n:]],

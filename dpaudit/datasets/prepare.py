@@ -206,8 +206,7 @@ def prepare_data(config: RunConfig, run: RunDir, *, resume: bool = False) -> Pre
     d = config.data
     data_dir = run.subdir("data")
     inputs: dict[str, Any] = {"config": sha256_text(repr((dataclasses.asdict(d), config.seed)))}
-    fed = config.federated
-    by_user = (fed.enabled and fed.partition == "user") or config.train.unit == "user"
+    by_user = config.split_by_user
     if by_user:  # members and non-members are whole users (clients)
         inputs["split_by"] = "user"
     if d.path:

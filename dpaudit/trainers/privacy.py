@@ -96,6 +96,43 @@ class PrivacyPlan:
         return MECHANISM_POISSON if self.poisson else MECHANISM_SHUFFLE
 
 
+def calibrated_noise(
+    config: TrainConfig,
+    target_epsilon: float,
+    *,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    what: str = "",
+) -> float:
+    """σ for ``target_epsilon`` at (q, T, δ) by ``config.accountant`` (:func:`~dpaudit.accounting.calibrate_noise`).
+
+    ``what`` names the ε in the error (``"client-level "``, ``"example-level "``).
+
+    Raises:
+        DpauditError: the accountant cannot reach the target (one line, with its reason).
+    """
+    from dpaudit.accounting import calibrate_noise
+
+    try:
+        return float(
+            calibrate_noise(
+                target_epsilon=target_epsilon,
+                delta=delta,
+                sampling_rate=sample_rate,
+                steps=steps,
+                accountant=config.accountant,
+                allow_approximate=config.allow_approximate_accountant,
+            )
+        )
+    except DpauditError:
+        raise
+    except (ValueError, RuntimeError) as exc:
+        raise DpauditError(
+            f"cannot calibrate noise for {what}ε = {target_epsilon}: {exc}"
+        ) from None
+
+
 def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
     """Fix q, T, δ and σ for ``n`` training examples.
 
@@ -136,25 +173,9 @@ def plan_privacy(config: TrainConfig, n: int, *, dp: bool) -> PrivacyPlan:
     if config.noise_multiplier is not None:
         sigma, source, target = float(config.noise_multiplier), "config", None
     else:
-        from dpaudit.accounting import calibrate_noise
-
-        try:
-            sigma = float(
-                calibrate_noise(
-                    target_epsilon=config.target_epsilon,
-                    delta=delta,
-                    sampling_rate=q,
-                    steps=steps,
-                    accountant=config.accountant,
-                    allow_approximate=config.allow_approximate_accountant,
-                )
-            )
-        except DpauditError:
-            raise
-        except (ValueError, RuntimeError) as exc:
-            raise DpauditError(
-                f"cannot calibrate noise for ε = {config.target_epsilon}: {exc}"
-            ) from None
+        sigma = calibrated_noise(
+            config, config.target_epsilon, delta=delta, sample_rate=q, steps=steps
+        )
         source, target = "calibrated", float(config.target_epsilon)
     return PrivacyPlan(
         True,

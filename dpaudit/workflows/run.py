@@ -621,7 +621,7 @@ def run_audit(
     lines = []
     names = trained_models(run, models)
     fed = config.federated
-    local_only = fed.enabled and fed.local_dp and not config.train.private
+    local_only = config.local_dp_only
     client_level = fed.enabled and fed.canary_clients > 0 and not local_only
     if client_level and config.data.one_run_canaries:
         lines.append(
@@ -700,7 +700,7 @@ def run_all(
     if config.federated.enabled or config.train.unit == "user":
         lines += run_client_mia(run.path, config)
     fed = config.federated
-    local_only = fed.enabled and fed.local_dp and not config.train.private
+    local_only = config.local_dp_only
     if config.data.one_run_canaries or (fed.enabled and fed.canary_clients and not local_only):
         lines += run_audit(run.path, resume=resume, progress=progress, argv=argv)
     lines += run_report(run.path)
@@ -720,7 +720,7 @@ def run_client_mia(run_dir: str | Path, config: RunConfig) -> list[str]:
     from dpaudit.errors import DpauditError
 
     run = RunDir(run_dir)
-    if config.federated.partition != "user" and config.train.unit != "user":
+    if not config.split_by_user:
         return [
             "client membership: skipped: needs federated.partition = user (held-out clients "
             "are the held-out users)"

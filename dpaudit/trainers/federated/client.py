@@ -145,8 +145,6 @@ class TorchClientTrainer:
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         import torch
 
-        from dpaudit.trainers.loop import example_losses
-
         self.load(arrays)
         if self.local is not None:
             return self._train_private(client, server_round)
@@ -169,15 +167,7 @@ class TorchClientTrainer:
             if len(order) < min(self.local_batch_size, len(indices)):
                 order += [indices[int(j)] for j in rng.permutation(len(indices))]
             batch, order = order[: self.local_batch_size], order[self.local_batch_size :]
-            inputs, targets = collate(
-                self.examples,
-                batch,
-                pad_id=self.pad_id,
-                task=self.task,
-                input_names=self.input_names,
-                device=self.device,
-            )
-            loss = example_losses(self.model(**inputs).logits, targets, self.task).mean()
+            loss = self._batch_loss(batch)
             losses.append(float(loss.item()))
             if mu > 0:
                 loss = loss + 0.5 * mu * sum(
@@ -188,6 +178,20 @@ class TorchClientTrainer:
             optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         return self.arrays(), {"train-loss": float(np.mean(losses))}
+
+    def _batch_loss(self, indices: Sequence[int]) -> Any:
+        """Mean per-example loss of the model on ``indices`` of the examples (with its graph)."""
+        from dpaudit.trainers.loop import example_losses
+
+        inputs, targets = collate(
+            self.examples,
+            indices,
+            pad_id=self.pad_id,
+            task=self.task,
+            input_names=self.input_names,
+            device=self.device,
+        )
+        return example_losses(self.model(**inputs).logits, targets, self.task).mean()
 
     def _gradient(
         self, client: int, server_round: int
@@ -200,8 +204,6 @@ class TorchClientTrainer:
         """
         import torch
 
-        from dpaudit.trainers.loop import example_losses
-
         indices = self.client_indices[client]
         if len(indices) > self.local_batch_size:
             rng = np.random.default_rng([self.seed, _STREAM_LOCAL, server_round, client])
@@ -209,15 +211,7 @@ class TorchClientTrainer:
             indices = [indices[int(j)] for j in picked]
         torch.manual_seed(derive_seed(self.seed, _STREAM_LOCAL, server_round * 1_000_003 + client))
         self.model.train()
-        inputs, targets = collate(
-            self.examples,
-            indices,
-            pad_id=self.pad_id,
-            task=self.task,
-            input_names=self.input_names,
-            device=self.device,
-        )
-        loss = example_losses(self.model(**inputs).logits, targets, self.task).mean()
+        loss = self._batch_loss(indices)
         grads = torch.autograd.grad(loss, list(self.params.values()))
         self.model.eval()
         new = {
@@ -274,26 +268,20 @@ class TorchClientTrainer:
         return self.arrays(), {"train-loss": float(np.mean(losses)) if losses else float("nan")}
 
     def evaluate(self, arrays: Mapping[str, np.ndarray], examples: EncodedExamples) -> float:
-        """Mean example loss of the model with ``arrays`` on ``examples`` (utility by round)."""
-        import torch
+        """Mean example loss of the model with ``arrays`` on ``examples`` (utility by round).
 
-        from dpaudit.trainers.loop import example_losses
+        :func:`~dpaudit.trainers.evaluate.evaluate`'s ``example_loss`` (the training
+        objective; ``loss`` for classifiers).
+        """
+        from dpaudit.trainers.evaluate import evaluate
 
         self.load(arrays)
-        self.model.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(examples), 32):
-                batch = list(range(start, min(start + 32, len(examples))))
-                inputs, targets = collate(
-                    examples,
-                    batch,
-                    pad_id=self.pad_id,
-                    task=self.task,
-                    input_names=self.input_names,
-                    device=self.device,
-                )
-                per = example_losses(self.model(**inputs).logits, targets, self.task)
-                total += float(per.sum().item())
-                count += len(batch)
-        return total / max(1, count)
+        metrics = evaluate(
+            self.model,
+            examples,
+            task=self.task,
+            pad_id=self.pad_id,
+            input_names=self.input_names,
+            device=self.device,
+        )
+        return float(metrics.get("example_loss", metrics["loss"]))

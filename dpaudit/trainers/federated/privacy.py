@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 from dpaudit.config import FederatedConfig, TrainConfig
 from dpaudit.errors import DpauditError
-from dpaudit.trainers.privacy import DEFAULT_DELTA_RULE, PrivacyPlan, default_delta
+from dpaudit.trainers.privacy import (
+    DEFAULT_DELTA_RULE,
+    PrivacyPlan,
+    calibrated_noise,
+    default_delta,
+)
 
 __all__ = [
     "LocalPrivacy",
@@ -63,25 +68,14 @@ def plan_client_privacy(
         if train.noise_multiplier is not None:
             sigma, source = float(train.noise_multiplier), "config"
         else:
-            from dpaudit.accounting import calibrate_noise
-
-            try:
-                sigma = float(
-                    calibrate_noise(
-                        target_epsilon=train.target_epsilon,
-                        delta=delta,
-                        sampling_rate=q,
-                        steps=steps,
-                        accountant=train.accountant,
-                        allow_approximate=train.allow_approximate_accountant,
-                    )
-                )
-            except DpauditError:
-                raise
-            except (ValueError, RuntimeError) as exc:
-                raise DpauditError(
-                    f"cannot calibrate noise for client-level ε = {train.target_epsilon}: {exc}"
-                ) from None
+            sigma = calibrated_noise(
+                train,
+                train.target_epsilon,
+                delta=delta,
+                sample_rate=q,
+                steps=steps,
+                what=f"{unit}-level ",
+            )
             source, target = "calibrated", float(train.target_epsilon)
     return PrivacyPlan(
         dp=dp,
@@ -165,7 +159,7 @@ def plan_local_privacy(
     import dataclasses
     import math
 
-    from dpaudit.accounting import calibrate_noise, compute_epsilons
+    from dpaudit.accounting import compute_epsilons
 
     if not client_sizes or min(client_sizes) < 1:
         raise DpauditError("local DP needs every client to hold at least one record")
@@ -179,26 +173,12 @@ def plan_local_privacy(
         sigma, source, target = float(federated.local_noise_multiplier), "config", None
     else:
         target = float(federated.local_target_epsilon)
-        try:
-            sigma = max(
-                float(
-                    calibrate_noise(
-                        target_epsilon=target,
-                        delta=delta,
-                        sampling_rate=q,
-                        steps=t,
-                        accountant=train.accountant,
-                        allow_approximate=train.allow_approximate_accountant,
-                    )
-                )
-                for q, t in front
+        sigma = max(
+            calibrated_noise(
+                train, target, delta=delta, sample_rate=q, steps=t, what="example-level "
             )
-        except DpauditError:
-            raise
-        except (ValueError, RuntimeError) as exc:
-            raise DpauditError(
-                f"cannot calibrate local noise for example-level ε = {target}: {exc}"
-            ) from None
+            for q, t in front
+        )
         source = "calibrated"
     per_round = {n: _local_round_plan(train, federated, n, sigma) for n in sizes}
     worst_eps, worst_n = -math.inf, sizes[0]
