@@ -495,6 +495,12 @@ def test_client_membership_aggregates_record_scores():
         seed=0,
     )  # fmt: skip
     assert (res.n_member, res.n_nonmember, res.never_sampled) == (30, 31, 1)
+    assert res.clients_unscored == 0
+    unscored = client_membership(
+        record, joined={**joined, "c-x": ["no-such-record"]}, never_sampled=never,
+        held_out=held, fprs=(0.1,), bootstrap=0, seed=0,
+    )  # fmt: skip
+    assert unscored.clients_unscored == 1 and unscored.n_member == 30
     assert res.records_scored == len(ids)
     # averaging 4 records doubles the separation: client AUC above the record AUC
     from dpaudit.attacks.metrics import auc

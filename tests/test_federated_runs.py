@@ -86,6 +86,7 @@ def test_fl_quickstart_runs_and_reports_client_level_audit(invoke, tmp_path):
     assert set(mia["attacks"]) >= {"loss", "zlib"} and not mia["skipped"]
     assert fed["target"]["client_mia_auc"]["loss"] == mia["attacks"]["loss"]["auc"]
     assert "client membership/target: best AUC" in res.output
+    assert "without a scored record left out" in res.output
     # members and non-members are whole users: no user on both sides
     splits = json.loads((run / "data" / "splits.json").read_text())
     corpus = [json.loads(x) for x in (run / "data" / "corpus.jsonl").read_text().splitlines()]

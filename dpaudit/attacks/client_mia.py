@@ -40,6 +40,8 @@ class ClientMembership:
         n_nonmember: held-out clients plus never-sampled training clients.
         never_sampled: training clients that never joined (counted among non-members).
         records_scored: records whose scores were aggregated.
+        clients_unscored: clients left out because none of their records was scored (the
+            attack stage scores a balanced sample of members and non-members).
     """
 
     attack: str
@@ -48,6 +50,7 @@ class ClientMembership:
     n_nonmember: int
     never_sampled: int
     records_scored: int
+    clients_unscored: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         m = self.metrics
@@ -62,6 +65,7 @@ class ClientMembership:
             "n_nonmember": self.n_nonmember,
             "never_sampled": self.never_sampled,
             "records_scored": self.records_scored,
+            "clients_unscored": self.clients_unscored,
         }
 
 
@@ -124,4 +128,5 @@ def client_membership(
         len(non),
         sum(1 for c in never_sampled if c in non),
         records,
+        len(joined) + len(never_sampled) + len(held_out) - len(member) - len(non),
     )

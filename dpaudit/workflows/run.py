@@ -777,7 +777,8 @@ def run_client_mia(run_dir: str | Path, config: RunConfig) -> list[str]:
             lines.append(
                 f"client membership/{name}: best AUC {best['auc']:.3f} ({best['attack']}) over "
                 f"{best['n_member']} member and {best['n_nonmember']} non-member clients "
-                f"({best['never_sampled']} never sampled)"
+                f"({best['never_sampled']} never sampled; {best['clients_unscored']} clients "
+                "without a scored record left out)"
             )
     return lines
 
