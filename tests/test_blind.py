@@ -153,3 +153,15 @@ def test_user_groups_stop_the_classifier_learning_who_is_a_member():
     assert "group (by user)" in grouped.method
     with pytest.raises(DpauditError, match="one group per text"):
         blind_baseline(texts[:n], texts[n:], groups=groups[:-1])
+
+
+def test_progress_bar_names_each_phase_and_leaves_the_result_unchanged(random_split, capsys):
+    # 20,000 + 20,000 texts take minutes: the phases (features, each fold, bootstrap) get a bar.
+    members, nonmembers = random_split[0][:60], random_split[1][:60]
+    quiet = blind_baseline(members, nonmembers, seed=3)
+    shown = blind_baseline(members, nonmembers, seed=3, progress=True)
+    err = capsys.readouterr().err
+    assert "blind baseline (60+60 texts)" in err
+    assert "TF-IDF features" in err and "fold 5/5" in err and "bootstrap (200)" in err
+    assert "/7 [" in err  # features + 5 folds + bootstrap
+    assert quiet == shown

@@ -196,3 +196,46 @@ def test_datasets_check_reads_tsv_with_a_label_map(tmp_path):
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(cli, ["datasets", "check", str(path), "--label-map", "positive"])
     assert bad.exit_code == 2 and "--label-map" in bad.output
+
+
+def test_a_large_input_is_read_under_a_bar(tmp_path, capsys, monkeypatch):
+    from dpaudit.datasets import loaders
+
+    monkeypatch.setattr(loaders, "BAR_FROM_RECORDS", 50)
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(60)]
+    path = _write_jsonl(tmp_path / "big.jsonl", rows)
+    load_records(path, progress=False)
+    assert "reading big.jsonl" not in capsys.readouterr().err
+    small = _write_jsonl(tmp_path / "small.jsonl", rows[:40])
+    load_records(small, progress=True)
+    assert "reading" not in capsys.readouterr().err  # under the threshold: no bar
+    csv = tmp_path / "big.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    for big in (tmp_path / "other.jsonl", csv):
+        if big.suffix == ".jsonl":
+            _write_jsonl(big, rows)
+        assert len(load_records(big, progress=True)) == 60
+        err = capsys.readouterr().err
+        total = 61 if big.suffix == ".csv" else 60  # csv counts physical lines, header too
+        assert f"reading {big.name}" in err and f"/{total} " in err
+
+
+def test_an_unchanged_file_is_parsed_once(tmp_path, monkeypatch):
+    # config check and the data stage of one command both load data.path: one parse.
+    import os
+
+    from dpaudit.datasets import loaders
+
+    path = _write_jsonl(tmp_path / "d.jsonl", ROWS)
+    calls = []
+    original = loaders._load_jsonl
+    monkeypatch.setattr(loaders, "_load_jsonl", lambda *a: calls.append(a[0]) or original(*a))
+    monkeypatch.setattr(loaders, "_cache", type(loaders._cache)())
+    first = load_records(path)
+    second = load_records(path)
+    assert first == second and first is not second and len(calls) == 1
+    load_records(path, fields=Fields(text="text", id="id"))  # other fields: parsed again
+    assert len(calls) == 2
+    _write_jsonl(path, ROWS[:2])  # changed file (size): parsed again
+    os.utime(path, ns=(1, 1))
+    assert [r.id for r in load_records(path)] == ["a", "b"] and len(calls) == 3

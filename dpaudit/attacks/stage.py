@@ -765,6 +765,7 @@ def run_attack_stage(
                     [r.text for r in examples[n:]],
                     seed=seed,
                     groups=[str(r.meta.get("user")) for r in examples] if by_user else None,
+                    progress=progress,
                 )
                 labels = (
                     label_baseline([r.label for r in examples], is_member) if classifier else None

@@ -4,6 +4,11 @@ Every loader returns a list of :class:`~dpaudit.datasets.records.Record` and
 fails on bad input with an :class:`~dpaudit.errors.InputError` naming the file
 and, where it applies, the line: malformed JSON, a missing text field, bytes
 that are not UTF-8, an empty file, duplicate ids.
+
+Large inputs (at least :data:`BAR_FROM_RECORDS` rows) are read under a progress
+bar. A file is parsed once per process: the records of an unchanged file (same
+path, size, modification time and inode, same format and fields) are reused, so
+``config check`` and the data stage of one command do not read it twice.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,12 @@ from typing import Any
 from dpaudit.datasets.records import PiiSpan, Record
 from dpaudit.errors import InputError
 from dpaudit.inputs import check_input_file, json_loads, read_text
+
+BAR_FROM_RECORDS = 10_000
+"""Inputs with at least this many rows are read under a progress bar."""
+
+_CACHE_SIZE = 4
+_cache: OrderedDict[tuple[Any, ...], list[Record]] = OrderedDict()
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "text", "hf")
 _EXTENSIONS = {
@@ -83,7 +97,11 @@ def infer_format(path: str | Path) -> str:
 
 
 def load_records(
-    path: str | Path, *, format: str = "auto", fields: Fields | None = None
+    path: str | Path,
+    *,
+    format: str = "auto",
+    fields: Fields | None = None,
+    progress: bool | None = None,
 ) -> list[Record]:
     """Load ``path`` as records.
 
@@ -95,6 +113,14 @@ def load_records(
         format: one of ``auto``, ``jsonl``, ``csv``, ``tsv``, ``parquet``, ``text``, ``hf``.
         fields: column names; the default reads ``text`` (and a dpaudit JSONL's
             ``id``, ``label``, ``pii`` and ``meta`` when present).
+        progress: show a bar while reading an input of :data:`BAR_FROM_RECORDS`
+            rows or more; ``None`` = only when standard error is a terminal.
+
+    Returns:
+        A new list (records are frozen), equal for every call on an unchanged file.
+
+    Raises:
+        InputError: the file cannot be read as records (naming the file and line).
     """
     if str(path).startswith("package:"):  # a corpus inside an installed package
         from dpaudit.datasets.packaged import load_packaged_records
@@ -108,6 +134,10 @@ def load_records(
         raise InputError(path, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt != "hf" or Path(path).exists():
         _check_file(path, allow_dir=fmt == "hf")
+    key = _cache_key(path, fmt, fields)
+    if key is not None and key in _cache:
+        _cache.move_to_end(key)
+        return list(_cache[key])
     loader = {
         "jsonl": _load_jsonl,
         "csv": _load_csv,
@@ -116,11 +146,38 @@ def load_records(
         "text": _load_text,
         "hf": _load_hf,
     }[fmt]
-    records = loader(Path(path), fields)
+    records = loader(Path(path), fields, progress)
     if not records:
         raise InputError(path, "no records found (empty file)")
     _check_unique_ids(path, records)
+    if key is not None:
+        _cache[key] = records
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return list(records)
     return records
+
+
+def _cache_key(path: str | Path, fmt: str, fields: Fields) -> tuple[Any, ...] | None:
+    """What identifies one parse of a regular file, or ``None`` (not cached)."""
+    try:
+        real = os.path.realpath(path)
+        stat = os.stat(real)
+    except OSError:
+        return None
+    if not os.path.isfile(real):
+        return None
+    return (real, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev, fmt, fields)
+
+
+def _reading(path: Path, rows: Iterable[Any], total: int, progress: bool | None) -> Iterator[Any]:
+    """``rows``, under a bar naming ``path`` when there are many (:data:`BAR_FROM_RECORDS`)."""
+    show = total >= BAR_FROM_RECORDS and (progress if progress is not None else sys.stderr.isatty())
+    if not show:
+        return iter(rows)
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(rows, total=total, desc=f"reading {path.name}", unit="row", leave=False))
 
 
 _check_file = check_input_file
@@ -187,7 +244,7 @@ def _make_record(
     return Record(id=rec_id, text=text, label=label, pii=spans, meta=meta)
 
 
-def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
+def _load_jsonl(path: Path, fields: Fields, progress: bool | None) -> list[Record]:
     text = _read_text(path)
     if text.lstrip().startswith("[") and path.suffix.lower() == ".json":
         rows = json_loads(path, text, None)
@@ -195,7 +252,8 @@ def _load_jsonl(path: Path, fields: Fields) -> list[Record]:
             _make_record(path, _as_row(path, r, i + 1), i, None, fields) for i, r in enumerate(rows)
         ]
     records: list[Record] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for lineno, line in _reading(path, enumerate(lines, start=1), len(lines), progress):
         if not line.strip():
             continue
         row = json_loads(path, line, lineno)
@@ -209,14 +267,17 @@ def _as_row(path: Path, row: Any, line: int) -> dict[str, Any]:
     return row
 
 
-def _load_tsv(path: Path, fields: Fields) -> list[Record]:
-    return _load_csv(path, fields, default_delimiter="\t")
+def _load_tsv(path: Path, fields: Fields, progress: bool | None) -> list[Record]:
+    return _load_csv(path, fields, progress, default_delimiter="\t")
 
 
-def _load_csv(path: Path, fields: Fields, *, default_delimiter: str = ",") -> list[Record]:
+def _load_csv(
+    path: Path, fields: Fields, progress: bool | None, *, default_delimiter: str = ","
+) -> list[Record]:
     # strict: an unterminated quote is an error, not a field that swallows the rest of the file.
+    text = _read_text(path)
     reader = csv.DictReader(
-        io.StringIO(_read_text(path), newline=""),
+        io.StringIO(text, newline=""),
         delimiter=fields.delimiter or default_delimiter,
         strict=True,
     )
@@ -229,8 +290,8 @@ def _load_csv(path: Path, fields: Fields, *, default_delimiter: str = ",") -> li
             line=1,
         )
     records: list[Record] = []
-    try:
-        for row in reader:
+    try:  # the bar's total counts physical lines: quoted newlines make it an upper bound
+        for row in _reading(path, reader, text.count("\n"), progress):
             if None in row:
                 raise InputError(path, "row has more fields than the header", line=reader.line_num)
             records.append(_make_record(path, row, len(records), reader.line_num, fields))
@@ -239,30 +300,37 @@ def _load_csv(path: Path, fields: Fields, *, default_delimiter: str = ",") -> li
     return records
 
 
-def _load_parquet(path: Path, fields: Fields) -> list[Record]:
+def _load_parquet(path: Path, fields: Fields, progress: bool | None) -> list[Record]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise InputError(path, f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
-    return _from_rows(path, table.to_pylist(), fields)
+    return _from_rows(path, table.to_pylist(), fields, progress)
 
 
-def _from_rows(path: Path, rows: Iterable[dict[str, Any]], fields: Fields) -> list[Record]:
+def _from_rows(
+    path: Path, rows: Iterable[dict[str, Any]], fields: Fields, progress: bool | None = None
+) -> list[Record]:
     # Row numbers are 1-based data rows, reported as "line" for consistency.
-    return [_make_record(path, row, i, i + 1, fields) for i, row in enumerate(rows)]
+    total = len(rows) if isinstance(rows, Sized) else 0
+    return [
+        _make_record(path, row, i, i + 1, fields)
+        for i, row in _reading(path, enumerate(rows), total, progress)
+    ]
 
 
-def _load_text(path: Path, fields: Fields) -> list[Record]:
+def _load_text(path: Path, fields: Fields, progress: bool | None) -> list[Record]:
     records = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    lines = _read_text(path).splitlines()
+    for lineno, line in _reading(path, enumerate(lines, start=1), len(lines), progress):
         if line.strip():
             records.append(Record(id=f"line-{lineno:07d}", text=line))
     return records
 
 
-def _load_hf(path: Path, fields: Fields) -> list[Record]:
+def _load_hf(path: Path, fields: Fields, progress: bool | None) -> list[Record]:
     try:
         import datasets as hf_datasets
     except ImportError:
@@ -282,7 +350,7 @@ def _load_hf(path: Path, fields: Fields) -> list[Record]:
         if "train" not in data:
             raise InputError(path, f"dataset has no 'train' split (splits: {', '.join(data)})")
         data = data["train"]
-    return _from_rows(path, data, fields)
+    return _from_rows(path, data, fields, progress)
 
 
 def _check_unique_ids(path: str | Path, records: list[Record]) -> None:
