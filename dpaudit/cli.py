@@ -22,7 +22,7 @@ from dpaudit.config import MAX_SEED
 from dpaudit.errors import DpauditError
 from dpaudit.workflows.options import CheckpointAuditOptions
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
@@ -83,6 +83,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     A released checkpoint:           dpaudit audit-checkpoint --model DIR --members F --nonmembers F --out RUN
     Is the auditor trustworthy?      dpaudit selftest
     In CI:                           dpaudit gate runs/NAME/report/report.json --max-auc 0.6
+    Attacks on federated updates:    dpaudit federated invert configs/fl-quickstart.toml
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
@@ -1139,6 +1140,11 @@ def gate(
     result = run_gate(report_json, model=model, allow_inconclusive=allow_inconclusive, **thresholds)
     click.echo(format_reason(result), err=not result.passed)
     sys.exit(gate_exit_code(result))
+
+
+from dpaudit.cli_federated import federated  # noqa: E402  (needs the helpers above)
+
+cli.add_command(federated)
 
 
 def main() -> None:

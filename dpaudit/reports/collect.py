@@ -60,6 +60,7 @@ from dpaudit.runfiles.report import (
     CanarySection,
     EpsilonLower,
     ExtractedCount,
+    FederatedAttackSection,
     FederationSummary,
     FilesAtRest,
     Fingerprints,
@@ -910,12 +911,34 @@ def _federation(reader: _Reader, name: str) -> FederationSummary | None:
     )
 
 
+FEDERATED_ATTACKS = ("inversion", "poisoning", "secagg")
+
+
+def _federated_attacks(reader: _Reader) -> dict[str, FederatedAttackSection] | None:
+    """``federated_attacks/<attack>.json`` of each attack that ran (``None``: none)."""
+    out = {}
+    for attack in FEDERATED_ATTACKS:
+        data = _json_object(reader, "federated_attacks", f"{attack}.json")
+        if data is None:
+            continue
+        fields = {k: data.get(k) for k in FederatedAttackSection.model_fields}
+        try:
+            out[attack] = FederatedAttackSection.model_validate(fields)
+        except ValueError as exc:
+            path = reader.root / "federated_attacks" / f"{attack}.json"
+            raise InputError(
+                path, f"not a federated attack file: {str(exc).splitlines()[0]}"
+            ) from None
+    return out or None
+
+
 def _run_section(
     run: RunDir,
     manifest: ManifestFile,
     revealed: bool = False,
     model_cards: dict[str, ModelCard] | None = None,
     federation: dict[str, FederationSummary] | None = None,
+    federated_attacks: dict[str, FederatedAttackSection] | None = None,
 ) -> RunSection:
     # Paths relative to the working directory unless $DPAUDIT_ABSOLUTE_PATHS (also for a
     # manifest written by an older dpaudit, which recorded them absolute).
@@ -938,6 +961,7 @@ def _run_section(
         files_at_rest=_files_at_rest(run, revealed),
         model_cards=model_cards,
         federation=federation or None,
+        federated_attacks=federated_attacks or None,
     )
 
 
@@ -1027,6 +1051,7 @@ def collect_model(
             bool(reveal),
             cards,
             {n: f for n in present if (f := _federation(reader, n)) is not None},
+            _federated_attacks(reader),
         ),
         generator=Generator(dpaudit_version=__version__),
         policy=PolicySection(

@@ -329,6 +329,21 @@ held-out data.</p>
 </table>
 </section>
 
+{% if v.run.federated_attacks is defined and v.run.federated_attacks %}
+<section id="federated-attacks">
+<h2>Attacks on federated updates</h2>
+<p class="muted">Each attack measured without a defence and with each defence (`dpaudit federated …`); metrics only, no recovered text.</p>
+{% for name, sec in v.run.federated_attacks.items() %}
+<h3 id="federated-attack-{{ name }}">{{ sec.title }}</h3>
+<p>{{ sec.statement }}</p>
+<p class="muted">Threat model: {{ sec.threat_model }}.</p>
+{% if plots.get('fl_' ~ name) %}<figure><img alt="{{ sec.title }}: each defence against no defence" src="{{ plots.get('fl_' ~ name) }}"><figcaption>{{ sec.title }}: each defence against no defence.</figcaption></figure>{% endif %}
+<table><thead><tr>{% for c in sec.columns %}<th{% if not loop.first %} class="num"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for r in sec.rows %}<tr>{% for x in r %}<td{% if not loop.first %} class="num"{% endif %}>{{ x }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+{% endfor %}
+</section>
+{% endif %}
+
 {% if v.recovered is not none %}
 <section id="recovered">
 <h2>Recovered secrets and PII (confidential)</h2>

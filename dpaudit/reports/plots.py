@@ -26,6 +26,7 @@ __all__ = [
     "audit_plot",
     "exposure_plot",
     "rounds_plot",
+    "inversion_plot",
     "figure_png",
     "pii_plot",
     "png_data_uri",
@@ -328,6 +329,57 @@ def rounds_plot(report: Mapping[str, Any]) -> bytes | None:
         ax.set_xlabel("round")
         ax.set_ylabel("held-out loss (lower is better)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        ax.grid(True, linewidth=0.3, alpha=0.6)
+        return figure_png(fig)
+
+
+def inversion_plot(report: Mapping[str, Any]) -> bytes | None:
+    """ROUGE-L of the span reconstruction and recall of the token-set leak, by defence
+    (``run.federated_attacks.inversion``), at the smallest text length, one line per batch size."""
+    sec = ((report.get("run") or {}).get("federated_attacks") or {}).get("inversion")
+    cells = (sec or {}).get("cells") or []
+    if not cells:
+        return None
+    length = min(int(c["length"]) for c in cells)
+    cells = [c for c in cells if int(c["length"]) == length]
+    labels: list[str] = []
+    for c in cells:
+        if c["label"] not in labels:
+            labels.append(str(c["label"]))
+    sizes = sorted({int(c["batch_size"]) for c in cells})
+    with _rc():
+        fig = _figure(7.2, 3.6)
+        ax = fig.subplots()
+        for k, b in enumerate(sizes):
+            color = ("#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214")[k % 5]
+            by = {c["label"]: c for c in cells if int(c["batch_size"]) == b}
+            xs = [i for i, lab in enumerate(labels) if lab in by]
+            ax.plot(
+                xs,
+                [as_float(by[labels[i]]["rouge_l"]) for i in xs],
+                color=color,
+                marker="o",
+                linewidth=1.6,
+                label=f"B = {b}: ROUGE-L (span)",
+            )
+            leak = [(i, by[labels[i]].get("leak_recall")) for i in xs]
+            leak = [(i, v) for i, v in leak if v is not None]
+            if leak:
+                ax.plot(
+                    [p[0] for p in leak],
+                    [as_float(p[1]) for p in leak],
+                    color=color,
+                    marker="s",
+                    linestyle="--",
+                    linewidth=1.0,
+                    label=f"B = {b}: token-set leak recall",
+                )
+        ax.set_xticks(range(len(labels)), [_wrap(lab, 16) for lab in labels], fontsize=7)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_ylabel(f"recovered (texts cut to {length} tokens)")
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False, fontsize=7
+        )
         ax.grid(True, linewidth=0.3, alpha=0.6)
         return figure_png(fig)
 

@@ -39,6 +39,7 @@ def report_figures(
         "exposure": plots.exposure_plot(report),
         "pii": plots.pii_plot(report),
         "rounds": plots.rounds_plot(report),
+        "fl_inversion": plots.inversion_plot(report),
     }
     return {name: (plots.png_data_uri(png) if png else None) for name, png in figures.items()}
 

@@ -84,6 +84,24 @@ def _federation(summaries: Mapping[str, Any] | None) -> list[str]:
     return out
 
 
+def _federated_attacks(sections: Mapping[str, Any] | None) -> list[str]:
+    """``run.federated_attacks``: each attack's statement, threat model and table."""
+    if not sections:
+        return []
+    out = ["## Attacks on federated updates", ""]
+    for sec in sections.values():
+        out += [
+            f"### {sec['title']}",
+            "",
+            sec["statement"],
+            "",
+            f"Threat model: {sec['threat_model']}.",
+            "",
+        ]
+        out += _table(list(sec["columns"]), [list(r) for r in sec["rows"]])
+    return out
+
+
 def _models_header(models: Sequence[str]) -> list[str]:
     return [m.capitalize() for m in models]
 
@@ -297,6 +315,8 @@ def render_markdown(report: Mapping[str, Any], *, generated: str | None = None) 
         ["Metric", *_models_header(models), "Target vs baseline"],
         [[r["label"], *(r[m] for m in models), r["change"]] for r in v["utility"]["rows"]],
     )
+
+    out += _federated_attacks(v["run"].get("federated_attacks"))
 
     if v["recovered"] is not None:
         out += ["## Recovered secrets and PII (CONFIDENTIAL)", ""]

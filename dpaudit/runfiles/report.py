@@ -36,6 +36,7 @@ __all__ = [
     "FilesAtRest",
     "MemorizationSection",
     "ModelCard",
+    "FederatedAttackSection",
     "FederationSummary",
     "ModelSection",
     "PiiSection",
@@ -195,6 +196,25 @@ class FederationSummary(RunModel):
     statement: str = describe("The sentence the HTML and Markdown reports print about it.")
 
 
+class FederatedAttackSection(RunModel):
+    """One attack on federated updates and its defences, from
+    `federated_attacks/<attack>.json` (`dpaudit federated …`; docs/federated-attacks.md).
+    Metrics only: no recovered text, trigger output or update is stored.
+    """
+
+    title: str = describe("Heading of the section.")
+    threat_model: str = describe("Who attacks, what they see and what they know.")
+    statement: str = describe(
+        "The sentence the HTML and Markdown reports print: each defence against no defence."
+    )
+    settings: dict[str, Any] = describe("The command's settings (grid, seeds, sizes).")
+    columns: list[str] = describe("Header of the table the reports print.")
+    rows: list[list[str]] = describe("The table's rows, formatted (one per cell of the grid).")
+    cells: list[dict[str, Any]] = describe(
+        "The measured numbers behind each row (fields named in docs/federated-attacks.md)."
+    )
+
+
 class RunSection(RunModel):
     """Provenance of the run, from `manifest.json`."""
 
@@ -226,6 +246,12 @@ class RunSection(RunModel):
     federation: dict[str, FederationSummary] | None = describe(
         "Model → how it was trained by federated averaging (`null`: not a federated run).",
         keys="m",
+        default=None,
+    )
+    federated_attacks: dict[str, FederatedAttackSection] | None = describe(
+        "Attack → its measurement on federated updates (`inversion`, `poisoning`, `secagg`; "
+        "`null`: none ran).",
+        keys="attack",
         default=None,
     )
 

@@ -71,7 +71,7 @@ def check_flower() -> str:
     return version
 
 
-def _quiet_flower() -> None:
+def quiet_flower() -> None:
     """Flower logs every round at INFO on its own logger; dpaudit shows a progress bar instead."""
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
@@ -123,7 +123,7 @@ def train_federated(
             ``out_dir`` holding another run.
     """
     check_flower()
-    _quiet_flower()
+    quiet_flower()
     from flwr.app import Array, ArrayRecord, MetricRecord
     from tqdm.auto import tqdm
 

@@ -130,6 +130,10 @@ class DpFedAvg(FedAvg):
             change what is actually run (audit variants: noise silently removed, …);
             the ledger keeps the claim.
         on_round: called after each aggregation with the round's record.
+        aggregator: ``mean`` (DP-FedAvg's fixed-denominator average) or a robust rule of
+            :mod:`.robust` applied to the clipped updates, the noise DP-FedAvg would add to
+            its mean added to the result (attack experiments only: no ledger covers it).
+        byzantine, trim_fraction: Krum's f and the trimmed mean's β.
     """
 
     def __init__(
@@ -142,8 +146,16 @@ class DpFedAvg(FedAvg):
         hooks: TrainHooks | None = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         adam: ServerAdam | None = None,
+        aggregator: str = "mean",
+        byzantine: int = 1,
+        trim_fraction: float = 0.2,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=1)
+        from dpaudit.trainers.federated.robust import AGGREGATORS
+
+        if aggregator not in AGGREGATORS:
+            raise DpauditError(f"unknown aggregator {aggregator!r} ({', '.join(AGGREGATORS)})")
+        self.aggregator, self.byzantine, self.trim_fraction = aggregator, byzantine, trim_fraction
         self.claimed = mechanism
         clip = mechanism.clip_norm if mechanism.clip_norm is not None else math.inf
         claimed = Mechanism(mechanism.sample_rate, mechanism.noise_multiplier, clip)
@@ -226,6 +238,7 @@ class DpFedAvg(FedAvg):
         total = {k: np.zeros(v.shape, dtype=np.float64) for k, v in self._global.items()}
         clip = self.clip_norm
         unclipped, norms, losses, partitions = 0, [], [], []
+        clipped: list[dict[str, np.ndarray]] = []  # for a robust aggregator
         for reply in valid:
             arrays = reply.content.array_records[self.arrayrecord_key]
             if sorted(arrays.keys()) != sorted(keys):
@@ -242,6 +255,8 @@ class DpFedAvg(FedAvg):
             unclipped += int(norm <= clip)
             for k in keys:
                 total[k] += delta[k] * factor
+            if self.aggregator != "mean":
+                clipped.append({k: delta[k] * factor for k in keys})
             for metrics in reply.content.metric_records.values():
                 if "partition-id" in metrics:
                     partitions.append(int(metrics["partition-id"]))  # type: ignore[arg-type]
@@ -249,11 +264,28 @@ class DpFedAvg(FedAvg):
                     losses.append(float(metrics["train-loss"]))  # type: ignore[arg-type]
         noise_rng = np.random.default_rng([self.seed, server_round, _STREAM_NOISE])
         noise_std = self.update_z * clip if math.isfinite(clip) else 0.0
+        noise = {k: np.zeros_like(total[k]) for k in keys}
         if noise_std > 0:
             for k in keys:
-                total[k] += noise_rng.normal(0.0, noise_std, size=total[k].shape)
+                noise[k] = noise_rng.normal(0.0, noise_std, size=total[k].shape)
+                total[k] += noise[k]
         denominator = self.claimed.denominator
         mean = {k: total[k] / denominator for k in keys}
+        if self.aggregator != "mean":
+            from dpaudit.trainers.federated.robust import robust_aggregate
+
+            robust = (
+                robust_aggregate(
+                    clipped,
+                    keys,
+                    self.aggregator,
+                    byzantine=self.byzantine,
+                    trim_fraction=self.trim_fraction,
+                )
+                if clipped
+                else {k: np.zeros_like(total[k]) for k in keys}
+            )
+            mean = {k: robust[k] + noise[k] / denominator for k in keys}
         if self.adam is not None:  # FedAdam on the released mean (post-processing)
             a = self.adam
             self._t += 1
@@ -281,6 +313,8 @@ class DpFedAvg(FedAvg):
             "noise_std": noise_std,
             "train_loss": float(np.mean(losses)) if losses else None,
         }
+        if self.aggregator != "mean":
+            record["aggregator"] = self.aggregator
         if self.adaptive is not None and math.isfinite(clip):
             count_rng = np.random.default_rng([self.seed, server_round, _STREAM_COUNT])
             noisy = float(unclipped)
