@@ -45,11 +45,11 @@ def test_federated_config_errors_exit_2_before_work(invoke, tmp_path):
             "configs/fl-quickstart.toml",
             *_fl_sets(tmp_path),
             "--set",
-            "train.num_references=2",
+            "train.mode=head",
         ],
     )
     assert res.exit_code == 2
-    assert "train.num_references must be 0 in a federated run" in res.output
+    assert "train.mode = head is not supported in a federated run" in res.output
     assert not any(tmp_path.iterdir())
 
 
@@ -152,7 +152,7 @@ def test_ray_engine_runs_the_same_mechanism(corpus, tmp_path):
 def test_user_level_dp_run_end_to_end(invoke, tmp_path):
     res = invoke(
         "run", "configs/quickstart.toml", "--set", f"runs_dir={tmp_path}",
-        "--set", "train.unit=user", "--set", "train.num_references=0",
+        "--set", "train.unit=user", "--set", "train.num_references=2",
         "--set", "data.synth_n=300", "--set", "train.batch_size=16",
         "--set", "train.physical_batch_size=8", "--set", "train.epochs=1",
         "--set", "data.one_run_canaries=40", "--set", "data.canary_repetitions=[1, 4]",
@@ -170,3 +170,38 @@ def test_user_level_dp_run_end_to_end(invoke, tmp_path):
     assert "user-level DP-SGD ε = 8" in res.output
     report = (run / "report" / "report.md").read_text()
     assert "one training user (add/remove adjacency)" in report
+    # its references are user-level DP-SGD runs over halves of the users
+    ref = json.loads((run / "references" / "ref-0" / "privacy.json").read_text())
+    assert ref["unit"] == "user" and ref["n_examples"] < len(users)
+    mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
+    assert "lira" in mia["attacks"]
+
+
+@pytest.mark.slow
+def test_reference_federations_calibrate_lira_and_rmia_per_client(invoke, tmp_path):
+    # references of a federated target are federations of the same recipe over halves of
+    # the users: a user's records are in or out of a reference together
+    import numpy as np
+
+    res = invoke(
+        "run", "configs/fl-quickstart.toml", *_fl_sets(tmp_path), "--set", "train.num_references=2"
+    )
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "fl-quickstart"
+    refs = run / "references"
+    membership = np.load(refs / "membership.npy")
+    ids = json.loads((refs / "population_ids.json").read_text())["ids"]
+    corpus = [json.loads(x) for x in (run / "data" / "corpus.jsonl").read_text().splitlines()]
+    user = {r["id"]: r["meta"]["user"] for r in corpus}
+    by_user: dict[str, set] = {}
+    for i, rid in enumerate(ids):
+        by_user.setdefault(user[rid], set()).add(tuple(membership[i]))
+    assert all(len(v) == 1 for v in by_user.values())  # whole users in or out
+    for j in range(2):
+        privacy = json.loads((refs / f"ref-{j}" / "privacy.json").read_text())
+        assert privacy["unit"] == "client" and (refs / f"ref-{j}" / "rounds.jsonl").is_file()
+        trained = json.loads((refs / f"ref-{j}" / "train_ids.json").read_text())["ids"]
+        assert trained == [ids[i] for i in np.flatnonzero(membership[:, j])]
+    mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
+    assert {"reference", "lira", "rmia"} <= set(mia["attacks"]), mia["skipped"]
+    assert "references: 2 DP federations" in res.output

@@ -25,6 +25,7 @@ LAYERS = {
     "workflows": 6,
     "cli": 7,
     "cli_options": 7,
+    "cli_federated": 7,
 }
 PLUMBING = 0  # errors, atomic, rundir, config, accounting, registry, runfiles, ...
 

@@ -72,6 +72,10 @@ def train_references(
     max_length: int,
     progress: bool = True,
     devices: Sequence[str] | None = None,
+    federated: Any = None,
+    groups: Sequence[str] | None = None,
+    unit: str = "client",
+    dp: bool | None = None,
 ) -> np.ndarray:
     """Train k reference models on random halves of ``population``; return the membership matrix.
 
@@ -87,6 +91,18 @@ def train_references(
         devices: devices to fan out over, one worker process each; ``None`` =
             every visible GPU when there are several (and ``train.device`` is
             ``auto``/``cuda``), else in-process on ``train.device``.
+        federated: the target's :class:`~dpaudit.config.FederatedConfig` when the target
+            was trained by federation (or user-level DP-SGD): each reference is then the
+            same federation over its half (client partition by ``federated.partition``,
+            by user when ``groups`` are given; ``clients_per_round`` capped at its clients;
+            no update-canary clients), trained in process. LiRA and RMIA assume references
+            trained like the attacked model (Carlini et al. 2022, §4).
+        groups: one group per population record (its user): halves are drawn over
+            groups, so a user's records are in or out of a reference together, as
+            client-level membership inference needs.
+        unit: the federation's ledger unit (``client`` or ``user``).
+        dp: whether the federated references are the private recipe (the target's DP-FedAvg
+            and/or local DP-SGD); default ``config.private``.
 
     Raises:
         DpauditError: on duplicate ids, or a reference directory trained with
@@ -102,7 +118,16 @@ def train_references(
     if len(population) < 2:
         raise DpauditError("reference population needs at least 2 examples")
     out_dir = Path(out_dir)
-    membership = assign_membership(len(population), k, seed)
+    if groups is not None:
+        if len(groups) != len(population):
+            raise DpauditError(f"{len(groups)} groups for {len(population)} reference records")
+        keys = sorted(set(groups))
+        if len(keys) < 2:
+            raise DpauditError("references drawn by group need at least 2 groups (users)")
+        index = {g: i for i, g in enumerate(keys)}
+        membership = assign_membership(len(keys), k, seed)[[index[g] for g in groups]]
+    else:
+        membership = assign_membership(len(population), k, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MEMBERSHIP_FILE) as tmp:
         np.save(tmp, membership, allow_pickle=False)
@@ -113,7 +138,7 @@ def train_references(
     for j in range(k):
         members = [population[i] for i in np.flatnonzero(membership[:, j])]
         ref_dir, ref_seed = out_dir / f"ref-{j}", reference_seed(seed, j)
-        if (ref_dir / COMPLETE_FILE).is_file():
+        if federated is None and (ref_dir / COMPLETE_FILE).is_file():  # a federation checks itself
             saved = read_json(ref_dir / COMPLETE_FILE).get("recipe")
             recipe = training_recipe(
                 members,
@@ -140,7 +165,22 @@ def train_references(
             file=sys.stderr,
         )
     fan = list(devices) if devices is not None else _visible_gpus(config)
-    if len(fan) > 1 and jobs:
+    if federated is not None:
+        for _j, members, ref_dir, ref_seed in jobs:
+            _train_federated_reference(
+                members,
+                config=config,
+                federated=federated,
+                by_user=groups is not None,
+                unit=unit,
+                dp=config.private if dp is None else dp,
+                tokenizer=tokenizer,
+                out_dir=ref_dir,
+                seed=ref_seed,
+                max_length=max_length,
+                progress=progress,
+            )
+    elif len(fan) > 1 and jobs:
         _fan_out(jobs, fan, config, tokenizer, max_length)
     else:
         from dpaudit.trainers.dp_sgd import train_model
@@ -168,6 +208,61 @@ def train_references(
                 )
     _check_members(out_dir, population, membership)
     return membership
+
+
+def _train_federated_reference(
+    members: list[Record],
+    *,
+    config: TrainConfig,
+    federated: Any,
+    by_user: bool,
+    unit: str,
+    dp: bool,
+    tokenizer: Any,
+    out_dir: Path,
+    seed: int,
+    max_length: int,
+    progress: bool,
+) -> None:
+    """One reference federation over ``members`` (see :func:`train_references`)."""
+    import dataclasses
+
+    from dpaudit.datasets.federated import partition_training_set
+    from dpaudit.trainers.federated.privacy import user_level_federation
+    from dpaudit.trainers.federated.run import train_federated
+
+    partition = partition_training_set(
+        members,
+        scheme="user" if by_user or unit == "user" else federated.partition,
+        n_clients=federated.clients,
+        alpha=federated.dirichlet_alpha,
+        seed=seed,
+        min_records=1,
+        group_field=federated.group_field,
+    )
+    if unit == "user":
+        fed = user_level_federation(config, partition.n_clients)
+    else:
+        fed = dataclasses.replace(
+            federated,
+            clients_per_round=min(federated.clients_per_round, partition.n_clients),
+            canary_clients=0,
+        )
+    train_federated(
+        members,
+        partition=partition,
+        train=config,
+        federated=fed,
+        tokenizer=tokenizer,
+        out_dir=out_dir,
+        seed=seed,
+        max_length=max_length,
+        dp=dp,
+        resume=True,
+        progress=progress,
+        canary_seed=seed,
+        unit=unit,
+    )
 
 
 def _visible_gpus(config: TrainConfig) -> list[str]:

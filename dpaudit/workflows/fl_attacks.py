@@ -698,7 +698,9 @@ def run_secagg(
                         "attributable": view == "plain",
                         "uniform_ks_p": float(np.median(ks)) if view == "masked" else None,
                         "round_seconds": float(np.mean(secs if view != "plain" else plain_secs)),
-                        "bytes_per_client": float(np.mean(sent)) if view != "plain" else plain_bytes,
+                        "bytes_per_client": float(np.mean(sent))
+                        if view != "plain"
+                        else plain_bytes,
                     }
                 )
         bar.close()

@@ -339,6 +339,12 @@ def training_plan(
                     ),
                 )
             )
+        total = clients if clients is not None else fed.clients
+        half = max(2, total // 2)
+        for i in range(references):  # reference federations over half of the users
+            ref_rounds = max(1, fed.rounds // 2) if user_level else fed.rounds
+            what = "DP reference" if config.train.private or fed.local_dp else "reference"
+            rows.append((f"ref-{i}", ref_rounds, half, min(fed.clients_per_round, half), what))
         return TrainingPlan(rows, federated=True)
     for name in models:
         dp = name == "target" and config.train.private
@@ -454,20 +460,34 @@ def run_train_references(
     # The audited examples: each lands in about half the references, so online LiRA has IN and OUT
     # models for every one; the population part stays out of all of them, for RMIA's z samples.
     pool = prepared.part("members") + prepared.part("nonmembers")
-    sets = [("target", config.train)]
-    if config.train.baseline and config.train.private and config.train.baseline_references:
-        sets.append(("baseline", dataclasses.replace(config.train, dp=False)))
+    fed = config.federated
+    local_dp = fed.enabled and fed.local_dp
+    private = config.train.private or local_dp
+    sets = [("target", config.train, private)]
+    if config.train.baseline and private and config.train.baseline_references:
+        sets.append(("baseline", dataclasses.replace(config.train, dp=False), False))
+    federated_kw: dict[str, Any] = {}
+    if fed.enabled or config.train.unit == "user":  # references are federations too
+        federated_kw = {
+            "federated": fed,
+            "groups": [str(r.meta.get("user")) for r in pool] if config.split_by_user else None,
+            "unit": "user" if config.train.unit == "user" else "client",
+        }
     lines = [f"run directory: {run.path}"]
     for note in _reference_notes(config, prepared, pool, k):  # said before any model trains
         import logging
 
         logging.getLogger(__name__).warning("note: %s", note)
         lines.append(f"note: {note}")
-    for model, recipe in sets:
+    for model, recipe, dp in sets:
         stage = REFERENCE_DIRS[model]
-        inputs = _train_inputs(config, run, {"num": str(k), "dp": str(recipe.private)})
+        inputs = _train_inputs(config, run, {"num": str(k), "dp": str(dp)})
         if model == "target":
             inputs.pop("dp")  # unchanged inputs of existing runs' target references
+        if federated_kw:
+            from dpaudit.rundir import sha256_text
+
+            inputs["federated"] = sha256_text(repr(dataclasses.asdict(fed)))
         if resume and run.can_skip(stage, inputs):
             lines.append(f"{stage}: unchanged, skipped (--resume)")
             continue
@@ -482,9 +502,11 @@ def run_train_references(
             seed=stage_seeds(config)["references"],
             max_length=config.data.max_length,
             progress=progress,
+            **({**federated_kw, "dp": dp} if federated_kw else {}),
         )
+        kind = "federations" if federated_kw else "models"
         lines.append(
-            f"{stage}: {k} {'DP' if recipe.private else 'non-private'} models over {len(pool)} "
+            f"{stage}: {k} {'DP' if dp else 'non-private'} {kind} over {len(pool)} "
             f"examples; membership matrix {membership.shape} (each example in "
             f"{membership.sum(axis=1).min()}–{membership.sum(axis=1).max()} models)"
         )
@@ -521,13 +543,16 @@ def train_reference_stage(
     seed: int,
     max_length: int,
     progress: bool,
+    **federated: Any,
 ) -> Any:
     """Train ``k`` references on random halves of ``pool`` into ``<run>/<stage>/``, as a recorded stage.
 
     The one place the pipeline and the checkpoint audit train references:
     the stage records ``inputs`` and the membership matrix's hash (so
     ``--resume`` can skip it). Returns the membership matrix
-    (``len(pool)`` × ``k``, bool).
+    (``len(pool)`` × ``k``, bool). ``federated``: the federated keywords of
+    :func:`~dpaudit.trainers.references.train_references` (``federated``, ``groups``,
+    ``unit``, ``dp``).
     """
     from dpaudit.rundir import sha256_file
     from dpaudit.trainers import train_references
@@ -542,6 +567,7 @@ def train_reference_stage(
             seed=seed,
             max_length=max_length,
             progress=progress,
+            **federated,
         )
         record.outputs.update({"membership.npy": sha256_file(run.path / stage / "membership.npy")})
     return membership

@@ -348,7 +348,7 @@ def _check_train(config: RunConfig) -> None:
 
 
 def _check_federated(config: RunConfig) -> None:
-    """A federated (or user-level) run: Flower installed, references left for later."""
+    """A federated (or user-level) run: Flower installed, settings the federation can run."""
     fed = config.federated
     if config.train.unit == "user":
         if fed.enabled:
@@ -361,12 +361,6 @@ def _check_federated(config: RunConfig) -> None:
             raise ConfigError(
                 "train.unit = user needs data.user_field (the column naming each record's user)",
                 key="data.user_field",
-            )
-        if config.train.num_references:
-            raise ConfigError(
-                "train.num_references must be 0 with train.unit = user: references are trained "
-                "at the example level and would miscalibrate LiRA/RMIA",
-                key="train.num_references",
             )
         if sys.version_info < (3, 11):
             raise ConfigError(
@@ -396,12 +390,6 @@ def _check_federated(config: RunConfig) -> None:
             "federated.strategy = fedprox cannot be combined with local_dp (the proximal term "
             "is not part of the clipped per-example loss)",
             key="federated.strategy",
-        )
-    if config.train.num_references:
-        raise ConfigError(
-            "train.num_references must be 0 in a federated run: references are not yet trained "
-            "by federation, and centrally trained ones would miscalibrate LiRA/RMIA",
-            key="train.num_references",
         )
     if config.train.mode == "head":
         raise ConfigError(
