@@ -541,6 +541,19 @@ def train(
 @click.option(
     "--num", type=click.IntRange(min=1), default=None, help="Number of reference models K."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where the references train (train.references_backend): local, one after another, "
+    "or ray, one Ray task each.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="An existing Ray cluster (train.references_ray_address, e.g. auto or "
+    "ray://head:10001); implies --backend ray. Without it Ray starts locally.",
+)
 def train_references(
     config_file: str,
     sets: tuple[str, ...],
@@ -550,18 +563,31 @@ def train_references(
     resume: bool,
     force: bool,
     num: int | None,
+    backend: str | None,
+    ray_address: str | None,
 ) -> None:
     """Train K reference (shadow) models on random halves of the data pool.
 
     Each example lands in about half the models; the membership matrix
     (examples x models) goes to references/membership.npy so that online and
     offline LiRA and RMIA can use it. Finished models are kept on a rerun.
+    With --backend ray (or --ray-address) each model is one Ray task reserving
+    train.reference_cpus / train.reference_gpus, retried on failure. A federated
+    run's references are federations of its recipe over halves of its users.
     Adds to the run of CONFIG: settings that differ from those its finished data
     and training stages were built with are refused (--force starts the run
     over, discarding its trained models).
     """
     from dpaudit.workflows.run import run_train_references
 
+    if ray_address is not None:
+        sets = (
+            *sets,
+            "train.references_backend=ray",
+            f"train.references_ray_address={ray_address}",
+        )
+    elif backend is not None:
+        sets = (*sets, f"train.references_backend={backend}")
     cfg = _load_run_config(config_file, sets, name, runs_dir, seed)
     click.echo(
         "\n".join(run_train_references(cfg, num=num, resume=resume, argv=sys.argv, force=force))

@@ -263,6 +263,26 @@ class TrainConfig(_Section):
         "off: those attacks are skipped on the baseline, with the reason",
     )
     checkpoint_every: int = option(50, "Save a resumable checkpoint every N steps", ge=1)
+    references_backend: str = option(
+        "local",
+        "Where reference models train: local (in this process, one after another) or ray "
+        "(one Ray task each: a local Ray instance, or the cluster at references_ray_address)",
+        choices=("local", "ray"),
+    )
+    references_ray_address: str | None = option(
+        None,
+        "references_backend = ray: address of an existing Ray cluster (ray.init(address=...), "
+        "e.g. auto or ray://head:10001); unset = start a local Ray instance",
+    )
+    reference_cpus: float = option(
+        1.0, "references_backend = ray: CPUs each reference task reserves", gt=0
+    )
+    reference_gpus: float = option(
+        0.0,
+        "references_backend = ray: GPUs each reference task reserves (1 = one whole GPU; the "
+        "task then trains on cuda)",
+        ge=0,
+    )
 
     @property
     def private(self) -> bool:

@@ -95,24 +95,43 @@ def test_reference_input_errors(population, tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_dp_references_fan_out_over_worker_processes(population, tokenizer, tmp_path):
-    """The multi-GPU path (one spawned worker per device), exercised with two CPU workers."""
-    cfg = dataclasses.replace(CFG, dp=True, noise_multiplier=1.0)
-    out = tmp_path / "fan"
-    membership = _refs(population, tokenizer, out, config=cfg, k=4, devices=["cpu", "cpu"])
-    _check_layout(out, population, membership, 4)
+def test_dp_references_train_as_ray_tasks_on_two_local_workers(population, tokenizer, tmp_path):
+    """train.references_backend = ray: one Ray task per reference (here 2 on 2 local CPU
+    workers); the files come back to the driver and equal the in-process models'."""
+    pytest.importorskip("ray")
+    cfg = dataclasses.replace(
+        CFG, dp=True, noise_multiplier=1.0, references_backend="ray", reference_cpus=1.0
+    )
+    out = tmp_path / "ray"
+    membership = _refs(population, tokenizer, out, config=cfg, k=2)
+    _check_layout(out, population, membership, 2)
     privacy = json.loads((out / "ref-0" / "privacy.json").read_text())
     assert (
         privacy["mechanism"] == "poisson-subsampled-gaussian"
         and privacy["sample_rate"] == 10 / membership[:, 0].sum()
     )
-    # Same seeds in-process give the same models.
+    # Same seeds in process give the same models; a finished set is skipped on a rerun.
     seq = tmp_path / "seq"
-    _refs(population, tokenizer, seq, config=cfg, k=4)
+    _refs(
+        population, tokenizer, seq, config=dataclasses.replace(cfg, references_backend="local"), k=2
+    )
     from safetensors.torch import load_file
 
     a, b = (load_file(str(d / "ref-1" / "model.safetensors")) for d in (out, seq))
     assert all((a[k] == b[k]).all() for k in a)
+    stamp = (out / "ref-0" / "complete.json").stat().st_mtime_ns
+    _refs(population, tokenizer, out, config=cfg, k=2)
+    assert (out / "ref-0" / "complete.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_ray_backend_reports_an_unreachable_cluster(population, tokenizer, tmp_path):
+    pytest.importorskip("ray")
+    cfg = dataclasses.replace(
+        CFG, references_backend="ray", references_ray_address="ray://127.0.0.1:1"
+    )
+    with pytest.raises(DpauditError, match="cannot start Ray"):
+        _refs(population, tokenizer, tmp_path / "x", config=cfg, k=2)
 
 
 TINY_RUN = """

@@ -72,7 +72,16 @@ LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 IDS_FILE = "train_ids.json"
 ADAPTER_DIR = "adapter"
-NON_RECIPE_FIELDS = ("baseline", "num_references", "checkpoint_every", "device")
+NON_RECIPE_FIELDS = (
+    "baseline",
+    "num_references",
+    "checkpoint_every",
+    "device",
+    "references_backend",
+    "references_ray_address",
+    "reference_cpus",
+    "reference_gpus",
+)
 """TrainConfig fields that do not change what a run computes (the resolved device type does)."""
 
 

@@ -13,7 +13,11 @@ Outputs: ``membership.npy`` (examples × models, bool; ``np.save`` without
 pickle), ``population_ids.json`` (row order), and one training directory per
 model with its ``train_ids.json``. A model whose directory is complete with
 the same recipe is skipped, an interrupted one resumes from its checkpoint.
-With several visible GPUs one worker process per GPU trains its share.
+With ``train.references_backend = "ray"`` each model is one Ray task with the
+declared CPUs/GPUs (``train.reference_cpus``, ``train.reference_gpus``) on a local
+Ray instance or the cluster at ``train.references_ray_address``, retried by Ray on
+failure; its files come back to this process, so no shared filesystem is needed.
+A federated target's references are federations (:func:`train_references`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +74,6 @@ def train_references(
     seed: int,
     max_length: int,
     progress: bool = True,
-    devices: Sequence[str] | None = None,
     federated: Any = None,
     groups: Sequence[str] | None = None,
     unit: str = "client",
@@ -88,9 +90,6 @@ def train_references(
         seed: seeds the membership assignment and each model.
         max_length: tokens per example.
         progress: progress bars and the cost estimate on stderr.
-        devices: devices to fan out over, one worker process each; ``None`` =
-            every visible GPU when there are several (and ``train.device`` is
-            ``auto``/``cuda``), else in-process on ``train.device``.
         federated: the target's :class:`~dpaudit.config.FederatedConfig` when the target
             was trained by federation (or user-level DP-SGD): each reference is then the
             same federation over its half (client partition by ``federated.partition``,
@@ -164,7 +163,6 @@ def train_references(
             f"({sum(steps)} steps in all)",
             file=sys.stderr,
         )
-    fan = list(devices) if devices is not None else _visible_gpus(config)
     if federated is not None:
         for _j, members, ref_dir, ref_seed in jobs:
             _train_federated_reference(
@@ -180,8 +178,8 @@ def train_references(
                 max_length=max_length,
                 progress=progress,
             )
-    elif len(fan) > 1 and jobs:
-        _fan_out(jobs, fan, config, tokenizer, max_length)
+    elif config.references_backend == "ray" and jobs:
+        _ray_fan_out(jobs, config, tokenizer, max_length, progress=progress)
     else:
         from dpaudit.trainers.dp_sgd import train_model
 
@@ -265,56 +263,121 @@ def _train_federated_reference(
     )
 
 
-def _visible_gpus(config: TrainConfig) -> list[str]:
-    if config.device not in ("auto", "cuda"):
-        return []
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [f"cuda:{i}" for i in range(count)] if count > 1 else []
-
-
-def _fan_out(
-    jobs: list, devices: list[str], config: TrainConfig, tokenizer: Any, max_length: int
+def _ray_fan_out(
+    jobs: list,
+    config: TrainConfig,
+    tokenizer: Any,
+    max_length: int,
+    *,
+    progress: bool,
 ) -> None:
-    """One spawned worker process per device, each training its round-robin share in turn."""
+    """One Ray task per reference model (``train.references_backend = "ray"``).
+
+    Each task trains into a temporary directory on whatever node Ray places it and
+    returns the directory's files; the driver writes them under ``ref-<j>/`` (so a
+    cluster needs no shared filesystem). A task that fails (a lost worker, an
+    out-of-memory kill) is retried twice by Ray; one that still fails stops the stage
+    with its error, and the references already written stay for a rerun.
+
+    Raises:
+        DpauditError: Ray is not installed, cannot start or reach the cluster, or a
+            task failed three times.
+    """
     import dataclasses
-    import multiprocessing
 
-    shares = [jobs[i :: len(devices)] for i in range(len(devices))]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx) as pool:
-        futures = [
-            pool.submit(
-                _worker, share, dataclasses.replace(config, device=dev), tokenizer, max_length
+    try:
+        import ray
+    except ImportError:
+        raise DpauditError(
+            "train.references_backend = ray needs Ray: pip install 'dpaudit[federated-ray]' "
+            "(or ray>=2.55)"
+        ) from None
+    from tqdm.auto import tqdm
+
+    address = config.references_ray_address
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
             )
-            for share, dev in zip(shares, devices, strict=True)
-            if share
-        ]
-        for future in futures:
-            future.result()
+        except Exception as exc:  # ConnectionError, RuntimeError, ... from Ray
+            where = address or "a local Ray instance"
+            raise DpauditError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
+    device = "cuda" if config.reference_gpus > 0 else config.device
+    task_config = dataclasses.replace(config, device=device)
+    remote = ray.remote(
+        num_cpus=config.reference_cpus, num_gpus=config.reference_gpus, max_retries=2
+    )(_train_reference_files)
+    tok_ref = ray.put(tokenizer)
+    pending = {
+        remote.remote(members, task_config, tok_ref, max_length, ref_seed): (j, ref_dir)
+        for j, members, ref_dir, ref_seed in jobs
+    }
+    bar = tqdm(
+        total=len(jobs),
+        desc=f"references on Ray ({address or 'local'})",
+        unit="model",
+        disable=not progress,
+    )
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            j, ref_dir = pending.pop(done[0])
+            try:
+                files = ray.get(done[0])
+            except Exception as exc:  # RayTaskError wraps the worker's exception
+                raise DpauditError(
+                    f"reference ref-{j} failed on Ray after 2 retries: {str(exc).splitlines()[0]}"
+                ) from None
+            _write_files(ref_dir, files)
+            bar.update()
+    finally:
+        bar.close()
+        for ref in pending:
+            ray.cancel(ref)
+        if started_here:
+            ray.shutdown()
 
 
-def _worker(share: list, config: TrainConfig, tokenizer: Any, max_length: int) -> None:
+def _train_reference_files(
+    members: list[Record], config: TrainConfig, tokenizer: Any, max_length: int, seed: int
+) -> dict[str, bytes]:
+    """Ray task body: train one reference into a temporary directory; return its files."""
+    import tempfile
+
     from dpaudit.trainers.dp_sgd import train_model
 
-    for j, members, ref_dir, ref_seed in share:
-        t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dpaudit-ref-") as tmp:
+        out = Path(tmp) / "ref"
         train_model(
             members,
             config=config,
             tokenizer=tokenizer,
-            out_dir=ref_dir,
-            seed=ref_seed,
+            out_dir=out,
+            seed=seed,
             max_length=max_length,
-            resume=True,
             progress=False,
         )
-        print(
-            f"ref-{j} done on {config.device} in {time.perf_counter() - t:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        return {
+            str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+        }
+
+
+def _write_files(ref_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a reference's files, ``complete.json`` last (it marks the model finished)."""
+    from dpaudit.atomic import atomic_path
+    from dpaudit.trainers.dp_sgd import COMPLETE_FILE
+
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: n == COMPLETE_FILE):
+        target = ref_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            Path(tmp).write_bytes(files[name])
 
 
 def _check_members(out_dir: Path, population: list[Record], membership: np.ndarray) -> None:

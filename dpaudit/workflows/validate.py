@@ -350,6 +350,12 @@ def _check_train(config: RunConfig) -> None:
 def _check_federated(config: RunConfig) -> None:
     """A federated (or user-level) run: Flower installed, settings the federation can run."""
     fed = config.federated
+    if (fed.enabled or config.train.unit == "user") and config.train.references_backend == "ray":
+        raise ConfigError(
+            "train.references_backend = ray trains central reference models; the references of "
+            "a federated or user-level run are federations, run in process (one after another)",
+            key="train.references_backend",
+        )
     if config.train.unit == "user":
         if fed.enabled:
             raise ConfigError(
