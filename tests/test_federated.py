@@ -491,7 +491,7 @@ def test_client_membership_aggregates_record_scores():
                 member.append(is_m)
     record = AttackScores("loss", {}, tuple(ids), np.array(scores), np.array(member))
     res = client_membership(
-        record, joined=joined, never_sampled=never, held_out=held, fprs=(0.1,), bootstrap=50,
+        record, joined=joined, never_sampled=never, held_out=held, fprs=(0.1, 0.01), bootstrap=50,
         seed=0,
     )  # fmt: skip
     assert (res.n_member, res.n_nonmember, res.never_sampled) == (30, 31, 1)
@@ -508,6 +508,9 @@ def test_client_membership_aggregates_record_scores():
     assert res.metrics.auc > auc(np.array(scores), np.array(member)) + 0.05
     d = res.to_dict()
     assert d["attack"] == "loss" and d["auc_ci"][0] <= d["auc"] <= d["auc_ci"][1]
+    # 31 non-member clients resolve an FPR of 0.1 (3.1 false positives) but not 0.01
+    assert d["tpr_at_fpr"]["0.1"]["resolvable"] and d["tpr_at_fpr"]["0.1"]["ci"] is not None
+    assert d["tpr_at_fpr"]["0.01"] == {**d["tpr_at_fpr"]["0.01"], "ci": None, "resolvable": False}
     with pytest.raises(DpauditError, match="both are needed"):
         client_membership(
             record, joined={}, never_sampled=never, held_out=held, fprs=(0.1,), bootstrap=0, seed=0

@@ -58,8 +58,15 @@ class ClientMembership:
             "attack": self.attack,
             "auc": m.auc,
             "auc_ci": list(m.auc_ci),
+            # Below 1/n_nonmember an FPR is not resolvable (issue 11): the value is the TPR
+            # at zero false positives and gets no interval, as for record-level attacks.
             "tpr_at_fpr": {
-                str(f): {"tpr": v[0], "ci": list(v[1])} for f, v in m.tpr_at_fpr.items()
+                str(f): (
+                    {"tpr": v[0], "ci": list(v[1]), "resolvable": True}
+                    if self.n_nonmember * f >= 1.0 - 1e-9
+                    else {"tpr": v[0], "ci": None, "resolvable": False}
+                )
+                for f, v in m.tpr_at_fpr.items()
             },
             "n_member": self.n_member,
             "n_nonmember": self.n_nonmember,
