@@ -61,8 +61,12 @@ format: install
 docs: install
 	$(PY) -m dpaudit.runfiles.docs
 
+# Ratios measured in one run each, appended to benchmarks/RESULTS.md (not timed tests).
 bench: install
 	$(PY) benchmarks/dp_overhead.py
+	$(PY) benchmarks/scoring_overhead.py
+	$(PY) benchmarks/accountants.py
+	$(PY) benchmarks/references_ray.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -144,9 +144,10 @@ def _next_token_stats(logits: Any, targets: Any, chunk: int = 1024) -> tuple[Any
     for lo in range(0, logits.shape[0], chunk):
         logp = torch.log_softmax(logits[lo : lo + chunk].float(), dim=-1)
         p = logp.exp()
-        mu = torch.where(p > 0, p * logp, 0.0).sum(-1)
-        dev = torch.where(p > 0, logp - mu[:, None], 0.0)
-        sigma = (p * dev.square()).sum(-1).sqrt()
+        # p = 0 only where log p = −inf: 0 · (−inf) is NaN there, and nansum drops it.
+        mu = (p * logp).nansum(-1)
+        dev = logp.sub(mu[:, None])  # one temporary, squared and weighted in place
+        sigma = dev.square_().mul_(p).nansum(-1).sqrt()
         token_lp = logp.gather(-1, targets[lo : lo + chunk, None]).squeeze(-1)
         parts.append((token_lp, mu, sigma))
     if not parts:
