@@ -10,52 +10,22 @@ from __future__ import annotations
 
 import math
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
 from dpaudit import __version__
+from dpaudit.cli_common import CONTEXT
+from dpaudit.cli_common import DpauditGroup as _Group
+from dpaudit.cli_common import load_run_config as _load_run_config
+from dpaudit.cli_common import run_options as _run_options
+from dpaudit.cli_common import set_option as _set_option
+from dpaudit.cli_federated import federated
 from dpaudit.cli_options import dataclass_options
 from dpaudit.config import MAX_SEED
 from dpaudit.errors import DpauditError
 from dpaudit.workflows.options import CheckpointAuditOptions
-
-CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class _Group(click.Group):
-    """A click group that turns :class:`DpauditError` into one line and exit 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DpauditError as exc:
-            if _debug(ctx):
-                traceback.print_exc()
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:  # a bug, not bad input: say so, keep it to one line
-            if _debug(ctx):
-                traceback.print_exc()
-            else:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                click.echo(
-                    f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-                    err=True,
-                )
-            ctx.exit(1)
-
-
-def _debug(ctx: click.Context) -> bool:
-    root = ctx.find_root()
-    return bool(root.obj and root.obj.get("debug"))
 
 
 def _echo_json(obj: Any) -> None:
@@ -117,15 +87,6 @@ def _configure_logging(verbose: int) -> None:
 @cli.group(cls=_Group, context_settings=CONTEXT)
 def config() -> None:
     """Inspect and validate run configurations (TOML)."""
-
-
-_set_option = click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override one setting (repeatable); beats the file, loses to explicit options.",
-)
 
 
 @config.command("show", context_settings=CONTEXT)
@@ -276,44 +237,6 @@ def datasets_check(
 
 
 # ----------------------------------------------------------------------------- runs
-def _run_options(fn: Any) -> Any:
-    fn = _set_option(fn)
-    fn = click.option("--name", default=None, help="Run name (directory under runs_dir).")(fn)
-    fn = click.option(
-        "--runs-dir",
-        default=None,
-        type=click.Path(file_okay=False),
-        help="Where run directories go.",
-    )(fn)
-    fn = click.option("--seed", type=int, default=None, help=f"Master seed (0 to {MAX_SEED}).")(fn)
-    fn = click.option(
-        "--resume",
-        is_flag=True,
-        help="Continue a run; stages with unchanged inputs are skipped. Settings that differ "
-        "from those of its finished data and training stages are refused.",
-    )(fn)
-    fn = click.option(
-        "--force",
-        is_flag=True,
-        help="Start the run over: discard the existing run directory of this name first.",
-    )(fn)
-    return fn
-
-
-def _load_run_config(
-    file: str | None,
-    sets: tuple[str, ...],
-    name: str | None,
-    runs_dir: str | None,
-    seed: int | None,
-) -> Any:
-    from dpaudit.workflows.validate import load_config
-
-    return load_config(
-        file, sets=sets, overrides={"name": name, "runs_dir": runs_dir, "seed": seed}
-    )
-
-
 @cli.command("prepare", context_settings=CONTEXT)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @_run_options
@@ -1167,8 +1090,6 @@ def gate(
     click.echo(format_reason(result), err=not result.passed)
     sys.exit(gate_exit_code(result))
 
-
-from dpaudit.cli_federated import federated  # noqa: E402  (needs the helpers above)
 
 cli.add_command(federated)
 

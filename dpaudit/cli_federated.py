@@ -11,7 +11,10 @@ from typing import Any
 
 import click
 
-from dpaudit.cli import CONTEXT, _Group, _load_run_config, _run_options
+from dpaudit.cli_common import CONTEXT
+from dpaudit.cli_common import DpauditGroup as _Group
+from dpaudit.cli_common import load_run_config as _load_run_config
+from dpaudit.cli_common import run_options as _run_options
 
 
 def _numbers(kind: type, low: float) -> Any:
@@ -149,8 +152,9 @@ def invert(
     "--gamma",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Scale γ of the attacker's update (default: expected clients per round / server "
-    "learning rate, Bagdasaryan et al. 2020 Eq. 3).",
+    help="Scale γ of the attacker's update (default n/η: the server's fixed denominator qN, "
+    "i.e. the expected clients per round, over its learning rate; Bagdasaryan et al. 2020 "
+    "Eq. 3).",
 )
 @click.option(
     "--attacker-records",

@@ -175,33 +175,3 @@ def test_user_level_dp_run_end_to_end(invoke, tmp_path):
     assert ref["unit"] == "user" and ref["n_examples"] < len(users)
     mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
     assert "lira" in mia["attacks"]
-
-
-@pytest.mark.slow
-def test_reference_federations_calibrate_lira_and_rmia_per_client(invoke, tmp_path):
-    # references of a federated target are federations of the same recipe over halves of
-    # the users: a user's records are in or out of a reference together
-    import numpy as np
-
-    res = invoke(
-        "run", "configs/fl-quickstart.toml", *_fl_sets(tmp_path), "--set", "train.num_references=2"
-    )
-    assert res.exit_code == 0, res.output
-    run = tmp_path / "fl-quickstart"
-    refs = run / "references"
-    membership = np.load(refs / "membership.npy")
-    ids = json.loads((refs / "population_ids.json").read_text())["ids"]
-    corpus = [json.loads(x) for x in (run / "data" / "corpus.jsonl").read_text().splitlines()]
-    user = {r["id"]: r["meta"]["user"] for r in corpus}
-    by_user: dict[str, set] = {}
-    for i, rid in enumerate(ids):
-        by_user.setdefault(user[rid], set()).add(tuple(membership[i]))
-    assert all(len(v) == 1 for v in by_user.values())  # whole users in or out
-    for j in range(2):
-        privacy = json.loads((refs / f"ref-{j}" / "privacy.json").read_text())
-        assert privacy["unit"] == "client" and (refs / f"ref-{j}" / "rounds.jsonl").is_file()
-        trained = json.loads((refs / f"ref-{j}" / "train_ids.json").read_text())["ids"]
-        assert trained == [ids[i] for i in np.flatnonzero(membership[:, j])]
-    mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
-    assert {"reference", "lira", "rmia"} <= set(mia["attacks"]), mia["skipped"]
-    assert "references: 2 DP federations" in res.output

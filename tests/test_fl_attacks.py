@@ -90,6 +90,9 @@ def test_secagg_survives_a_dropout_and_refuses_impossible_parameters():
     assert res.survivors == (0, 1, 3, 4)
     qsum = np.mod(sum(res.quantized[i]["w"] for i in res.survivors), params.modulus_range)
     assert np.array_equal(res.integer_sum["w"], qsum)
+    # an even number of shares is rounded up to odd (a ring gives an even neighbour count)
+    even = secure_aggregate(ups, SecAggParams(num_shares=4, reconstruction_threshold=4), seed=5)
+    assert even.survivors == tuple(range(5))
     with pytest.raises(DpauditError, match="power of two"):
         secure_aggregate(ups, SecAggParams(modulus_range=2**20), seed=0)
     with pytest.raises(DpauditError, match="threshold"):

@@ -23,6 +23,7 @@ def _sets(runs_dir):
         "--set", "federated.rounds=3",
         "--set", "federated.clients_per_round=10",
         "--set", "federated.canary_clients=60",
+        "--set", "train.num_references=2",
     ]  # fmt: skip
 
 
@@ -40,7 +41,7 @@ def fl_run(tmp_path_factory):
 
     res = invoke("run", "configs/fl-quickstart.toml", *sets)
     assert res.exit_code == 0, res.output
-    outputs = {}
+    outputs = {"run": res}
     outputs["invert"] = invoke(
         "federated", "invert", "configs/fl-quickstart.toml", *sets,
         "--batch-sizes", "1,8", "--lengths", "12", "--sigmas", "0,0.1", "--trials", "2",
@@ -115,6 +116,31 @@ def test_report_shows_each_attack_before_and_after_its_defence(fl_run):
     for name in ("inversion", "poisoning", "secagg"):
         assert f'id="federated-attack-{name}"' in html
     assert 'alt="Gradient inversion' in html
+
+
+def test_reference_federations_calibrate_lira_and_rmia_per_client(fl_run):
+    # references of a federated target are federations of the same recipe over halves of
+    # the users: a user's records are in or out of a reference together
+    import numpy as np
+
+    run, out = fl_run
+    refs = run / "references"
+    membership = np.load(refs / "membership.npy")
+    ids = json.loads((refs / "population_ids.json").read_text())["ids"]
+    corpus = [json.loads(x) for x in (run / "data" / "corpus.jsonl").read_text().splitlines()]
+    user = {r["id"]: r["meta"]["user"] for r in corpus}
+    by_user: dict[str, set] = {}
+    for i, rid in enumerate(ids):
+        by_user.setdefault(user[rid], set()).add(tuple(membership[i]))
+    assert all(len(v) == 1 for v in by_user.values())  # whole users in or out
+    for j in range(2):
+        privacy = json.loads((refs / f"ref-{j}" / "privacy.json").read_text())
+        assert privacy["unit"] == "client" and (refs / f"ref-{j}" / "rounds.jsonl").is_file()
+        trained = json.loads((refs / f"ref-{j}" / "train_ids.json").read_text())["ids"]
+        assert trained == [ids[i] for i in np.flatnonzero(membership[:, j])]
+    mia = json.loads((run / "attacks" / "target" / "client_mia.json").read_text())
+    assert {"reference", "lira", "rmia"} <= set(mia["attacks"]), mia["skipped"]
+    assert "references: 2 DP federations" in out["run"].output
 
 
 def test_federated_attack_commands_refuse_bad_input_before_work(tmp_path):

@@ -88,6 +88,9 @@ def test_undefended_update_gives_away_a_single_short_example(gpt2):
     assert rec.status == "ok" and rec.last_token == "output-layer"
     assert rec.sequences == (tuple(text),)  # every token, in order
     assert rec.ranks[0] == len(text) - 1 < rec.width
+    # a FedAvg-style update θ_k − θ = −η·g gives the same text (scale and sign are fitted)
+    step = {k: -0.1 * v for k, v in update.items()}
+    assert invert_update(gpt2, step, max_length=12, batch_size=1).sequences == (tuple(text),)
 
 
 def test_a_batch_is_recovered_text_by_text_until_it_fills_the_width(gpt2):
@@ -183,7 +186,7 @@ def test_trials_grid_reports_each_defence(gpt2):
         _gpt2(), LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True)
     ).eval()
     clients = [_texts(3, 10, seed=10 + k) for k in range(4)]
-    cells = run_inversion_trials(
+    cells, skipped = run_inversion_trials(
         {"full": gpt2, "lora": lora},
         clients,
         pad_id=0,
@@ -193,6 +196,7 @@ def test_trials_grid_reports_each_defence(gpt2):
         trials=3,
         seed=0,
     )
+    assert skipped == []
     by = {c.defence: c for c in cells}
     assert by["none"].trials == 3 and by["none"].exact_rate == 1.0 and by["none"].rouge_l == 1.0
     assert by["dp"].rouge_l == 0.0 and by["dp"].leak_recall is not None

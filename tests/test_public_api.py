@@ -26,6 +26,7 @@ LAYERS = {
     "cli": 7,
     "cli_options": 7,
     "cli_federated": 7,
+    "cli_common": 7,
 }
 PLUMBING = 0  # errors, atomic, rundir, config, accounting, registry, runfiles, ...
 

@@ -124,16 +124,6 @@ def test_dp_references_train_as_ray_tasks_on_two_local_workers(population, token
     assert (out / "ref-0" / "complete.json").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.slow
-def test_ray_backend_reports_an_unreachable_cluster(population, tokenizer, tmp_path):
-    pytest.importorskip("ray")
-    cfg = dataclasses.replace(
-        CFG, references_backend="ray", references_ray_address="ray://127.0.0.1:1"
-    )
-    with pytest.raises(DpauditError, match="cannot start Ray"):
-        _refs(population, tokenizer, tmp_path / "x", config=cfg, k=2)
-
-
 TINY_RUN = """
 name = "refs"
 seed = 0

@@ -4,16 +4,17 @@ Threat model. An honest-but-curious server, or anyone who reads the channel, see
 one client's update and knows the global model θ it was computed from (the server
 sent it). The update is a FedSGD gradient g = ∇_θ (1/B) Σ_b ℓ_b(θ) of the mean
 per-example loss over the client's batch of B texts (``ℓ_b`` the mean token loss
-of text b), or a FedAvg update θ_k − θ, which after one local step is −η·g. Both
-attacks below are scale-free, so either serves.
+of text b), or a FedAvg update θ_k − θ, which after one local step is −η·g. The span
+test and the token-set leak do not depend on scale or sign, and the last-token
+step fits a scale (with its sign) per text, so either serves.
 
 1. **Token-set leak** (:func:`token_set_leak`). An input embedding row is read only
    by the tokens that occur in the batch, so its gradient is non-zero exactly for
    those tokens (Melis, Song, De Cristofaro, Shmatikov 2019, "Exploiting Unintended
    Feature Leakage in Collaborative Learning", IEEE S&P, §5.1, "the non-zero
    gradients of the embedding layer reveal which words appear in the batch").
-   Exact for an untied input embedding; with tied input/output embeddings (Llama,
-   SmolLM2) the output layer writes to every row and the leak does not apply. The
+   Exact for an untied input embedding; with tied input/output embeddings
+   (``tie_word_embeddings = True``, e.g. SmolLM2) the output layer writes to every row and the leak does not apply. The
    last token of a text feeds no counted prediction (causal LM: its logits predict
    nothing), so its row is read but receives no gradient unless the token also
    occurs earlier. Under DP noise N(0, s²) per coordinate, a row of pure noise has
@@ -87,6 +88,7 @@ _PROBE = re.compile(
 )
 _EMBEDDING = re.compile(r"(?:^|\.)(?:wte|embed_tokens)\.weight$")
 _LM_HEAD = re.compile(r"(?:^|\.)lm_head\.weight$")
+_COMPLETION_LIMIT = 50_000_000  # output-layer entries × texts the last-token fit may hold
 _TAIL = 4.0  # noise rows: ‖noise row‖ ≤ s(√d + 4) but for a χ tail of about e^{-8}
 
 
@@ -445,10 +447,13 @@ def invert_update(
     how = "not recovered"
     head = next((k for k in update if _LM_HEAD.search(k)), None)
     if head is not None and sequences and not _tied(model) and noise_std == 0:
-        sequences = _complete_last_tokens(
-            model, np.asarray(update[head]), sequences, batch_size or len(sequences)
-        )
-        how = "output-layer"
+        if np.asarray(update[head]).size * len(sequences) > _COMPLETION_LIMIT:
+            how = "not recovered (the output-layer fit would hold too many copies of it)"
+        else:
+            sequences = _complete_last_tokens(
+                model, np.asarray(update[head]), sequences, batch_size or len(sequences)
+            )
+            how = "output-layer"
     return Reconstruction(sequences, token_set, ranks, width, how, status, gap)
 
 
@@ -471,8 +476,6 @@ def _complete_last_tokens(
 
     device = next(model.parameters()).device
     g = np.asarray(head_grad, dtype=np.float64)
-    if g.size * len(prefixes) > 50_000_000:  # the fit below holds B copies of the output layer
-        return prefixes
     known, finals = [], []
     for prefix in prefixes:
         n = len(prefix) + 1
@@ -491,9 +494,10 @@ def _complete_last_tokens(
     design = np.stack([k.ravel() for k in known], axis=1)
     scale, *_ = np.linalg.lstsq(design, g.ravel(), rcond=None)
     residual = (design @ scale).reshape(g.shape) - g
+    # A FedAvg-style update θ_k − θ = −ηg fits with c_b < 0: the sign of c_b orients the rows.
     return tuple(
-        (*prefix, int(np.argmax(residual @ h_last)))
-        for prefix, h_last in zip(prefixes, finals, strict=True)
+        (*prefix, int(np.argmax(np.sign(c) * (residual @ h_last))))
+        for prefix, h_last, c in zip(prefixes, finals, scale, strict=True)
     )
 
 

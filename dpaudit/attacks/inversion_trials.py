@@ -180,8 +180,8 @@ def run_inversion_trials(
     trials: int,
     seed: int,
     progress: bool = False,
-) -> list[InversionCell]:
-    """Every (defence, B, L) cell (module docstring).
+) -> tuple[list[InversionCell], list[str]]:
+    """Every (defence, B, L) cell (module docstring), and the cells that could not run.
 
     Args:
         models: ``{"full": model}`` and, for the ``lora`` defence, ``{"lora": peft model}``;
@@ -191,6 +191,9 @@ def run_inversion_trials(
         defences, batch_sizes, lengths: the grid.
         trials: batches per cell (fewer when fewer clients hold B records).
         seed: seeds the choice of clients and the DP noise.
+
+    Returns:
+        The measured cells, and one line per cell left out (no client holds B records).
 
     Raises:
         PreconditionError: no client holds enough records for any batch size, or the
@@ -202,6 +205,7 @@ def run_inversion_trials(
         raise PreconditionError("the lora defence needs a LoRA model")
     grid = [(d, b, n) for d in defences for b in batch_sizes for n in lengths]
     cells: list[InversionCell] = []
+    skipped: list[str] = []
     bar = tqdm(total=len(grid), desc="gradient inversion", unit="cell", disable=not progress)
     for defence, b, length in grid:
         model = models["lora" if defence.name == "lora" else "full"]
@@ -232,6 +236,10 @@ def run_inversion_trials(
             tokens.append(sum(len(r) for r in batch))
         bar.update()
         if not rows:
+            skipped.append(
+                f"{defence.label}, B = {b}, L = {length}: no client holds {b} records of at "
+                "least 2 tokens"
+            )
             continue
 
         def mean(key: str, src: list[dict[str, float]] = rows) -> float:
@@ -264,4 +272,4 @@ def run_inversion_trials(
         raise PreconditionError(
             f"no client holds {min(batch_sizes)} records of at least 2 tokens: no batch to invert"
         )
-    return cells
+    return cells, skipped

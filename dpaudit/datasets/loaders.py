@@ -117,7 +117,8 @@ def load_records(
             rows or more; ``None`` = only when standard error is a terminal.
 
     Returns:
-        A new list (records are frozen), equal for every call on an unchanged file.
+        A new list, equal for every call on an unchanged file (records are frozen and each
+        call gets its own ``meta`` dicts, so no caller can change another's records).
 
     Raises:
         InputError: the file cannot be read as records (naming the file and line).
@@ -137,7 +138,7 @@ def load_records(
     key = _cache_key(path, fmt, fields)
     if key is not None and key in _cache:
         _cache.move_to_end(key)
-        return list(_cache[key])
+        return _copies(_cache[key])
     loader = {
         "jsonl": _load_jsonl,
         "csv": _load_csv,
@@ -154,8 +155,16 @@ def load_records(
         _cache[key] = records
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
-        return list(records)
+        return _copies(records)
     return records
+
+
+def _copies(records: list[Record]) -> list[Record]:
+    """The cached records with their own ``meta`` (the one mutable part of a frozen record)."""
+    import copy
+    import dataclasses
+
+    return [dataclasses.replace(r, meta=copy.deepcopy(r.meta)) if r.meta else r for r in records]
 
 
 def _cache_key(path: str | Path, fmt: str, fields: Fields) -> tuple[Any, ...] | None:

@@ -921,7 +921,7 @@ def _federated_attacks(reader: _Reader) -> dict[str, FederatedAttackSection] | N
         data = _json_object(reader, "federated_attacks", f"{attack}.json")
         if data is None:
             continue
-        fields = {k: data.get(k) for k in FederatedAttackSection.model_fields}
+        fields = {k: data[k] for k in FederatedAttackSection.model_fields if k in data}
         try:
             out[attack] = FederatedAttackSection.model_validate(fields)
         except ValueError as exc:

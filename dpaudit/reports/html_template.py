@@ -340,6 +340,7 @@ held-out data.</p>
 {% if plots.get('fl_' ~ name) %}<figure><img alt="{{ sec.title }}: each defence against no defence" src="{{ plots.get('fl_' ~ name) }}"><figcaption>{{ sec.title }}: each defence against no defence.</figcaption></figure>{% endif %}
 <table><thead><tr>{% for c in sec.columns %}<th{% if not loop.first %} class="num"{% endif %}>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for r in sec.rows %}<tr>{% for x in r %}<td{% if not loop.first %} class="num"{% endif %}>{{ x }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+{% if sec.not_measured %}<p class="muted">Not measured: {{ sec.not_measured|join("; ") }}.</p>{% endif %}
 {% endfor %}
 </section>
 {% endif %}

@@ -99,6 +99,8 @@ def _federated_attacks(sections: Mapping[str, Any] | None) -> list[str]:
             "",
         ]
         out += _table(list(sec["columns"]), [list(r) for r in sec["rows"]])
+        if sec.get("not_measured"):
+            out += [f"Not measured: {'; '.join(sec['not_measured'])}.", ""]
     return out
 
 

@@ -213,6 +213,10 @@ class FederatedAttackSection(RunModel):
     cells: list[dict[str, Any]] = describe(
         "The measured numbers behind each row (fields named in docs/federated-attacks.md)."
     )
+    not_measured: list[str] = describe(
+        "Parts of the grid that could not run, each with its reason (empty: none).",
+        default_factory=list,
+    )
 
 
 class RunSection(RunModel):

@@ -157,7 +157,14 @@ def train_references(
         jobs.append((j, members, ref_dir, ref_seed))
 
     steps = [max(1, int(config.epochs * len(m) / config.batch_size + 0.5)) for _, m, _, _ in jobs]
-    if progress:
+    if progress and federated is not None:
+        done = sum(1 for _, _, d, _ in jobs if (d / COMPLETE_FILE).is_file())
+        print(
+            f"references: {k} federations, {done} already trained, {k - done} to train "
+            f"({federated.rounds} rounds each as configured)",
+            file=sys.stderr,
+        )
+    elif progress:
         print(
             f"references: {k} models, {k - len(jobs)} already trained, {len(jobs)} to train "
             f"({sum(steps)} steps in all)",
@@ -276,8 +283,9 @@ def _ray_fan_out(
     Each task trains into a temporary directory on whatever node Ray places it and
     returns the directory's files; the driver writes them under ``ref-<j>/`` (so a
     cluster needs no shared filesystem). A task that fails (a lost worker, an
-    out-of-memory kill) is retried twice by Ray; one that still fails stops the stage
-    with its error, and the references already written stay for a rerun.
+    out-of-memory kill, an exception) is retried twice by Ray; one that still fails stops
+    the stage with its error, and the references already written stay for a rerun. A task
+    reserving no GPU trains on CPU (Ray hides the GPUs from it).
 
     Raises:
         DpauditError: Ray is not installed, cannot start or reach the cluster, or a
@@ -307,10 +315,14 @@ def _ray_fan_out(
         except Exception as exc:  # ConnectionError, RuntimeError, ... from Ray
             where = address or "a local Ray instance"
             raise DpauditError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
-    device = "cuda" if config.reference_gpus > 0 else config.device
+    # Ray hides every GPU from a task that reserves none (CUDA_VISIBLE_DEVICES="").
+    device = "cuda" if config.reference_gpus > 0 else "cpu"
     task_config = dataclasses.replace(config, device=device)
     remote = ray.remote(
-        num_cpus=config.reference_cpus, num_gpus=config.reference_gpus, max_retries=2
+        num_cpus=config.reference_cpus,
+        num_gpus=config.reference_gpus,
+        max_retries=2,
+        retry_exceptions=True,
     )(_train_reference_files)
     tok_ref = ray.put(tokenizer)
     pending = {
@@ -330,8 +342,11 @@ def _ray_fan_out(
             try:
                 files = ray.get(done[0])
             except Exception as exc:  # RayTaskError wraps the worker's exception
+                cause = getattr(exc, "cause", None) or exc
+                first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
                 raise DpauditError(
-                    f"reference ref-{j} failed on Ray after 2 retries: {str(exc).splitlines()[0]}"
+                    f"reference ref-{j} failed on Ray after 2 retries: "
+                    f"{type(cause).__name__}: {first}"
                 ) from None
             _write_files(ref_dir, files)
             bar.update()

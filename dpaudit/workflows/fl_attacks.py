@@ -52,11 +52,9 @@ def _client_tokens(
 ) -> list[list[list[int]]]:
     """Each real client's records as token ids (the federation's own partition)."""
     from dpaudit.trainers.data import encode_records
-    from dpaudit.workflows.run import federated_partition
 
-    partition = federated_partition(config, prepared, run)
     by_id = {r.id: r for r in prepared.train}
-    clients = [c for c in partition.clients if not c.client_id.startswith("client-or-")]
+    clients = _public_clients(config, run, prepared)
     out = []
     for c in clients:
         records = [by_id[i] for i in c.record_ids if i in by_id and not i.startswith("canary-")]
@@ -143,9 +141,7 @@ def run_inversion(
         "lora": lora,
         "trials": trials,
     }
-    inputs = dict(run.stage_record("data").outputs)
-    inputs["settings"] = sha256_text(json.dumps(settings, sort_keys=True))
-    inputs["train_config"] = sha256_text(repr(dataclasses.asdict(config.train)))
+    inputs = _stage_inputs(run, config, settings)
     stage = f"{ATTACK_DIR}/inversion"
     out = run.subdir(ATTACK_DIR) / "inversion.json"
     if resume and run.can_skip(stage, inputs) and out.is_file():
@@ -153,7 +149,19 @@ def run_inversion(
     with run.stage(stage, inputs, seed=seed) as record:
         clients = _client_tokens(config, run, prepared, tokenizer)
         models = _models(config, tokenizer, lora=lora)
-        cells = run_inversion_trials(
+        notes: list[str] = []
+        if lora:
+            from dpaudit.attacks.gradient_inversion import find_probes
+
+            trainable = [n for n, p in models["lora"].named_parameters() if p.requires_grad]
+            if [p.layer for p in find_probes(models["lora"], trainable)][:2] != [0, 1]:
+                notes.append(
+                    "LoRA adapters only: not measured: train.lora_targets put no adapter on the "
+                    "attention input projections of blocks 0 and 1 (c_attn or q/k/v_proj), which "
+                    "the span test reads"
+                )
+                defences = [d for d in defences if d.name != "lora"]
+        cells, skipped = run_inversion_trials(
             models,
             clients,
             pad_id=int(tokenizer.pad_token_id),
@@ -183,6 +191,7 @@ def run_inversion(
                 "Lemma 3.1, Algorithm 1) + last token from the output layer",
             },
             "settings": {**settings, "seed": seed, "clients": len(clients), "lora": lora_info},
+            "not_measured": notes + skipped,
             "columns": INVERSION_COLUMNS,
             "rows": [inversion_row(c.to_dict()) for c in cells],
             "cells": [c.to_dict() for c in cells],
@@ -191,7 +200,9 @@ def run_inversion(
         record.outputs["inversion.json"] = sha256_text(out.read_text(encoding="utf-8"))
     lines = [f"run directory: {run.path}", f"{stage}: {len(cells)} cells, {len(clients)} clients"]
     lines += _text_table(INVERSION_COLUMNS, [inversion_row(c.to_dict()) for c in cells])
-    lines += ["", inversion_statement(cells), f"written: {out}"]
+    lines += ["", inversion_statement(cells)]
+    lines += [f"not measured: {n}" for n in notes + skipped]
+    lines.append(f"written: {out}")
     return lines, out
 
 
@@ -306,7 +317,8 @@ def run_poisoning(
     sampling q), shortened to ``rounds``; the attacker is one extra client that joins every
     round with ``attacker_records`` poisoned population records (held out of training
     and of the ASR prompts) and sends γ = ``gamma`` times its update (default n/η: the
-    expected clients per round over the server learning rate, Bagdasaryan et al. Eq. 3).
+    server's fixed denominator qN over its learning rate, Bagdasaryan et al. Eq. 3). With DP,
+    the run's own q, σ and C (its ledger's, calibrated over its own rounds) are used.
     The control is the same federation without the attacker (mean, no DP).
 
     Returns:
@@ -343,8 +355,11 @@ def run_poisoning(
     run, prepared = _open(config, argv, resume, force)
     seed = stage_seeds(config)["attacks"]
     tokenizer = _tokenizer(config, prepared.data_dir)
-    fed = dc.replace(config.federated, rounds=rounds, canary_clients=0, local_dp=False)
-    partition = _partition(config, run, prepared)
+    # in process: the attacker must be the node we name (Ray's node ids are random)
+    fed = dc.replace(
+        config.federated, rounds=rounds, canary_clients=0, local_dp=False, backend="local"
+    )
+    public = _public_clients(config, run, prepared)
     backdoor = Backdoor()
     population = prepared.part("population")
     heldout = prepared.part("nonmembers")
@@ -361,26 +376,28 @@ def run_poisoning(
         )
     ]
     records = [r for r in prepared.train if not r.id.startswith("canary-")]
-    n_real = len(partition.clients)
-    n_honest = sum(1 for c in partition.clients if not c.client_id.startswith("client-or-"))
+    n_real = n_honest = len(public)  # the attacker is node n_honest + 1 (partition n_honest)
     examples = encode_records(
         records + poisoned, tokenizer, max_length=config.data.max_length, task="causal_lm"
     )
     by_id: dict[str, list[int]] = {}
     for i, rid in enumerate(examples.ids):
         by_id.setdefault(rid, []).append(i)
-    client_indices = [
-        [i for rid in c.record_ids for i in by_id.get(rid, [])] for c in partition.clients
-    ]
+    client_indices = [[i for rid in c.record_ids for i in by_id.get(rid, [])] for c in public]
+    empty = sum(1 for ix in client_indices if not ix)
+    if empty:
+        raise ConfigError(f"{empty} clients of the run's partition hold no training record")
     attacker_ix = [by_id[r.id][0] for r in poisoned]
     eval_examples = encode_records(
         heldout[:200], tokenizer, max_length=config.data.max_length, task="causal_lm"
     )
     prompts = trigger_prompts([r.text for r in heldout[:200]], backdoor)
-    plan = plan_client_privacy(config.train, fed, n_honest, dp=True)
+    # The run's own mechanism: q, σ and C of its DP-FedAvg ledger (over its own rounds),
+    # run here for --rounds rounds.
+    plan = plan_client_privacy(config.train, config.federated, n_honest, dp=True)
     eta = fed.server_learning_rate
-    expected = fed.clients_per_round + 1
-    scale = float(gamma) if gamma is not None else expected / eta
+    denominator = plan.sample_rate * n_honest  # DP-FedAvg's fixed denominator qN
+    scale = float(gamma) if gamma is not None else denominator / eta
     device = resolve_device(config.train.device)
     conditions = [("mean", False, False)]
     conditions += [(a, dp, True) for dp in (False, True) for a in aggregators]
@@ -398,9 +415,7 @@ def run_poisoning(
         "mode": config.train.mode,
         "seed": seed,
     }
-    inputs = dict(run.stage_record("data").outputs)
-    inputs["settings"] = sha256_text(json.dumps(settings, sort_keys=True))
-    inputs["train_config"] = sha256_text(repr(dataclasses.asdict(config.train)))
+    inputs = _stage_inputs(run, config, settings)
     stage = f"{ATTACK_DIR}/poisoning"
     out = run.subdir(ATTACK_DIR) / "poisoning.json"
     if resume and run.can_skip(stage, inputs) and out.is_file():
@@ -444,7 +459,7 @@ def run_poisoning(
                 sample_rate=plan.sample_rate,
                 noise_multiplier=plan.noise_multiplier if dp else 0.0,
                 clip_norm=fed.clip_norm if dp else None,
-                denominator=plan.sample_rate * n_honest,
+                denominator=denominator,
             )
             joined: list[int] = []
             strategy = _AlwaysJoins.make(DpFedAvg, n_real + 1 if attacked else None)(
@@ -512,16 +527,41 @@ def run_poisoning(
     return lines, out
 
 
-def _partition(config: RunConfig, run: RunDir, prepared: Any) -> Any:
+def _public_clients(config: RunConfig, run: RunDir, prepared: Any) -> list[Any]:
+    """The federation's clients that hold users' records: ``data/clients.json`` as the run's
+    training wrote it (computed and written when absent), without the one-run audit
+    canaries' own clients (``client-or-*``, whose only records are canaries)."""
+    from dpaudit.datasets.federated import read_clients
     from dpaudit.workflows.run import federated_partition
 
-    return federated_partition(config, prepared, run)
+    path = run.path / "data" / "clients.json"
+    partition = read_clients(path) if path.is_file() else federated_partition(config, prepared, run)
+    return [c for c in partition.clients if not c.client_id.startswith("client-or-")]
+
+
+def _stage_inputs(run: RunDir, config: RunConfig, settings: dict[str, Any]) -> dict[str, str]:
+    """What an attack stage depends on: the data stage's outputs, its settings, the training
+    recipe (not where it runs) and the federation."""
+    from dpaudit.trainers.dp_sgd import NON_RECIPE_FIELDS
+
+    record = run.stage_record("data")
+    inputs = dict(record.outputs) if record is not None else {}
+    inputs["settings"] = sha256_text(json.dumps(settings, sort_keys=True, default=str))
+    recipe = {
+        k: v for k, v in dataclasses.asdict(config.train).items() if k not in NON_RECIPE_FIELDS
+    }
+    inputs["train_config"] = sha256_text(repr(recipe))
+    inputs["federated"] = sha256_text(repr(dataclasses.asdict(config.federated)))
+    return inputs
 
 
 def _poison_row(c: dict[str, Any]) -> list[str]:
+    dp = "none"
+    if c["dp"]:  # a robust rule is not a sum: DP-FedAvg's noise, but no ledger covers it
+        dp = "DP-FedAvg" if c["aggregator"] == "mean" else "clip + DP-FedAvg noise (unaccounted)"
     return [
         str(c["aggregator"]),
-        "DP-FedAvg" if c["dp"] else "none",
+        dp,
         "yes" if c["attacker"] else "no (control)",
         f"{c['asr']:.2f}",
         f"{c['target_token_accuracy']:.2f}",
@@ -631,9 +671,7 @@ def run_secagg(
         "modulus_range": params.modulus_range,
         "seed": seed,
     }
-    inputs = dict(run.stage_record("data").outputs)
-    inputs["settings"] = sha256_text(json.dumps(settings, sort_keys=True))
-    inputs["train_config"] = sha256_text(repr(dataclasses.asdict(config.train)))
+    inputs = _stage_inputs(run, config, settings)
     stage = f"{ATTACK_DIR}/secagg"
     out = run.subdir(ATTACK_DIR) / "secagg.json"
     if resume and run.can_skip(stage, inputs) and out.is_file():
@@ -647,8 +685,10 @@ def run_secagg(
         rng = np.random.default_rng([seed, 67])
         cells: list[dict[str, Any]] = []
         bar = tqdm(total=len(cohorts) * trials, desc="secure aggregation", disable=not progress)
+        skipped_cohorts = []
         for m in cohorts:
             if m > len(clients):
+                skipped_cohorts.append(f"cohort of {m}: the run has only {len(clients)} clients")
                 continue
             views: dict[str, list[dict[str, float]]] = {"plain": [], "masked": [], "sum": []}
             ks, secs, plain_secs, sent = [], [], [], []
@@ -714,6 +754,7 @@ def run_secagg(
             "masked input and the unmasked sum",
             "statement": secagg_statement(cells),
             "settings": settings,
+            "not_measured": skipped_cohorts,
             "columns": SECAGG_COLUMNS,
             "rows": [_secagg_row(c) for c in cells],
             "cells": cells,
@@ -722,7 +763,9 @@ def run_secagg(
         record.outputs["secagg.json"] = sha256_text(out.read_text(encoding="utf-8"))
     lines = [f"run directory: {run.path}", f"{stage}: cohorts {', '.join(map(str, cohorts))}"]
     lines += _text_table(SECAGG_COLUMNS, [_secagg_row(c) for c in cells])
-    lines += ["", secagg_statement(cells), f"written: {out}"]
+    lines += ["", secagg_statement(cells)]
+    lines += [f"not measured: {n}" for n in skipped_cohorts]
+    lines.append(f"written: {out}")
     return lines, out
 
 

@@ -32,6 +32,7 @@ that the server's view is the sum only, not a security claim.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class SecAggParams:
 
     Attributes:
         num_shares: k, neighbours + 1 of each client (≥ n: every client pairs with every
-            other, plain SecAgg).
+            other, plain SecAgg; an even k below n is rounded up to odd, as Flower does).
         reconstruction_threshold: t, shares needed to rebuild a secret (2 ≤ t ≤ k; lowered
             to the cohort size n when n < t).
         clipping_range: c; coordinates are clipped to [−c, c] before quantising.
@@ -153,6 +154,8 @@ def secure_aggregate(
             f"[2, num_shares = {p.num_shares}]"
         )
     k = min(p.num_shares, n)  # a cohort smaller than k: every client holds a share of every other
+    if k < n and k % 2 == 0:
+        k += 1  # a ring gives each client an even number of neighbours (as Flower rounds up)
     t = min(p.reconstruction_threshold, k)
     if p.modulus_range & (p.modulus_range - 1) or n * p.quantization_range >= p.modulus_range:
         raise DpauditError(
@@ -214,7 +217,7 @@ def secure_aggregate(
                 mask = pseudo_rand_gen(generate_shared_key(c_keys[i][0], c_keys[j][1]), m, shapes)
                 y = [a + b if i > j else a - b for a, b in zip(y, mask, strict=True)]
             masked[i] = {a: np.mod(v, m) for a, v in zip(names, y, strict=True)}
-            sent[i] += sum(v.size for v in y) * 4  # log2 M = 32 bits a coordinate
+            sent[i] += sum(v.size for v in y) * math.ceil(math.log2(m) / 8)  # bytes a coordinate
     finally:
         np.random.set_state(state)
     seconds["masking"] = time.perf_counter() - start
