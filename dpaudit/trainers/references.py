@@ -300,10 +300,13 @@ def _ray_fan_out(
             "train.references_backend = ray needs Ray: pip install 'dpaudit[federated-ray]' "
             "(or ray>=2.55)"
         ) from None
+    import os
+
     from tqdm.auto import tqdm
 
     address = config.references_ray_address
     started_here = not ray.is_initialized()
+    environ = dict(os.environ)  # ray.init sets PYTHONBREAKPOINT etc. in this process: undone below
     if started_here:
         try:
             ray.init(
@@ -356,6 +359,8 @@ def _ray_fan_out(
             ray.cancel(ref)
         if started_here:
             ray.shutdown()
+            os.environ.clear()
+            os.environ.update(environ)
 
 
 def _train_reference_files(
