@@ -54,26 +54,30 @@ def test_wheel_installs_and_runs_from_outside_the_tree(tmp_path):
         text=True,
     ).stdout.strip()
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # --ignore-installed: the editable install's metadata is visible through deps.pth (and
+    # through PYTHONPATH when an earlier test's Ray or Flower simulation set it), and pip
+    # would call that "already satisfied" and install nothing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)],
         check=True,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
         [str(py), "-c", "import dpaudit; print(dpaudit.__file__)"],
         cwd=outside,
-        check=True,
         capture_output=True,
         text=True,
         env=env,
-    ).stdout
-    assert str(env_dir) in where, where
+    )
+    assert where.returncode == 0, where.stderr
+    assert str(env_dir) in where.stdout, where.stdout
     dpaudit = env_dir / "bin" / "dpaudit"
     shown = subprocess.run(
         [str(dpaudit), "config", "show", "quickstart"],

@@ -507,15 +507,22 @@ def run_rounds(
         if federated.ray_address
         else {"include_dashboard": False}
     )
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=num_nodes,
-        backend_config={
-            "client_resources": {"num_cpus": federated.ray_client_cpus, "num_gpus": 0.0},
-            "init_args": init_args,
-        },
-    )
+    import os
+
+    environ = dict(os.environ)  # Ray's init sets PYTHONPATH, PYTHONBREAKPOINT, ... here
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_nodes,
+            backend_config={
+                "client_resources": {"num_cpus": federated.ray_client_cpus, "num_gpus": 0.0},
+                "init_args": init_args,
+            },
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     if "result" not in holder:
         raise DpauditError(
             "the Ray simulation ended without a result (Flower's log above says why)"
