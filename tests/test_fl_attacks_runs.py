@@ -116,6 +116,10 @@ def test_report_shows_each_attack_before_and_after_its_defence(fl_run):
     for name in ("inversion", "poisoning", "secagg"):
         assert f'id="federated-attack-{name}"' in html
     assert 'alt="Gradient inversion' in html
+    # the verdict does not weigh these experiments, but the notes say what they showed
+    notes = " ".join(report["warnings"]) if "warnings" in report else md
+    assert "undefended update gave back 100% of its texts" in notes
+    assert "attack success rate" in notes
 
 
 def test_reference_federations_calibrate_lira_and_rmia_per_client(fl_run):

@@ -527,13 +527,12 @@ def set_metrics(
 ) -> dict[str, float]:
     """Precision and recall of a recovered token set against every token of ``truth``.
 
-    Precision is 1.0 by convention when nothing was recovered (no false claim); recall
-    then shows the loss.
+    Precision is NaN (undefined) when nothing was recovered; recall then shows the loss.
     """
     true_tokens = {t for seq in truth for t in seq}
     hits = len(true_tokens & set(tokens))
     return {
-        "precision": hits / len(tokens) if tokens else 1.0,
+        "precision": hits / len(tokens) if tokens else math.nan,
         "recall": hits / len(true_tokens) if true_tokens else 1.0,
     }
 

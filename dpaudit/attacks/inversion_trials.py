@@ -52,8 +52,8 @@ class Defence:
 
     @property
     def label(self) -> str:
-        if self.name == "dp":
-            return f"DP clip {self.clip:g} + noise σ = {self.sigma:g}"
+        if self.name == "dp":  # one step's noise: no ε is claimed for it
+            return f"clip {self.clip:g} + client noise σ = {self.sigma:g}"
         return {"none": "no defence", "lora": "LoRA adapters only"}[self.name]
 
 
@@ -63,9 +63,11 @@ class InversionCell:
 
     Attributes:
         leak_precision, leak_recall: the token-set leak (embedding rows) against every
-            token of the batch; ``None`` when the leak does not apply (``leak_note``).
+            token of the batch; ``None`` when the leak does not apply (``leak_note``);
+            precision is averaged over the trials that recovered a token (``None``: none).
         token_precision, token_recall, rouge_l, exact_rate: the span-test
-            reconstruction (:func:`~dpaudit.attacks.gradient_inversion.inversion_metrics`).
+            reconstruction (:func:`~dpaudit.attacks.gradient_inversion.inversion_metrics`;
+            precision as for the leak).
         no_power: trials whose layer-0 span reached the inputs' dimension (or was empty).
         stopped: trials whose search was cut by its size limit.
         mean_rank: mean layer-0 span rank; ``width``: the layer's input width d.
@@ -82,7 +84,7 @@ class InversionCell:
     leak_precision: float | None
     leak_recall: float | None
     leak_note: str | None
-    token_precision: float
+    token_precision: float | None
     token_recall: float
     rouge_l: float
     exact_rate: float
@@ -245,6 +247,11 @@ def run_inversion_trials(
         def mean(key: str, src: list[dict[str, float]] = rows) -> float:
             return float(np.mean([r[key] for r in src]))
 
+        def precision(key: str, src: list[dict[str, float]] = rows) -> float | None:
+            """Mean over the trials that recovered something (``None``: none did)."""
+            values = [r[key] for r in src if not np.isnan(r[key])]
+            return float(np.mean(values)) if values else None
+
         cells.append(
             InversionCell(
                 defence=defence.name,
@@ -254,10 +261,10 @@ def run_inversion_trials(
                 length=length,
                 trials=len(rows),
                 tokens=float(np.mean(tokens)),
-                leak_precision=mean("precision", leaks) if leaks else None,
+                leak_precision=precision("precision", leaks) if leaks else None,
                 leak_recall=mean("recall", leaks) if leaks else None,
                 leak_note=note if not leaks else None,
-                token_precision=mean("token_precision"),
+                token_precision=precision("token_precision"),
                 token_recall=mean("token_recall"),
                 rouge_l=mean("rouge_l"),
                 exact_rate=mean("exact_rate"),

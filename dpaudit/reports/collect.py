@@ -932,6 +932,36 @@ def _federated_attacks(reader: _Reader) -> dict[str, FederatedAttackSection] | N
     return out or None
 
 
+def _federated_attack_notes(sections: dict[str, FederatedAttackSection] | None) -> list[str]:
+    """One note per federated attack that succeeded without its defence (the verdict does not
+    weigh them: they are experiments beside the audited model)."""
+    notes: list[str] = []
+    inversion = (sections or {}).get("inversion")
+    if inversion is not None:
+        plain = [c for c in inversion.cells if c.get("defence") == "none"]
+        best = max(plain, key=lambda c: c.get("exact_rate", 0.0), default=None)
+        if best is not None and best.get("exact_rate", 0.0) > 0:
+            notes.append(
+                f"federated updates: one client's undefended update gave back "
+                f"{best['exact_rate']:.0%} of its texts exactly (gradient inversion, B = "
+                f"{best['batch_size']}, L = {best['length']}); central DP-FedAvg does not stop a "
+                "server that sees each update (see Attacks on federated updates)"
+            )
+    poisoning = (sections or {}).get("poisoning")
+    if poisoning is not None:
+        fedavg = next(
+            (c for c in poisoning.cells if c.get("attacker") and c.get("aggregator") == "mean"
+             and not c.get("dp")),
+            None,
+        )  # fmt: skip
+        if fedavg is not None and fedavg.get("asr", 0.0) >= 0.5:
+            notes.append(
+                f"federated training: one malicious client's backdoor reached an attack success "
+                f"rate of {fedavg['asr']:.0%} against plain FedAvg (see Attacks on federated updates)"
+            )
+    return notes
+
+
 def _run_section(
     run: RunDir,
     manifest: ManifestFile,
@@ -1041,6 +1071,8 @@ def collect_model(
     if blind is not None and blind.label_only is not None and blind.label_only.warning:
         warnings.append(blind.label_only.warning)
     cards = _model_cards(reader, manifest, present)
+    federated_attacks = _federated_attacks(reader)
+    warnings += _federated_attack_notes(federated_attacks)
     thresholds = _thresholds(config, policy_overrides)
     checks = policy.evaluate(models["target"].summary.model_dump(), thresholds, model="target")
     report = Report(
@@ -1051,7 +1083,7 @@ def collect_model(
             bool(reveal),
             cards,
             {n: f for n in present if (f := _federation(reader, n)) is not None},
-            _federated_attacks(reader),
+            federated_attacks,
         ),
         generator=Generator(dpaudit_version=__version__),
         policy=PolicySection(

@@ -332,7 +332,7 @@ held-out data.</p>
 {% if v.run.federated_attacks is defined and v.run.federated_attacks %}
 <section id="federated-attacks">
 <h2>Attacks on federated updates</h2>
-<p class="muted">Each attack measured without a defence and with each defence (`dpaudit federated …`); metrics only, no recovered text.</p>
+<p class="muted">Each attack measured without a defence and with each defence (<code>dpaudit federated …</code>), in experiments beside the audited model; metrics only, no recovered text. These results are not part of the verdict above; the notes say when they show leakage.</p>
 {% for name, sec in v.run.federated_attacks.items() %}
 <h3 id="federated-attack-{{ name }}">{{ sec.title }}</h3>
 <p>{{ sec.statement }}</p>

@@ -88,7 +88,14 @@ def _federated_attacks(sections: Mapping[str, Any] | None) -> list[str]:
     """``run.federated_attacks``: each attack's statement, threat model and table."""
     if not sections:
         return []
-    out = ["## Attacks on federated updates", ""]
+    out = [
+        "## Attacks on federated updates",
+        "",
+        "Each attack measured without a defence and with each defence (`dpaudit federated …`), "
+        "in experiments beside the audited model; metrics only, no recovered text. These results "
+        "are not part of the verdict; the notes say when they show leakage.",
+        "",
+    ]
     for sec in sections.values():
         out += [
             f"### {sec['title']}",

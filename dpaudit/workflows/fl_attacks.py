@@ -218,24 +218,31 @@ INVERSION_COLUMNS = [
     "ROUGE-L",
     "exact",
     "span rank / d",
+    "no power",
 ]
 
 
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def inversion_row(c: dict[str, Any]) -> list[str]:
-    """One formatted table row of an inversion cell."""
-    leak = c.get("leak_precision") is not None
+    """One formatted table row of an inversion cell (— : nothing recovered, so no precision;
+    n/a: the leak does not apply to this update)."""
+    leak = c.get("leak_recall") is not None
     return [
         str(c["label"]),
         str(c["batch_size"]),
         str(c["length"]),
         str(c["trials"]),
-        f"{c['leak_precision']:.2f}" if leak else "n/a",
+        _share(c.get("leak_precision")) if leak else "n/a",
         f"{c['leak_recall']:.2f}" if leak else "n/a",
-        f"{c['token_precision']:.2f}",
+        _share(c.get("token_precision")),
         f"{c['token_recall']:.2f}",
         f"{c['rouge_l']:.2f}",
         f"{c['exact_rate']:.2f}",
         f"{c['mean_rank']:.0f} / {c['width']}",
+        f"{c['no_power']}/{c['trials']}",
     ]
 
 
@@ -256,9 +263,12 @@ def inversion_statement(cells: Sequence[Any]) -> str:
         )
         parts.append(f"{label}: ROUGE-L {rouge:.2f}, exact texts {exact:.0%}{leak}")
     return (
-        "Mean over batch sizes and lengths — "
+        "Mean over batch sizes B (records per update) and lengths L (tokens per record) — "
         + "; ".join(parts)
-        + ". The span test is exact only while a batch holds fewer tokens than the model's width."
+        + ". The span test is exact only while a batch holds fewer tokens than the width d of "
+        "the layers it reads (or, for LoRA, than the adapter rank); 'no power' counts the "
+        "trials where the span held every input. Client noise σ is one step's Gaussian noise "
+        "on clipped per-example gradients, with no ε attached."
     )
 
 
@@ -751,7 +761,9 @@ def run_secagg(
             "title": "Secure aggregation (SecAgg+) against gradient inversion",
             "threat_model": "an honest-but-curious server runs SecAgg+ (Bonawitz et al. 2017; "
             "Bell et al. 2020) with the cohort and attacks whatever it holds: each client's "
-            "masked input and the unmasked sum",
+            "masked input and the unmasked sum; every client sends a one-step update of the "
+            "full model (what the inversion attack reads), one record each, so the bytes are "
+            "a full model's; a cohort of m leaves each text hidden among m clients at most",
             "statement": secagg_statement(cells),
             "settings": settings,
             "not_measured": skipped_cohorts,
