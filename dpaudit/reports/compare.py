@@ -143,10 +143,9 @@ def console_table(frame: Any) -> str:
         [cell(rec.get(key), fmt) for key, _, fmt in _CONSOLE]
         for rec in frame.to_dict(orient="records")
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    from dpaudit.reports.fmt import text_table
+
+    return "\n".join(text_table(header, rows))
 
 
 _HTML = """<!DOCTYPE html>

@@ -95,3 +95,23 @@ def fpr_label(key: str | float) -> str:
     """An FPR budget as a percentage label: ``"0.001"`` → ``0.1%``."""
     x = float(key)
     return f"{100 * x:g}%"
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, right_from: int | None = None
+) -> list[str]:
+    """A fixed-width console table: columns as wide as their widest cell, two spaces apart.
+
+    Cells are left-aligned, those of columns ``right_from`` and after right-aligned (numbers);
+    trailing spaces are dropped.
+    """
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(c).rjust(w) if right_from is not None and i >= right_from else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]

@@ -17,6 +17,7 @@ import numpy as np
 from dpaudit.atomic import write_json
 from dpaudit.config import RunConfig
 from dpaudit.errors import ConfigError
+from dpaudit.reports.fmt import text_table
 from dpaudit.rundir import RunDir, sha256_text
 
 __all__ = ["INVERSION_SCHEMA", "run_inversion"]
@@ -38,13 +39,41 @@ def _check_federated(config: RunConfig) -> None:
         )
 
 
-def _open(config: RunConfig, argv: list[str] | None, resume: bool, force: bool) -> tuple[Any, Any]:
+def _open(
+    config: RunConfig, argv: list[str] | None, resume: bool, force: bool
+) -> tuple[RunDir, Any, int, Any]:
+    """The run (created when there is none), its data stage, the attack seed and tokenizer."""
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.workflows.integrity import open_run
+    from dpaudit.workflows.run import _tokenizer, stage_seeds
 
     run = open_run(config, argv=argv, resume=resume, force=force, reopen=True)
     prepared = prepare_data(config, run, resume=True)
-    return run, prepared
+    return run, prepared, stage_seeds(config)["attacks"], _tokenizer(config, prepared.data_dir)
+
+
+def _result_path(run: RunDir, attack: str) -> tuple[str, Path]:
+    """The stage name and the result file of ``attack``."""
+    return f"{ATTACK_DIR}/{attack}", run.subdir(ATTACK_DIR) / f"{attack}.json"
+
+
+def _write_result(record: Any, out: Path, payload: dict[str, Any]) -> None:
+    """Write an attack's result file and record its hash as the stage's output."""
+    from dpaudit.rundir import sha256_file
+
+    write_json(out, payload)
+    record.outputs[out.name] = sha256_file(out)
+
+
+def _result_lines(run: RunDir, header: str, out: Path, payload: dict[str, Any]) -> list[str]:
+    """What a ``dpaudit federated`` command prints: the table, the statement, what was not
+    measured and where the file is."""
+    lines = [f"run directory: {run.path}", header]
+    lines += text_table(payload["columns"], payload["rows"], right_from=1)
+    lines += ["", payload["statement"]]
+    lines += [f"not measured: {n}" for n in payload.get("not_measured", [])]
+    lines.append(f"written: {out}")
+    return lines
 
 
 def _client_tokens(
@@ -119,7 +148,6 @@ def run_inversion(
         ConfigError: not a federated causal-LM config, or a length above ``data.max_length``.
     """
     from dpaudit.attacks.inversion_trials import Defence, run_inversion_trials
-    from dpaudit.workflows.run import _tokenizer, stage_seeds
 
     _check_federated(config)
     if max(lengths) > config.data.max_length:
@@ -127,9 +155,7 @@ def run_inversion(
             f"--lengths {max(lengths)} exceeds data.max_length = {config.data.max_length}",
             key="data.max_length",
         )
-    run, prepared = _open(config, argv, resume, force)
-    seed = stage_seeds(config)["attacks"]
-    tokenizer = _tokenizer(config, prepared.data_dir)
+    run, prepared, seed, tokenizer = _open(config, argv, resume, force)
     defences = [Defence("none"), *(Defence("dp", s, clip) for s in sigmas)]
     if lora:
         defences.append(Defence("lora"))
@@ -142,8 +168,7 @@ def run_inversion(
         "trials": trials,
     }
     inputs = _stage_inputs(run, config, settings)
-    stage = f"{ATTACK_DIR}/inversion"
-    out = run.subdir(ATTACK_DIR) / "inversion.json"
+    stage, out = _result_path(run, "inversion")
     if resume and run.can_skip(stage, inputs) and out.is_file():
         return [f"{stage}: unchanged, skipped (--resume)"], out
     with run.stage(stage, inputs, seed=seed) as record:
@@ -196,14 +221,9 @@ def run_inversion(
             "rows": [inversion_row(c.to_dict()) for c in cells],
             "cells": [c.to_dict() for c in cells],
         }
-        write_json(out, payload)
-        record.outputs["inversion.json"] = sha256_text(out.read_text(encoding="utf-8"))
-    lines = [f"run directory: {run.path}", f"{stage}: {len(cells)} cells, {len(clients)} clients"]
-    lines += _text_table(INVERSION_COLUMNS, [inversion_row(c.to_dict()) for c in cells])
-    lines += ["", inversion_statement(cells)]
-    lines += [f"not measured: {n}" for n in notes + skipped]
-    lines.append(f"written: {out}")
-    return lines, out
+        _write_result(record, out, payload)
+    header = f"{stage}: {len(cells)} cells, {len(clients)} clients"
+    return _result_lines(run, header, out, payload), out
 
 
 INVERSION_COLUMNS = [
@@ -270,12 +290,6 @@ def inversion_statement(cells: Sequence[Any]) -> str:
         "trials where the span held every input. Client noise σ is one step's Gaussian noise "
         "on clipped per-example gradients, with no ε attached."
     )
-
-
-def _text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=True)]
-    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
-    return [fmt.format(*columns), *(fmt.format(*r) for r in rows)]
 
 
 # ----------------------------------------------------------------------------- poisoning
@@ -352,7 +366,6 @@ def run_poisoning(
     from dpaudit.trainers.federated.run import check_flower, quiet_flower, run_rounds
     from dpaudit.trainers.federated.server import DpFedAvg, ServerMechanism
     from dpaudit.trainers.models import build_model, resolve_device
-    from dpaudit.workflows.run import _tokenizer, stage_seeds
 
     _check_federated(config)
     check_flower()
@@ -362,9 +375,7 @@ def run_poisoning(
         raise ConfigError(f"--aggregators: unknown {bad[0]!r} ({', '.join(AGGREGATORS)})")
     if rounds < 1 or attacker_records < 1:
         raise ConfigError("--rounds and --attacker-records must be at least 1")
-    run, prepared = _open(config, argv, resume, force)
-    seed = stage_seeds(config)["attacks"]
-    tokenizer = _tokenizer(config, prepared.data_dir)
+    run, prepared, seed, tokenizer = _open(config, argv, resume, force)
     # in process: the attacker must be the node we name (Ray's node ids are random)
     fed = dc.replace(
         config.federated, rounds=rounds, canary_clients=0, local_dp=False, backend="local"
@@ -426,8 +437,7 @@ def run_poisoning(
         "seed": seed,
     }
     inputs = _stage_inputs(run, config, settings)
-    stage = f"{ATTACK_DIR}/poisoning"
-    out = run.subdir(ATTACK_DIR) / "poisoning.json"
+    stage, out = _result_path(run, "poisoning")
     if resume and run.can_skip(stage, inputs) and out.is_file():
         return [f"{stage}: unchanged, skipped (--resume)"], out
     cells: list[dict[str, Any]] = []
@@ -528,13 +538,10 @@ def run_poisoning(
             "rows": [_poison_row(c) for c in cells],
             "cells": cells,
         }
-        write_json(out, payload)
         bar.close()
-        record.outputs["poisoning.json"] = sha256_text(out.read_text(encoding="utf-8"))
-    lines = [f"run directory: {run.path}", f"{stage}: {len(cells)} federations of {rounds} rounds"]
-    lines += _text_table(POISONING_COLUMNS, [_poison_row(c) for c in cells])
-    lines += ["", poisoning_statement(cells), f"written: {out}"]
-    return lines, out
+        _write_result(record, out, payload)
+    header = f"{stage}: {len(cells)} federations of {rounds} rounds"
+    return _result_lines(run, header, out, payload), out
 
 
 def _public_clients(config: RunConfig, run: RunDir, prepared: Any) -> list[Any]:
@@ -658,7 +665,6 @@ def run_secagg(
     from dpaudit.attacks.gradient_inversion import inversion_metrics, invert_update
     from dpaudit.attacks.inversion_trials import client_update
     from dpaudit.trainers.federated.secagg import SecAggParams, secure_aggregate
-    from dpaudit.workflows.run import _tokenizer, stage_seeds
 
     _check_federated(config)
     if length > config.data.max_length:
@@ -666,9 +672,7 @@ def run_secagg(
             f"--length {length} exceeds data.max_length = {config.data.max_length}",
             key="data.max_length",
         )
-    run, prepared = _open(config, argv, resume, force)
-    seed = stage_seeds(config)["attacks"]
-    tokenizer = _tokenizer(config, prepared.data_dir)
+    run, prepared, seed, tokenizer = _open(config, argv, resume, force)
     params = SecAggParams()
     settings = {
         "cohorts": list(cohorts),
@@ -682,8 +686,7 @@ def run_secagg(
         "seed": seed,
     }
     inputs = _stage_inputs(run, config, settings)
-    stage = f"{ATTACK_DIR}/secagg"
-    out = run.subdir(ATTACK_DIR) / "secagg.json"
+    stage, out = _result_path(run, "secagg")
     if resume and run.can_skip(stage, inputs) and out.is_file():
         return [f"{stage}: unchanged, skipped (--resume)"], out
     from tqdm.auto import tqdm
@@ -771,14 +774,9 @@ def run_secagg(
             "rows": [_secagg_row(c) for c in cells],
             "cells": cells,
         }
-        write_json(out, payload)
-        record.outputs["secagg.json"] = sha256_text(out.read_text(encoding="utf-8"))
-    lines = [f"run directory: {run.path}", f"{stage}: cohorts {', '.join(map(str, cohorts))}"]
-    lines += _text_table(SECAGG_COLUMNS, [_secagg_row(c) for c in cells])
-    lines += ["", secagg_statement(cells)]
-    lines += [f"not measured: {n}" for n in skipped_cohorts]
-    lines.append(f"written: {out}")
-    return lines, out
+        _write_result(record, out, payload)
+    header = f"{stage}: cohorts {', '.join(map(str, cohorts))}"
+    return _result_lines(run, header, out, payload), out
 
 
 def _secagg_row(c: dict[str, Any]) -> list[str]:
