@@ -58,6 +58,14 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
     _configure_logging(verbose)
+    if ctx.invoked_subcommand not in (None, "train"):
+        from dpaudit.trainers.distributed import under_torchrun
+
+        if under_torchrun():
+            raise DpauditError(
+                f"`dpaudit {ctx.invoked_subcommand}` runs in one process; under torchrun only "
+                "`dpaudit train` runs (then e.g. `dpaudit run CONFIG --resume` without torchrun)"
+            )
 
 
 def _configure_logging(verbose: int) -> None:
@@ -455,7 +463,9 @@ def train(
         sets=sets,
         overrides={"name": name, "runs_dir": runs_dir, "seed": seed, "train": train_over},
     )
-    click.echo("\n".join(run_train(cfg, resume=resume, argv=sys.argv, force=force)))
+    lines = run_train(cfg, resume=resume, argv=sys.argv, force=force)
+    if lines:  # under torchrun, rank 0 alone prints
+        click.echo("\n".join(lines))
 
 
 @cli.command("train-references", context_settings=CONTEXT)

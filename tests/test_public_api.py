@@ -27,6 +27,7 @@ LAYERS = {
     "cli_options": 7,
     "cli_federated": 7,
     "cli_common": 7,
+    "__main__": 8,  # python -m dpaudit (torchrun -m dpaudit train ...)
 }
 PLUMBING = 0  # errors, atomic, rundir, config, accounting, registry, runfiles, ...
 

@@ -29,6 +29,9 @@ _EXPORTS = {
     "load_pretrained": "models",
     "resolve_device": "models",
     "evaluate": "evaluate",
+    "Ranks": "distributed",
+    "ranks_from_env": "distributed",
+    "process_group": "distributed",
 }
 
 __all__ = sorted(_EXPORTS)

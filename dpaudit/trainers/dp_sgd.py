@@ -19,7 +19,9 @@ non-private baseline. Outputs in ``out_dir``:
 * ``complete.json`` — written last: the training recipe, the step count and
   ``initial_sha256``, the hash of the weights training started from (the base
   model a loss-drop audit rebuilds from the recipe's seed, see
-  :func:`dpaudit.trainers.models.initial_model`).
+  :func:`dpaudit.trainers.models.initial_model`), and ``processes``, the number
+  of torchrun processes that trained it (1 without torchrun; see
+  :mod:`dpaudit.trainers.distributed`).
 
 Every ``train.checkpoint_every`` steps a checkpoint goes to ``checkpoint/``
 with the partial ledger; ``resume=True`` continues from it and the ledger
@@ -49,6 +51,7 @@ from dpaudit.datasets.records import Record
 from dpaudit.errors import DpauditError
 from dpaudit.runfiles.io import write_run_file
 from dpaudit.runfiles.privacy import UtilityFile
+from dpaudit.trainers.distributed import SINGLE, Ranks, rank_device
 from dpaudit.trainers.hooks import StopTraining, TrainHooks
 from dpaudit.trainers.privacy import (
     PRIVACY_FILE,
@@ -216,6 +219,7 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     hooks: TrainHooks | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Fine-tune on ``records`` with DP-SGD (or without privacy) and write ``out_dir``.
 
@@ -231,7 +235,11 @@ def train_model(
         resume: continue from the last checkpoint in ``out_dir`` (or return the
             finished run when ``out_dir`` is complete with the same recipe).
         progress: show a progress bar with loss and ε spent.
-        hooks: extension points of the DP step (:class:`TrainHooks`).
+        hooks: extension points of the DP step (:class:`TrainHooks`); under
+            torchrun ``on_step_end`` runs on every rank and must decide alike.
+        ranks: this process's place under torchrun (:mod:`dpaudit.trainers.distributed`):
+            every rank trains its share of each lot; rank 0 alone writes ``out_dir``
+            and evaluates; the other ranks return a result without metrics.
 
     Raises:
         DpauditError: for bad inputs, an ``out_dir`` already holding a run
@@ -257,7 +265,7 @@ def train_model(
     records = list(records)
     if tokenizer.pad_token_id is None:
         raise DpauditError("the tokenizer has no pad token")
-    device = resolve_device(config.device)
+    device = rank_device(resolve_device(config.device), ranks)
     precision = check_precision(device, config.precision)
     recipe = training_recipe(
         records,
@@ -298,6 +306,7 @@ def train_model(
         seed=seed,
         pad_id=tokenizer.pad_token_id,
         hooks=hooks,
+        ranks=ranks,
     )
     start, log = 0, []
     if ckpt is not None:
@@ -320,7 +329,7 @@ def train_model(
     bar = tqdm(
         total=plan.steps,
         initial=start,
-        disable=not progress,
+        disable=not progress or not ranks.is_main,
         desc=label,
         unit="step",
         dynamic_ncols=True,
@@ -350,7 +359,8 @@ def train_model(
                 hooks.on_step_end(step=done, loss=loss, model=runner.model)
             except StopTraining:
                 stopped = True
-            if stopped or (done % config.checkpoint_every == 0 and done < plan.steps):
+            due = stopped or (done % config.checkpoint_every == 0 and done < plan.steps)
+            if due and ranks.is_main:
                 _checkpoint(out_dir, runner, plan, recipe, log, done)
             if stopped:
                 break
@@ -372,6 +382,19 @@ def train_model(
         )
 
     model = runner.unwrap()
+    if not ranks.is_main:  # rank 0 evaluates and writes; this rank's model is the same
+        return TrainResult(
+            out_dir,
+            make_ledger(plan, done),
+            {},
+            done,
+            plan.steps,
+            True,
+            time.perf_counter() - started,
+            str(device),
+            plan.accountant,
+            examples.ids,
+        )
     metrics = _metrics(
         model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
     )
@@ -391,6 +414,7 @@ def train_model(
             "seconds": seconds,
             "finished": _now(),
             "initial_sha256": initial_sha256,
+            "processes": ranks.world_size,
         },
     )
     remove_training_states(out_dir)

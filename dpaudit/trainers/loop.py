@@ -41,6 +41,7 @@ from dpaudit.trainers.data import (
     derive_seed,
     physical_batches,
 )
+from dpaudit.trainers.distributed import SINGLE, Ranks, refuse_hooks
 from dpaudit.trainers.hooks import Mechanism, TrainHooks
 from dpaudit.trainers.models import BuiltModel, autocast
 from dpaudit.trainers.privacy import PrivacyPlan
@@ -142,6 +143,9 @@ class StepRunner:
         seed: run seed (lots and noise are derived from it per step).
         pad_id: padding token id.
         hooks: extension points (:class:`TrainHooks`).
+        ranks: this process's place under torchrun (:mod:`dpaudit.trainers.distributed`):
+            every rank draws the same global lot and processes its share; the update
+            is all-reduced, so each rank holds the single-process model.
     """
 
     def __init__(
@@ -155,12 +159,15 @@ class StepRunner:
         seed: int,
         pad_id: int,
         hooks: TrainHooks | None = None,
+        ranks: Ranks = SINGLE,
     ):
         import torch
 
         self.built, self.examples, self.plan, self.config = built, examples, plan, config
         self.device, self.seed, self.pad_id = device, seed, pad_id
         self.hooks = hooks or TrainHooks()
+        self.ranks = ranks
+        refuse_hooks(self.hooks, ranks)
         clip = plan.max_grad_norm if plan.max_grad_norm is not None else math.inf
         claimed = Mechanism(plan.sample_rate, plan.noise_multiplier, clip)
         self.mechanism = self.hooks.mechanism(claimed) if plan.dp else claimed
@@ -171,6 +178,7 @@ class StepRunner:
             self.sampler = ShuffleSampler(n, max(1, round(self.mechanism.sample_rate * n)), seed)
         self.model = built.model.to(device)
         self.model.train()
+        ranks.broadcast_parameters(self.model)  # identical starts, whatever each rank built
         params = [p for p in self.model.parameters() if p.requires_grad]
         # Replaced by Opacus' DPOptimizer (a torch Optimizer around this AdamW) in _make_private.
         self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -207,6 +215,14 @@ class StepRunner:
         self.noise_gen = torch.Generator(device=self.device)
         from opacus import PrivacyEngine
 
+        module: Any = self.model
+        if self.ranks.active:
+            # Opacus picks its DistributedDPOptimizer for a DPDDP module: rank 0 adds the noise,
+            # the clipped sums are all-reduced (module docstring of trainers.distributed).
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            module = DPDDP(self.model)
+
         with warnings.catch_warnings():
             # secure_mode=False is deliberate: noise is seeded per step for reproducible audits.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -218,7 +234,7 @@ class StepRunner:
             )
             try:
                 out = engine.make_private(
-                    module=self.model,
+                    module=module,
                     optimizer=self.optimizer,
                     criterion=self.criterion,
                     data_loader=loader,
@@ -243,7 +259,8 @@ class StepRunner:
         # Accounting is ours, with the exact q (see privacy.py). Opacus calls step_hook after adding the
         # noise and dividing by B, before the update: the slot only serves hooks observing that gradient.
         dp_optimizer.step_hook = self._noisy_grads if self.hooks.wants_noisy_grads else None
-        dp_optimizer.expected_batch_size = self.expected_batch
+        # Per rank: the distributed optimizer divides by B/W, then averages the W ranks' sums.
+        dp_optimizer.expected_batch_size = self.expected_batch / self.ranks.world_size
         self._dp_optimizer = dp_optimizer
 
     def _private(self) -> tuple[_DPOptimizer, torch.Generator]:
@@ -266,10 +283,11 @@ class StepRunner:
         """Run logical step ``step`` (0-based); return (mean example loss or None, lot size)."""
         self._step = step
         lot = self.lot(step)
-        chunks = physical_batches(lot, self.config.physical_batch_size)
+        chunks = physical_batches(self.ranks.share(lot), self.config.physical_batch_size)
         if not chunks:
             self._empty_step(step)
-            return None, 0
+            total = self._global_loss(0.0)  # the other ranks' shares may not be empty
+            return (total / len(lot) if lot else None), len(lot)
         loss_sum = 0.0
         for j, chunk in enumerate(chunks):
             last = j == len(chunks) - 1
@@ -306,9 +324,31 @@ class StepRunner:
                 (per.sum() / self.expected_batch).backward()
                 loss_sum += float(per.detach().sum().item())
                 if last:
+                    self._all_reduce_grads()
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / len(lot), len(lot)
+        return self._global_loss(loss_sum) / len(lot), len(lot)
+
+    def _global_loss(self, loss_sum: float) -> float:
+        """The lot's summed example loss over every rank's share."""
+        if not self.ranks.active:
+            return loss_sum
+        import torch
+
+        total = torch.tensor([loss_sum], dtype=torch.float64)
+        return float(self.ranks.all_reduce_sum(total).item())
+
+    def _all_reduce_grads(self) -> None:
+        """Non-private step under torchrun: sum each rank's Σ∇ℓ_i/B (Opacus does it for DP)."""
+        if not self.ranks.active:
+            return
+        import torch
+
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                self.ranks.all_reduce_sum(p.grad)
 
     def _empty_step(self, step: int) -> None:
         """An empty Poisson lot: the update is noise alone (private) or a zero gradient."""
@@ -330,6 +370,8 @@ class StepRunner:
             dp_optimizer, noise_gen = private
             dp_optimizer.signal_skip_step(do_skip=False)
             noise_gen.manual_seed(derive_seed(self.seed, STREAM_NOISE, step))
+        else:
+            self._all_reduce_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit.config import RunConfig
+from dpaudit.errors import DpauditError
 from dpaudit.rundir import RunDir
 from dpaudit.workflows.result import RunResult
 
@@ -132,7 +133,86 @@ def run_train(
     (models, steps, examples) is printed on stderr before the first bar, and an
     estimate of the remaining training time once the first model has trained;
     ``references``: how many reference models the caller trains next (for both).
+
+    Under ``torchrun`` (several processes) each model trains on every rank
+    (:mod:`dpaudit.trainers.distributed`): rank 0 opens the run and writes the
+    data stage, the manifest and the models; the other ranks read the data
+    stage and return no lines.
+
+    Raises:
+        DpauditError: bad inputs, or a federated / user-level run under torchrun.
     """
+    from dpaudit.trainers.distributed import process_group, under_torchrun
+    from dpaudit.trainers.models import resolve_device
+
+    if under_torchrun() and (config.federated.enabled or config.train.unit == "user"):
+        raise DpauditError(
+            "torchrun trains one model on several processes; federated and user-level runs "
+            "(federated.enabled, train.unit = user) train in one process: run without torchrun"
+        )
+    with process_group(resolve_device(config.train.device).type) as ranks:
+        if not ranks.is_main:
+            _follow_train(config, ranks, resume=resume)
+            return []
+        announced: list[str] = []
+        try:
+            return _run_train(
+                config,
+                resume=resume,
+                argv=argv,
+                progress=progress,
+                force=force,
+                references=references,
+                ranks=ranks,
+                announced=announced,
+            )
+        except DpauditError as exc:
+            if ranks.active and not announced:  # the other ranks wait for rank 0's first message
+                ranks.broadcast(("error", str(exc)))
+            raise  # once training started, torchrun stops the other ranks when rank 0 exits
+
+
+def _follow_train(config: RunConfig, ranks: Any, *, resume: bool) -> None:
+    """A rank other than 0: train each model rank 0 trains, on the data stage rank 0 wrote."""
+    from dpaudit.datasets.prepare import load_prepared
+    from dpaudit.trainers import train_model
+
+    message = ranks.broadcast(None)
+    if message[0] == "error":  # rank 0 prints it
+        raise SystemExit(2)
+    prepared = load_prepared(config.run_dir) if message[0] == "train" else None
+    while message[0] == "train" and prepared is not None:
+        _, name, dp, seed = message
+        try:
+            train_model(
+                prepared.train,
+                config=dataclasses.replace(config.train, dp=dp),
+                tokenizer=_tokenizer(config, prepared.data_dir),
+                out_dir=config.run_dir / name,
+                eval_records=(),
+                seed=seed,
+                max_length=config.data.max_length,
+                dp=dp,
+                resume=resume,
+                progress=False,
+                ranks=ranks,
+            )
+        except DpauditError:  # rank 0 checks the same files and prints the same error
+            raise SystemExit(2) from None
+        message = ranks.broadcast(None)
+
+
+def _run_train(
+    config: RunConfig,
+    *,
+    resume: bool,
+    argv: list[str] | None,
+    progress: bool,
+    force: bool,
+    references: int,
+    ranks: Any,
+    announced: list[str],
+) -> list[str]:
     from dpaudit.datasets.prepare import prepare_data
     from dpaudit.trainers import train_model
     from dpaudit.workflows.integrity import open_run
@@ -144,6 +224,8 @@ def run_train(
     tokenizer = _tokenizer(config, prepared.data_dir)
     eval_records = prepared.part("nonmembers")
     lines = [f"run directory: {run.path}"]
+    if ranks.active:
+        lines.append(f"trained on {ranks.world_size} processes (torchrun)")
     private = config.train.private or (config.federated.enabled and config.federated.local_dp)
     jobs = [("target", private)]
     if config.train.baseline and private:
@@ -204,6 +286,8 @@ def run_train(
                     unit="user" if user_level else "client",
                 )
             else:
+                ranks.broadcast(("train", name, dp, seeds[name]))
+                announced.append(name)
                 result = train_model(
                     prepared.train,
                     config=dataclasses.replace(config.train, dp=dp),
@@ -215,6 +299,7 @@ def run_train(
                     dp=dp,
                     resume=resume,
                     progress=progress,
+                    ranks=ranks,
                 )
             from dpaudit.rundir import sha256_tree
 
@@ -226,6 +311,7 @@ def run_train(
         estimate = plan.done(name, time.monotonic() - started)
         if progress and estimate:
             _status([estimate])
+    ranks.broadcast(("done",))
     base_model = packaged_base_model(config.train.model)
     if run.manifest().get("base_model") != base_model:
         run.update(base_model=base_model)
