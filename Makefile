@@ -67,6 +67,7 @@ bench: install
 	$(PY) benchmarks/scoring_overhead.py
 	$(PY) benchmarks/accountants.py
 	$(PY) benchmarks/references_ray.py
+	$(PY) benchmarks/demo_stages.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -136,6 +136,9 @@ def ideal(eps: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
+COLUMNS = ("steinke", "fdp-epsdelta", "fdp-gdp", "gauss")
+
+
 def _fmt(x: object) -> str:
     try:
         return f"{float(x):.2f}"  # type: ignore[arg-type]
@@ -152,20 +155,22 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         f"m = {args.canaries} canaries, audit δ = {args.audit_delta}, 95 % confidence, "
         "estimators side by side (`steinke`, `fdp-epsdelta`: lower bounds; `fdp-gdp`: valid "
-        "for Gaussian-shaped mechanisms only).",
+        "for Gaussian-shaped mechanisms only; `gauss`: the canaries' scores as a Gaussian pair, "
+        "valid when the scores are Gaussian — white-box only, no ceiling). Ceiling, correct and "
+        "verdict are the primary (`steinke`) audit's.",
         "",
-        "| threat | design | ε | seed | steinke ε_lb | fdp-epsdelta | fdp-gdp | ceiling | correct | verdict | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| threat | design | ε | seed | steinke ε_lb | fdp-epsdelta | fdp-gdp | gauss | ceiling | correct | verdict | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if r["threat"] == "black-box":
             est = r["estimates"]
             lb = r["lower"]
-            vals = [est.get(n, {}).get("epsilon") for n in ("steinke", "fdp-epsdelta", "fdp-gdp")]
+            vals = [est.get(n, {}).get("epsilon") for n in COLUMNS]
             ceiling, correct = lb.get("ceiling"), f"{lb['n_correct']}/{lb['n_guesses']}"
         else:
             b = r["bounds"]
-            vals = [b.get(n, {}).get("epsilon_lb") for n in ("steinke", "fdp-epsdelta", "fdp-gdp")]
+            vals = [b.get(n, {}).get("epsilon_lb") for n in COLUMNS]
             st = b.get("steinke", {})
             ceiling, correct = st.get("ceiling"), f"{st.get('n_correct')}/{st.get('n_guesses')}"
         lines.append(

@@ -146,14 +146,23 @@ def test_selftest_flags_broken_variants_fast(small):
         assert len(canaries["scores"]) == 200 == len(canaries["included"])
         assert canaries["statistic"] == "sum"
         assert canaries["scores"] == canaries["sum"] != canaries["likelihood-ratio"]
-        assert set(canaries["bounds"]) == set(ESTIMATORS.names())
-        # q = 1 is claimed: the likelihood ratio ranks the canaries as the sum does
+        reported = set(canaries["bounds"]) | set(canaries["bound_errors"])
+        assert reported == set(ESTIMATORS.names())
+        assert set(canaries["bound_errors"]) == ({"gauss"} if name == "no-noise" else set())
+        # q = 1 is claimed: the likelihood ratio ranks the canaries as the sum does (and is an
+        # affine map of it, so gauss's t statistic is the same)
         inc = canaries["included"]
+        names = list(canaries["bounds"])
         by_lr = gradient_canary_audits(
-            canaries["likelihood-ratio"], inc, delta=1e-5, confidence=0.95
+            canaries["likelihood-ratio"], inc, delta=1e-5, confidence=0.95, estimators=names
         )
-        by_sum = gradient_canary_audits(canaries["sum"], inc, delta=1e-5, confidence=0.95)
+        by_sum = gradient_canary_audits(
+            canaries["sum"], inc, delta=1e-5, confidence=0.95, estimators=names
+        )
+        gauss_lr, gauss_sum = by_lr.pop("gauss", None), by_sum.pop("gauss", None)
         assert by_lr == by_sum
+        if gauss_sum is not None:
+            assert gauss_lr.epsilon == pytest.approx(gauss_sum.epsilon, rel=1e-9)
 
 
 def test_every_estimator_is_reported_with_its_ceiling(small):
@@ -165,6 +174,14 @@ def test_every_estimator_is_reported_with_its_ceiling(small):
         for name, b in r.bounds.items():
             est = get_estimator(name)
             assert b.guarantee == est.guarantee
+            if est.inputs == "scores":  # gauss: every canary's score, no ceiling, never a verdict
+                assert b.ceiling is None and b.verdict is None
+                if b.error:  # noise-free scores have no spread: no Gaussian fit, said so
+                    assert r.variant == "no-noise" and b.epsilon_lb is None
+                    assert "vary within each side" in b.error
+                else:
+                    assert b.n_guesses == 200 and b.epsilon_lb >= 0
+                continue
             assert b.ceiling == gradient_canary_ceiling(
                 200, delta=1e-5, confidence=0.95, estimator=name
             )
@@ -222,7 +239,11 @@ def test_selftest_cli_json(small, monkeypatch):
         assert row["verdict"] in ("consistent", "violation")
         for name in ESTIMATORS.names():
             b = row["bounds"][name]
-            assert b["epsilon_lb"] <= b["ceiling"] and b["guarantee"]
+            assert b["guarantee"]
+            if name == "gauss":
+                assert b["ceiling"] is None and (b["epsilon_lb"] is None) == bool(b["error"])
+            else:
+                assert b["epsilon_lb"] <= b["ceiling"]
     text = CliRunner().invoke(cli, ["selftest", "--epsilon", "1", "--canaries", "200"])
     assert text.exit_code == 0 and "PASSED" in text.output
 

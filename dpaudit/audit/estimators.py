@@ -13,7 +13,13 @@ name (docs/formulas.md#one-run-estimators). Built in:
   bound for every (eps, delta)-DP mechanism as well;
 - ``fdp-gdp``: the same audit against the mu-GDP curves, mu converted to
   epsilon at delta (:func:`~dpaudit.audit.fdp.gdp_epsilon_lower_bound`); a lower
-  bound only if the mechanism's trade-off curve is Gaussian.
+  bound only if the mechanism's trade-off curve is Gaussian;
+- ``gauss``: works on the canaries' *scores*, not on counts (``inputs =
+  "scores"``): the included and excluded scores as a pair of Gaussians with one
+  variance (Agrawal et al. 2026, "Let's Ask Gauss"), mu bounded by a noncentral-t
+  inversion (:func:`~dpaudit.audit.gaussian_pair.gaussian_pair_epsilon_lower_bound`);
+  a lower bound only if the scores are Gaussian — white-box canary statistics,
+  never black-box losses, so only the white-box audits report it.
 
 The ``guarantee`` says which (:data:`GUARANTEES`): a verdict may call only a
 ``lower-bound`` a violation of an (eps, delta) claim.
@@ -25,9 +31,11 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dpaudit.audit.bounds import check_confidence, check_count, check_delta
 from dpaudit.audit.fdp import fdp_epsilon_lower_bound, gdp_epsilon_lower_bound
+from dpaudit.audit.gaussian_pair import gaussian_pair_epsilon_lower_bound
 from dpaudit.audit.one_run import one_run_epsilon_lower_bound
 from dpaudit.errors import DpauditError
 from dpaudit.registry import NAME_PATTERN, Registry
@@ -37,6 +45,7 @@ __all__ = [
     "ESTIMATORS",
     "GUARANTEES",
     "Estimator",
+    "estimator_names",
     "get_estimator",
     "register_estimator",
 ]
@@ -53,7 +62,11 @@ GUARANTEES: dict[str, str] = {
 """Guarantee name → what it promises (at confidence ``1 - beta``)."""
 
 EstimatorBound = Callable[..., float]
-"""``bound(*, m, r, v, delta, confidence) -> float``: arguments already validated."""
+"""``bound(*, m, r, v, delta, confidence) -> float`` (counts) or
+``bound(*, scores, included, delta, confidence) -> float`` (scores)."""
+
+INPUTS = ("counts", "scores")
+"""What an estimator reads: one-run counts (m, r, v) or the canaries' scores and coins."""
 
 
 @dataclass(frozen=True)
@@ -67,13 +80,17 @@ class Estimator:
             (valid when the trade-off curve is Gaussian) or ``"estimate"``.
         description: one line, with the paper.
         bound: ``bound(*, m, r, v, delta, confidence) -> float``, called by
-            :meth:`epsilon` with validated arguments.
+            :meth:`epsilon` with validated arguments; for ``inputs = "scores"``,
+            ``bound(*, scores, included, delta, confidence) -> float``, called by
+            :meth:`epsilon_from_scores`.
+        inputs: ``"counts"`` (the default) or ``"scores"`` (:data:`INPUTS`).
     """
 
     name: str
     guarantee: str
     description: str
     bound: EstimatorBound = field(repr=False, compare=False)
+    inputs: str = "counts"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -87,6 +104,19 @@ class Estimator:
             raise DpauditError(f"estimator {self.name!r}: description must be a non-empty string")
         if not callable(self.bound):
             raise DpauditError(f"estimator {self.name!r}: bound must be callable")
+        if self.inputs not in INPUTS:
+            raise DpauditError(
+                f"estimator {self.name!r}: inputs must be one of {', '.join(INPUTS)}, got {self.inputs!r}"
+            )
+
+    def _needs(self, inputs: str) -> None:
+        if self.inputs != inputs:
+            what = "canary scores and coins" if self.inputs == "scores" else "one-run counts"
+            raise DpauditError(
+                f"estimator {self.name!r} works on {what}, not on "
+                f"{'counts' if inputs == 'counts' else 'scores'}"
+                + (" (white-box audits report it)" if self.inputs == "scores" else "")
+            )
 
     def epsilon(self, *, m: int, r: int, v: int, delta: float, confidence: float) -> float:
         """The epsilon of ``v`` correct out of ``r`` guesses on ``m`` canaries.
@@ -101,9 +131,10 @@ class Estimator:
             a finite epsilon ``>= 0``.
 
         Raises:
-            DpauditError: an argument out of range, or the estimator is not
-                defined there (``fdp-gdp`` at delta = 0).
+            DpauditError: an argument out of range, the estimator is not
+                defined there (``fdp-gdp`` at delta = 0), or it reads scores.
         """
+        self._needs("counts")
         m, r, v = check_count("m", m), check_count("r", r), check_count("v", v)
         if r > m:
             raise DpauditError(f"r (guesses) must be at most m (canaries), got r={r}, m={m}")
@@ -111,14 +142,39 @@ class Estimator:
             raise DpauditError(f"v (correct guesses) must be at most r (guesses), got v={v}, r={r}")
         delta, confidence = check_delta(delta), check_confidence(confidence)
         value = float(self.bound(m=m, r=r, v=v, delta=delta, confidence=confidence))
+        return self._checked(value)
+
+    def _checked(self, value: float) -> float:
         if not 0.0 <= value < math.inf:
             raise DpauditError(
                 f"estimator {self.name!r} returned {value!r}, not a finite epsilon >= 0"
             )
         return value
 
+    def epsilon_from_scores(
+        self, scores: Any, included: Any, *, delta: float, confidence: float
+    ) -> float:
+        """The epsilon of a score-based estimator (``inputs = "scores"``).
+
+        Args:
+            scores: one statistic per canary, shape (m,), larger = more likely included.
+            included: the canaries' coins, shape (m,).
+            delta: in ``[0, 1)``; confidence: ``1 - beta``, in ``(0, 1)``.
+
+        Raises:
+            DpauditError: a counts estimator, bad scores or coins, or an argument
+                out of range.
+        """
+        self._needs("scores")
+        delta, confidence = check_delta(delta), check_confidence(confidence)
+        value = float(
+            self.bound(scores=scores, included=included, delta=delta, confidence=confidence)
+        )
+        return self._checked(value)
+
     def ceiling(self, *, m: int, r: int, delta: float, confidence: float) -> float:
         """The largest epsilon this estimator can give with ``r`` guesses: :meth:`epsilon` at ``v = r``."""
+        self._needs("counts")
         return self.epsilon(m=m, r=r, v=r, delta=delta, confidence=confidence)
 
 
@@ -135,6 +191,15 @@ def register_estimator(est: Estimator, *, replace: bool = False) -> Estimator:
     if not isinstance(est, Estimator):
         raise DpauditError(f"register_estimator needs an Estimator, got {type(est).__name__}")
     return ESTIMATORS.register(est.name, est, replace=replace)
+
+
+def estimator_names(*, scores: bool) -> tuple[str, ...]:
+    """Registered names, in order: the counts estimators, and the score-based ones if ``scores``.
+
+    Black-box audits (guesses from model losses) default to ``scores=False``;
+    white-box gradient-canary audits, whose statistics are Gaussian sums, to ``True``.
+    """
+    return tuple(n for n, e in ESTIMATORS.items() if scores or e.inputs == "counts")
 
 
 def get_estimator(name: str) -> Estimator:
@@ -179,5 +244,17 @@ register_estimator(
             "mu converted to epsilon at delta"
         ),
         bound=gdp_epsilon_lower_bound,
+    )
+)
+register_estimator(
+    Estimator(
+        name="gauss",
+        guarantee="gdp-lower-bound",
+        description=(
+            "Agrawal et al. 2026 (Let's Ask Gauss): white-box canary scores as an equal-variance "
+            "Gaussian pair, mu by noncentral-t inversion, converted to epsilon at delta"
+        ),
+        bound=gaussian_pair_epsilon_lower_bound,
+        inputs="scores",
     )
 )

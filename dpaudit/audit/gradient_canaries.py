@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from dpaudit.audit.estimators import ESTIMATORS, get_estimator
+from dpaudit.audit.estimators import estimator_names, get_estimator
 from dpaudit.audit.lower_bound import EpsilonLowerBound, audit_one_run, audit_one_run_estimators
 from dpaudit.datasets.records import Record
 from dpaudit.errors import DpauditError
@@ -488,14 +488,15 @@ def gradient_canary_audits(
     """The same guesses as :func:`gradient_canary_audit`, bounded by several estimators.
 
     Args:
-        estimators: registered estimator names; empty = every registered one.
+        estimators: registered estimator names; empty = every registered one,
+            the score-based ``gauss`` included (these statistics are Gaussian sums).
 
     Returns:
         ``{estimator name: EpsilonLowerBound}``, in the order asked (registry
         order when empty); each bound carries its ``guarantee`` and ``ceiling``.
     """
     s = np.asarray(scores, dtype=float)
-    names = tuple(estimators) or ESTIMATORS.names()
+    names = tuple(estimators) or estimator_names(scores=True)
     return audit_one_run_estimators(
         s,
         included,

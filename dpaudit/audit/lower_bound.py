@@ -31,7 +31,12 @@ from dpaudit.audit.bounds import (
     threshold_audit,
     threshold_grid_audit,
 )
-from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, GUARANTEES, get_estimator
+from dpaudit.audit.estimators import (
+    DEFAULT_ESTIMATOR,
+    GUARANTEES,
+    estimator_names,
+    get_estimator,
+)
 from dpaudit.audit.one_run import one_run_audit_grid
 from dpaudit.errors import DpauditError
 
@@ -348,11 +353,18 @@ def audit_one_run(
     :data:`~dpaudit.audit.estimators.ESTIMATORS` name, whose ``guarantee`` the
     record carries; ``ceiling`` is the grid's epsilon had every guess been right.
 
+    A score-based estimator (``inputs = "scores"``, e.g. ``gauss``) uses every
+    canary's score instead of a grid of guesses: ``n_guesses`` is then m, and
+    ``n_correct`` the canaries on their side of the midpoint between the two
+    sides' mean scores; it has no ceiling (``None``).
+
     Raises:
         DpauditError: bad scores, coins or grid, an unknown estimator, or one
             not defined at these arguments (``fdp-gdp`` at delta = 0).
     """
     est = get_estimator(estimator)
+    if est.inputs == "scores":
+        return _score_bound(est, scores, included, delta=delta, confidence=confidence)
     res = one_run_audit_grid(
         scores, included, grid=grid, delta=delta, confidence=confidence, estimator=est.name
     )
@@ -378,6 +390,29 @@ def audit_one_run(
     )
 
 
+def _score_bound(
+    est: Any, scores: Any, included: Any, *, delta: float, confidence: float
+) -> EpsilonLowerBound:
+    """A score-based estimator's bound, with the midpoint classifier's counts for the record."""
+    epsilon = est.epsilon_from_scores(scores, included, delta=delta, confidence=confidence)
+    s = np.asarray(scores, dtype=float)
+    b = np.asarray(included).astype(bool)
+    mid = 0.5 * (s[b].mean() + s[~b].mean())
+    return EpsilonLowerBound(
+        method=METHOD_ONE_RUN,
+        epsilon=epsilon,
+        delta=delta,
+        confidence=confidence,
+        n_canaries=int(s.size),
+        n_guesses=int(s.size),
+        n_correct=int(((s > mid) == b).sum()),
+        threshold_selection="scores(gaussian pair)",
+        estimator=est.name,
+        guarantee=est.guarantee,
+        ceiling=None,
+    )
+
+
 def audit_one_run_estimators(
     scores: Sequence[float] | np.ndarray,
     included: Sequence[bool] | np.ndarray,
@@ -395,7 +430,8 @@ def audit_one_run_estimators(
     Args:
         scores, included, delta, confidence, grid: as for :func:`audit_one_run`.
         estimators: :data:`~dpaudit.audit.estimators.ESTIMATORS` names, in the
-            order wanted; ``None`` or empty = every registered one.
+            order wanted; ``None`` or empty = every registered counts estimator
+            (score-based ones, e.g. ``gauss``, only when named).
 
     Returns:
         name → its :class:`EpsilonLowerBound`, in the order given.
@@ -403,7 +439,7 @@ def audit_one_run_estimators(
     Raises:
         DpauditError: as :func:`audit_one_run`; an unknown or repeated name.
     """
-    names = tuple(estimators) if estimators else ESTIMATORS.names()
+    names = tuple(estimators) if estimators else estimator_names(scores=False)
     if len(set(names)) != len(names):
         raise DpauditError(f"estimators contains a name twice: {list(names)}")
     for name in names:

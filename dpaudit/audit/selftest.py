@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit.atomic import write_json
-from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, get_estimator
+from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, estimator_names, get_estimator
 from dpaudit.audit.gradient_canaries import (
     STATISTIC_LIKELIHOOD_RATIO,
     STATISTIC_SUM,
@@ -183,15 +183,19 @@ class EstimatorRow:
             ``violation`` (informative: only the primary estimator's decides the
             row); ``None`` for an estimator that is not a lower bound for every
             (ε, δ)-DP mechanism, which cannot decide a violation.
+        error: why a non-primary estimator gave no bound on these scores (then
+            ``epsilon_lb`` is ``None``), e.g. ``gauss`` on noise-free scores
+            with no spread; ``None`` otherwise.
     """
 
     estimator: str
     guarantee: str
-    epsilon_lb: float
+    epsilon_lb: float | None
     ceiling: float | None
     n_guesses: int
     n_correct: int
     verdict: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,13 @@ class SelftestResult:
             cells = ""
             for name in self.estimators:
                 b = r.bounds.get(name)
-                cells += f" {_pair(b.epsilon_lb, b.ceiling) if b else '-':>13}"
+                if b is None:
+                    cell = "-"
+                elif b.epsilon_lb is None:
+                    cell = "n/a"
+                else:
+                    cell = _pair(b.epsilon_lb, b.ceiling)
+                cells += f" {cell:>13}"
             lines.append(
                 f"{r.variant:<18} {r.claimed_epsilon:>9.3f}{cells} "
                 f"{f'{r.n_correct}/{r.n_guesses}':>9}  {r.verdict:<11} {r.expected:<11} "
@@ -286,6 +296,10 @@ class SelftestResult:
             for name in self.estimators
         )
         lines.append(f"cells: ε_lb/ceiling (every guess right); estimators: {kinds}")
+        for r in self.rows:
+            for name, b in r.bounds.items():
+                if b.error:
+                    lines.append(f"n/a: {name} on {r.variant}: {b.error}")
         lines.append(f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -319,7 +333,7 @@ def _estimator_names(estimator: str, estimators: Sequence[str]) -> tuple[str, ..
             f"estimator {estimator!r} is not a lower bound for every DP mechanism ({guarantee}), "
             "so it cannot decide a violation; it is reported beside the primary one anyway"
         )
-    rest = tuple(estimators) or ESTIMATORS.names()
+    rest = tuple(estimators) or estimator_names(scores=True)
     for name in rest:
         get_estimator(name)
     return tuple(dict.fromkeys((estimator, *rest)))
@@ -423,12 +437,8 @@ def run_selftest(
         )
         ledger = result.ledger
         scores = canary_hooks.scores(settings.statistic)
-        bounds = gradient_canary_audits(
-            scores,
-            canaries.included,
-            delta=ledger.delta,
-            confidence=settings.confidence,
-            estimators=names,
+        bounds, errors = _audits(
+            scores, canaries.included, names, delta=ledger.delta, confidence=settings.confidence
         )
         verdicts = {
             k: judge(b, ledger.epsilons, result.primary_accountant).verdict
@@ -462,14 +472,16 @@ def run_selftest(
             bounds={
                 k: EstimatorRow(
                     estimator=k,
-                    guarantee=b.guarantee,
-                    epsilon_lb=b.epsilon,
-                    ceiling=b.ceiling,
-                    n_guesses=b.n_guesses,
-                    n_correct=b.n_correct,
+                    guarantee=bounds[k].guarantee,
+                    epsilon_lb=bounds[k].epsilon,
+                    ceiling=bounds[k].ceiling,
+                    n_guesses=bounds[k].n_guesses,
+                    n_correct=bounds[k].n_correct,
                     verdict=verdicts.get(k),
                 )
-                for k, b in bounds.items()
+                if k in bounds
+                else EstimatorRow(k, get_estimator(k).guarantee, None, None, 0, 0, None, errors[k])
+                for k in names
             },
         )
         write_json(
@@ -493,6 +505,7 @@ def run_selftest(
                 },
                 "canary_scale": settings.canary_scale,
                 "bounds": {k: b.to_dict() for k, b in bounds.items()},
+                "bound_errors": errors,
                 "verdict": verdict.to_dict(),
                 "row": dataclasses.asdict(row),
             },
@@ -518,6 +531,35 @@ def run_selftest(
     )
     write_json(out_dir / SELFTEST_FILE, res.to_dict())
     return res
+
+
+def _audits(
+    scores: Any, included: Any, names: Sequence[str], *, delta: float, confidence: float
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every estimator's bound on the same scores; a score-based one that cannot fit them gives a reason.
+
+    Counts estimators always give a bound (the primary among them); ``gauss``
+    needs scores with some spread, which a noise-free variant does not have.
+    """
+    counts = [n for n in names if get_estimator(n).inputs == "counts"]
+    bounds = dict(
+        gradient_canary_audits(
+            scores, included, delta=delta, confidence=confidence, estimators=counts
+        )
+    )
+    errors: dict[str, str] = {}
+    for name in names:
+        if name in bounds:
+            continue
+        try:
+            bounds.update(
+                gradient_canary_audits(
+                    scores, included, delta=delta, confidence=confidence, estimators=[name]
+                )
+            )
+        except DpauditError as exc:
+            errors[name] = str(exc)
+    return bounds, errors
 
 
 def _claimed(ledger: Any) -> Any:

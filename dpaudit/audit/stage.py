@@ -250,13 +250,20 @@ def side_by_side(
     here (``fdp-gdp`` at δ = 0) gets ``{"error": reason}`` instead. Empty for
     other audit methods (the threshold audit has one estimator, Clopper-Pearson).
     """
-    from dpaudit.audit.estimators import ESTIMATORS
+    from dpaudit.audit.estimators import estimator_names, get_estimator
     from dpaudit.audit.lower_bound import METHOD_ONE_RUN, audit_one_run_estimators
 
     if config.audit.method != METHOD_ONE_RUN:
         return {}
     out: dict[str, dict[str, Any]] = {}
-    for name in tuple(config.audit.estimators) or ESTIMATORS.names():
+    for name in tuple(config.audit.estimators) or estimator_names(scores=False):
+        if get_estimator(name).inputs == "scores":
+            reason = (
+                f"{name} models white-box canary statistics as Gaussian sums; black-box loss "
+                "scores are not, so it is reported by white-box audits only"
+            )
+            out[name] = {"epsilon": None, "ceiling": None, "guarantee": None, "error": reason}
+            continue
         try:
             bound = audit_one_run_estimators(
                 scores,
