@@ -364,7 +364,7 @@ def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
     ]
     assert len(rounds) == 2 and result.ledger.unit == "client" and result.steps == 2
     for r in rounds:
-        assert r["sampled"] >= 0
+        assert r["sampled"] >= 0 and r["seconds"] > 0  # each round's wall time
         if r["sampled"]:
             per_message = r["bytes_down"] / r["sampled"]
             assert payload <= per_message < payload * 1.02 + 2048, (per_message, payload)
@@ -373,6 +373,8 @@ def test_lora_federation_sends_only_adapter_bytes(corpus, tmp_path):
     assert payload * 20 < full  # only the adapter travelled
     privacy = json.loads((tmp_path / "fl" / "privacy.json").read_text())
     assert privacy["unit"] == "client" and privacy["n_examples"] == 10
+    metrics = json.loads((tmp_path / "fl" / "metrics.json").read_text())
+    assert metrics["seconds_per_step"] == pytest.approx(sum(r["seconds"] for r in rounds) / 2)
     assert privacy["sample_rate"] == pytest.approx(0.3) and privacy["steps"] == 2
     canary = json.loads((tmp_path / "fl" / "canary_clients.json").read_text())
     assert canary["dimension"] == payload // 4 and len(canary["scores"]) == 20

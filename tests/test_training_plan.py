@@ -39,6 +39,9 @@ def test_plan_counts_steps_of_every_model_and_estimates_from_the_first():
     assert (plan.done("baseline", 50.0) or "").startswith("estimate: 38 training steps left")
     assert plan.done("ref-0", 40.0) is not None
     assert plan.done("ref-1", 40.0) is None  # nothing left to estimate
+    # Under a minute and a half the estimate is in seconds (not "≈ 0 min").
+    quick = training_plan(config, _prepared(640, 500, 300), ["target", "baseline"], references=0)
+    assert "≈ 6 s of training" in (quick.done("target", 6.0) or "")
 
 
 def test_plan_skips_a_model_whose_batch_exceeds_its_data():

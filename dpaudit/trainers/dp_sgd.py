@@ -555,7 +555,7 @@ def _metrics(
         metrics.update({f"eval_{k}": v for k, v in evaluate(model, held_out, **kwargs).items()})
     losses = [e["loss"] for e in log if e["loss"] is not None]
     trainable, total = count_parameters(model)
-    step_seconds = [e["seconds"] for e in log]
+    step_seconds = [e["seconds"] for e in log if e.get("seconds") is not None]
     metrics.update(
         task=built.task,
         mode=built.mode,

@@ -383,10 +383,11 @@ class TrainingPlan:
         left = sum(r[1] for r in self.rows if r[0] not in self.finished)
         if self.per_step is None or left == 0:
             return None
-        minutes = left * self.per_step / 60
+        seconds = left * self.per_step
+        span = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
         return (
             f"estimate: {left} training steps left at {self.per_step:.1f} s/step (measured on "
-            f"{name}) ≈ {minutes:.0f} min of training, then attacks, audit and report"
+            f"{name}) ≈ {span} of training, then attacks, audit and report"
         )
 
 

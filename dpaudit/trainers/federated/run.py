@@ -329,6 +329,8 @@ def train_federated(
 
     def evaluate_fn(flower_round: int, arrays: Any) -> Any:
         """After each round: finish its record (clients, bytes, held-out loss) and checkpoint."""
+        now = time.perf_counter()
+        since, holder["clock"] = holder.get("clock", now), now
         if flower_round == 0:  # Flower evaluates the initial arrays first: not a round
             return None
         values = {k: np.asarray(v.numpy()) for k, v in arrays.items()}
@@ -342,6 +344,7 @@ def train_federated(
         record["bytes_down"] = grid.bytes_down.get(group, 0)
         record["bytes_up"] = grid.bytes_up.get(group, 0)
         record["eval_loss"] = loss
+        record["seconds"] = now - since  # the round's wall time: sampling, clients, aggregation
         _save_checkpoint(ckpt_dir, recipe, record["round"], values, strategy, rounds)
         return None if loss is None else MetricRecord({"eval-loss": loss})
 
@@ -366,7 +369,10 @@ def train_federated(
     trainer.load(final)
     model = trainer.model
     model.eval()
-    log = [{"step": r["round"], "loss": r["train_loss"], "seconds": 0.0} for r in rounds]
+    # seconds per round (rounds recorded before round timing existed: None, not 0)
+    log = [
+        {"step": r["round"], "loss": r["train_loss"], "seconds": r.get("seconds")} for r in rounds
+    ]
     metrics = _metrics(
         model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
     )
