@@ -115,6 +115,7 @@ def test_report_shows_each_attack_before_and_after_its_defence(fl_run):
     html = (run / "report" / "report.html").read_text()
     for name in ("inversion", "poisoning", "secagg"):
         assert f'id="federated-attack-{name}"' in html
+    assert '<a href="#federated-attacks">' in html  # in the navigation
     assert 'alt="Gradient inversion' in html
     # the verdict does not weigh these experiments, but the notes say what they showed
     notes = " ".join(report["warnings"]) if "warnings" in report else md
@@ -165,7 +166,7 @@ def test_federated_attack_commands_refuse_bad_input_before_work(tmp_path):
     res = CliRunner().invoke(
         cli,
         ["federated", "poison", "configs/fl-quickstart.toml", "--runs-dir", str(tmp_path),
-         "--aggregators", "mode"],
+         "--aggregators", "mean,krumm"],
     )  # fmt: skip
-    assert res.exit_code == 2 and "mode" in res.output
+    assert res.exit_code == 2 and "unknown 'krumm' (did you mean 'krum'?)" in res.output
     assert not any(tmp_path.iterdir())

@@ -160,6 +160,7 @@ TEMPLATE = (
     <a href="#verdict">Verdict</a><a href="#guarantee">DP guarantee</a><a href="#audit">Empirical audit</a>
     <a href="#attacks">Attacks</a><a href="#canaries">Canaries</a><a href="#leakage">Memorization and PII</a>
     <a href="#utility">Utility</a>{% if v.recovered is not none %}<a href="#recovered">Recovered secrets</a>{% endif %}
+    {% if v.run.federated_attacks is defined and v.run.federated_attacks %}<a href="#federated-attacks">Attacks on federated updates</a>{% endif %}
     <a href="#provenance">Provenance</a>
   </nav>
 </header>

@@ -16,7 +16,7 @@ import numpy as np
 
 from dpaudit.atomic import write_json
 from dpaudit.config import RunConfig
-from dpaudit.errors import ConfigError
+from dpaudit.errors import ConfigError, did_you_mean
 from dpaudit.reports.fmt import text_table
 from dpaudit.rundir import RunDir, sha256_text
 
@@ -372,7 +372,10 @@ def run_poisoning(
     quiet_flower()
     bad = [a for a in aggregators if a not in AGGREGATORS]
     if bad:
-        raise ConfigError(f"--aggregators: unknown {bad[0]!r} ({', '.join(AGGREGATORS)})")
+        raise ConfigError(
+            f"--aggregators: unknown {bad[0]!r}{did_you_mean(bad[0], AGGREGATORS)} "
+            f"(choose from {', '.join(AGGREGATORS)})"
+        )
     if rounds < 1 or attacker_records < 1:
         raise ConfigError("--rounds and --attacker-records must be at least 1")
     run, prepared, seed, tokenizer = _open(config, argv, resume, force)
