@@ -88,6 +88,9 @@ def test_backdoor_succeeds_against_fedavg_and_the_median_stops_it(fl_run):
     assert cells[("median", False, True)]["asr"] < fedavg["asr"] - 0.5
     assert cells[("mean", True, True)]["asr"] < fedavg["asr"] - 0.5  # DP-FedAvg clips it
     assert "Against plain FedAvg the backdoor succeeded" in out["poison"].output
+    for c in cells.values():  # Clopper-Pearson over the trigger prompts
+        lo, hi = c["asr_interval"]
+        assert 0.0 <= lo <= c["asr"] <= hi <= 1.0 and hi - lo < 0.3
 
 
 def test_secagg_hides_each_client_but_not_the_sum(fl_run):

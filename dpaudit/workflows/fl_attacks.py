@@ -300,7 +300,7 @@ POISONING_COLUMNS = [
     "aggregation",
     "DP",
     "attacker",
-    "ASR",
+    "ASR [95% CI]",
     "target-token acc.",
     "held-out loss",
     "attacker rounds",
@@ -522,6 +522,7 @@ def run_poisoning(
                     "dp": dp,
                     "attacker": attacked,
                     "asr": success["asr"],
+                    "asr_interval": asr_interval(success["asr"], int(success["prompts"])),
                     "target_token_accuracy": success["target_token_accuracy"],
                     "prompts": int(success["prompts"]),
                     "heldout_loss": float(loss),
@@ -575,6 +576,21 @@ def _stage_inputs(run: RunDir, config: RunConfig, settings: dict[str, Any]) -> d
     return inputs
 
 
+def asr_interval(asr: float, prompts: int, confidence: float = 0.95) -> list[float]:
+    """Two-sided Clopper-Pearson interval (Clopper, Pearson 1934) of the ASR over ``prompts``.
+
+    It covers the sampling of trigger prompts for this one trained model, not the
+    randomness of training (one seed per condition).
+    """
+    from dpaudit.audit.bounds import clopper_pearson_lower, clopper_pearson_upper
+
+    hits, alpha = round(asr * prompts), (1.0 - confidence) / 2
+    return [
+        clopper_pearson_lower(hits, prompts, alpha),
+        clopper_pearson_upper(hits, prompts, alpha),
+    ]
+
+
 def _poison_row(c: dict[str, Any]) -> list[str]:
     dp = "none"
     if c["dp"]:  # a robust rule is not a sum: DP-FedAvg's noise, but no ledger covers it
@@ -583,7 +599,9 @@ def _poison_row(c: dict[str, Any]) -> list[str]:
         str(c["aggregator"]),
         dp,
         "yes" if c["attacker"] else "no (control)",
-        f"{c['asr']:.2f}",
+        f"{c['asr']:.2f} [{c['asr_interval'][0]:.2f}, {c['asr_interval'][1]:.2f}]"
+        if c.get("asr_interval")
+        else f"{c['asr']:.2f}",
         f"{c['target_token_accuracy']:.2f}",
         f"{c['heldout_loss']:.3f}",
         str(c["attacker_rounds"]),
@@ -600,7 +618,13 @@ def poisoning_statement(cells: Sequence[dict[str, Any]]) -> str:
     parts = []
     if plain is not None:
         parts.append(
-            f"Against plain FedAvg the backdoor succeeded on {plain['asr']:.0%} of trigger prompts"
+            f"Against plain FedAvg the backdoor succeeded on {plain['asr']:.0%}"
+            + (
+                f" [95% CI {plain['asr_interval'][0]:.0%}–{plain['asr_interval'][1]:.0%}]"
+                if plain.get("asr_interval")
+                else ""
+            )
+            + f" of {plain['prompts']} trigger prompts"
             + (f" (control without the attacker: {control['asr']:.0%})" if control else "")
         )
     for c in cells:
@@ -614,7 +638,11 @@ def poisoning_statement(cells: Sequence[dict[str, Any]]) -> str:
         parts.append(
             f"{c['aggregator']}{' + DP-FedAvg' if c['dp'] else ''}: ASR {c['asr']:.0%}{cost}"
         )
-    return "; ".join(parts) + "."
+    return (
+        "; ".join(parts)
+        + ". One training run per condition: the intervals cover the choice of trigger "
+        "prompts, not training randomness."
+    )
 
 
 # ----------------------------------------------------------------------------- secure aggregation
