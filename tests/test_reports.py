@@ -427,3 +427,19 @@ def test_report_flags_delta_at_least_one_over_n(run_dir, tmp_path):
     assert len(flagged) == 1 and flagged[0].startswith("target: δ = 0.02")
     clean = build_report(_copy(run_dir, tmp_path / "again"), formats=["json"])
     assert not [w for w in clean["warnings"] if "≥ 1/n" in w]
+
+
+def test_console_table_wraps_headers_to_fit_the_terminal():
+    from dpaudit.reports.fmt import text_table
+
+    header = ["aggregation", "attacker rounds", "mean clients/round", "target-token acc."]
+    rows = [["trimmed-mean", "3", "4.0", "0.85"], ["mean", "0", "3.5", "0.01"]]
+    wide = text_table(header, rows, right_from=1, width=200)
+    assert len(wide) == 3 and wide[0].split() == " ".join(header).split()
+    narrow = text_table(header, rows, right_from=1, width=55)
+    assert len(narrow) == 2 + 2  # two header lines, then the rows unwrapped
+    assert max(len(x) for x in narrow) <= 55 < max(len(x) for x in wide)
+    assert narrow[-2].split() == rows[0] and narrow[-1].split() == rows[1]
+    # each column's header words, read top to bottom, are the header
+    assert narrow[0].split() == ["aggregation", "attacker", "mean", "target-token"]
+    assert narrow[1].split() == ["rounds", "clients/round", "acc."]

@@ -98,20 +98,40 @@ def fpr_label(key: str | float) -> str:
 
 
 def text_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], *, right_from: int | None = None
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right_from: int | None = None,
+    width: int | None = None,
 ) -> list[str]:
     """A fixed-width console table: columns as wide as their widest cell, two spaces apart.
 
     Cells are left-aligned, those of columns ``right_from`` and after right-aligned (numbers);
-    trailing spaces are dropped.
+    trailing spaces are dropped. When the table is wider than ``width`` (default: the
+    terminal's, ``COLUMNS`` or 100), headers wrap at spaces onto several lines so that each
+    column is only as wide as its widest cell or longest header word; cells never wrap.
     """
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+    import shutil
+    import textwrap
 
-    def line(cells: Sequence[str]) -> str:
+    limit = width or shutil.get_terminal_size((100, 24)).columns
+    cells = [max((len(str(r[i])) for r in rows), default=0) for i in range(len(header))]
+    widths = [max(len(str(h)), c) for h, c in zip(header, cells, strict=True)]
+    heads = [[str(h)] for h in header]
+    if sum(widths) + 2 * (len(widths) - 1) > limit:
+        heads = []
+        for i, h in enumerate(header):
+            words = max((len(w) for w in str(h).split()), default=0)
+            heads.append(textwrap.wrap(str(h), width=max(cells[i], words)) or [""])
+        widths = [max(c, *(len(x) for x in hs)) for c, hs in zip(cells, heads, strict=True)]
+
+    def line(row: Sequence[str]) -> str:
         parts = [
             str(c).rjust(w) if right_from is not None and i >= right_from else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(parts).rstrip()
 
-    return [line(header), *(line(r) for r in rows)]
+    depth = max(len(hs) for hs in heads) if heads else 1
+    head_lines = [line([hs[k] if k < len(hs) else "" for hs in heads]) for k in range(depth)]
+    return [*head_lines, *(line(r) for r in rows)]
