@@ -38,6 +38,7 @@ noisy gradients (each rank sees only its own share).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ from typing import Any, TypeVar
 from dpaudit.errors import DpauditError
 
 T = TypeVar("T")
+
+WAIT_MINUTES = 180
+"""How long a rank waits in a collective (rank 0's data stage, evaluation, saving) before failing."""
 
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 """What ``torchrun`` (torch.distributed.run) sets in each process it starts."""
@@ -182,7 +186,12 @@ def process_group(device_type: str) -> Iterator[Ranks]:
         torch.cuda.set_device(ranks.local_rank)
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        # Ranks 1… wait in a broadcast while rank 0 prepares the data and, after each model,
+        # evaluates and saves it: allow more than torch's 30-minute default for that.
+        dist.init_process_group(
+            backend="nccl" if device_type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=WAIT_MINUTES),
+        )
     try:
         yield ranks
     finally:
