@@ -293,6 +293,23 @@ def test_selftest_refuses_foreign_directories_and_unknown_variants(tmp_path):
         run_selftest(out_dir=tmp_path / "x", progress=False, settings=SMALL, estimator="fdp-gdp")
     with pytest.raises(DpauditError, match="unknown one-run estimator"):
         run_selftest(out_dir=tmp_path / "x", progress=False, settings=SMALL, estimators=["stenke"])
+    # Broken variants that no outcome could call a violation: refused before any training.
+    with pytest.raises(DpauditError, match="at most ε = 3.64 .* use --canaries 500"):
+        run_selftest(
+            out_dir=tmp_path / "x",
+            progress=False,
+            settings=SMALL,
+            target_epsilon=4.0,
+            n_canaries=200,
+        )
+    with pytest.raises(DpauditError, match="no canary count reaches it"):
+        run_selftest(
+            out_dir=tmp_path / "x",
+            progress=False,
+            settings=SMALL,
+            target_epsilon=8.0,
+            n_canaries=200,
+        )
     assert not (tmp_path / "x").exists()
     assert (tmp_path / "correct" / "mine.txt").read_text() == "keep me"
 

@@ -68,6 +68,7 @@ from dpaudit.audit.gradient_canaries import (
     GradientCanaryHooks,
     check_statistic,
     gradient_canary_audits,
+    gradient_canary_ceiling,
     plant_gradient_canaries,
     position_canary_slots,
 )
@@ -78,7 +79,7 @@ from dpaudit.audit.variants import (
     Variant,
     make_variant,
 )
-from dpaudit.audit.verdict import assess_power, judge
+from dpaudit.audit.verdict import VIOLATION, assess_power, judge
 from dpaudit.errors import DpauditError
 
 __all__ = [
@@ -385,6 +386,8 @@ def run_selftest(
     hooks_of = {name: settings.variant(name) for name in variants}
     if len(set(variants)) != len(variants):
         raise DpauditError("variants must be distinct")
+    if any(h.expected_verdict == VIOLATION for h in hooks_of.values()):
+        _check_power(n_canaries, target_epsilon, settings, estimator)
     out_dir = Path(out_dir)
     for name in variants:
         _clear(out_dir / name)
@@ -531,6 +534,35 @@ def run_selftest(
     )
     write_json(out_dir / SELFTEST_FILE, res.to_dict())
     return res
+
+
+def _check_power(m: int, epsilon: float, settings: SelftestSettings, estimator: str) -> None:
+    """Refuse, before training, a self-test whose audit could not call any variant a violation.
+
+    Raises:
+        DpauditError: the primary estimator's ceiling at ``m`` canaries is not above
+            ``epsilon``; names the smallest m that would do (or a smaller ε).
+    """
+
+    def ceiling_at(k: int) -> float:
+        return gradient_canary_ceiling(
+            k, delta=settings.delta, confidence=settings.confidence, estimator=estimator
+        )
+
+    ceiling = ceiling_at(m)
+    if ceiling > epsilon:
+        return
+    enough = next((k for k in (500, 1000, 2000, 5000) if k > m and ceiling_at(k) > epsilon), None)
+    fix = (
+        f"use --canaries {enough} or a smaller --epsilon"
+        if enough
+        else f"no canary count reaches it at δ = {settings.delta:g}: use a smaller --epsilon"
+    )
+    raise DpauditError(
+        f"with {m} canaries the audit can show at most ε = {ceiling:.2f} ({estimator}'s ceiling at "
+        f"δ = {settings.delta:g}, {settings.confidence:.0%}), not above the claimed ε = {epsilon:g}: "
+        f"no broken variant could be called a violation; {fix}"
+    )
 
 
 def _audits(
