@@ -335,7 +335,9 @@ class StepRunner:
             return loss_sum
         import torch
 
-        total = torch.tensor([loss_sum], dtype=torch.float64)
+        total = torch.tensor(
+            [loss_sum], dtype=torch.float64, device=self.device
+        )  # NCCL: on the GPU
         return float(self.ranks.all_reduce_sum(total).item())
 
     def _all_reduce_grads(self) -> None:
