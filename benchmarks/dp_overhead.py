@@ -163,6 +163,8 @@ def measure(shape: str, mode: str, *, batch: int, seq: int, rounds: int, device)
             if r:
                 times[name].append((time.perf_counter() - t) / batch)
     per = {name: statistics.median(v) for name, v in times.items()}
+    if "non-private" not in per:
+        raise SystemExit(f"{shape} {mode}: the non-private step was refused: {refused}")
     row = {
         "shape": shape,
         "mode": mode,
@@ -199,6 +201,8 @@ def verdict(row: dict) -> str:
     """Target met by the faster DP variant, or by how much it is missed."""
     target = TARGETS[row["mode"]]
     ratios = [row[f"{n} ratio"] for n in ("DP hooks", "DP ghost") if n not in row["refused"]]
+    if not ratios:
+        return "not measured (every DP variant refused)"
     best = min(ratios)
     if best <= target:
         return f"met (≤ {target:g}×)"

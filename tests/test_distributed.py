@@ -205,3 +205,15 @@ def test_other_commands_and_federated_runs_refused_under_torchrun(invoke, monkey
     res = invoke("train", str(config / "fl-quickstart.toml"), "--runs-dir", str(tmp_path))
     assert res.exit_code == 2 and "federated and user-level runs" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_rank_takes_its_own_gpu():
+    import torch
+
+    from dpaudit.trainers.distributed import SINGLE, Ranks, rank_device
+
+    rank1 = Ranks(rank=1, world_size=2, local_rank=1)
+    assert rank_device(torch.device("cuda:3"), rank1) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cuda"), rank1) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cuda:3"), SINGLE) == torch.device("cuda:3")
+    assert rank_device(torch.device("cpu"), rank1) == torch.device("cpu")

@@ -635,6 +635,19 @@ def test_gauss_reads_scores_not_counts():
         est.epsilon_from_scores([1.0, 2.0, 3.0], [True, False, False], delta=DELTA, confidence=0.95)
     with pytest.raises(DpauditError, match="delta > 0"):
         est.epsilon_from_scores(scores, included, delta=0.0, confidence=0.95)
+    with pytest.raises(DpauditError, match="confidence > 0.5"):
+        est.epsilon_from_scores(scores, included, delta=DELTA, confidence=0.5)
+    # noise-free scores: T or 0, up to float rounding — no spread, no Gaussian fit
+    flat = np.where(included, 10.0, 0.0) + 1e-15 * np.arange(included.size)
+    with pytest.raises(DpauditError, match="vary within each side"):
+        est.epsilon_from_scores(flat, included, delta=DELTA, confidence=0.95)
+    # never the primary estimator (it has no ceiling and reads scores)
+    from dpaudit.errors import ConfigError
+    from dpaudit.workflows.validate import load_config
+
+    with pytest.raises(ConfigError, match="reads canary scores"):
+        load_config(sets=["audit.estimator=gauss"])
+    assert load_config(sets=["audit.estimators=steinke,gauss"]).audit.estimators[-1] == "gauss"
 
 
 def test_gauss_is_not_a_bound_for_randomized_response():

@@ -109,18 +109,24 @@ def gaussian_pair_fit(
         :class:`GaussianPairFit`; ``mu_lower`` is 0 when the data do not reject μ = 0.
 
     Raises:
-        DpauditError: shapes differ, non-finite scores, fewer than 2 canaries on a side.
+        DpauditError: shapes differ, non-finite scores, fewer than 2 canaries on a
+            side, scores without spread within the sides (a noise-free run), or
+            ``confidence`` ≤ 0.5.
     """
     from scipy import optimize, stats
 
     confidence = check_confidence(confidence)
+    if confidence <= 0.5:
+        raise DpauditError(f"the Gaussian-pair audit needs confidence > 0.5, got {confidence}")
     x1, x0 = _split(scores, included)
     n1, n0 = x1.size, x0.size
     df = n1 + n0 - 2
     pooled = ((n1 - 1) * x1.var(ddof=1) + (n0 - 1) * x0.var(ddof=1)) / df
     scale = math.sqrt(1.0 / n1 + 1.0 / n0)
     diff = float(x1.mean() - x0.mean())
-    if pooled <= 0.0:  # every score equal within each side
+    # Spread no larger than float rounding of the scores' magnitude: a noise-free run.
+    magnitude = float(np.max(np.abs(np.concatenate([x1, x0]))))
+    if pooled <= (1e-12 * max(magnitude, 1e-300)) ** 2:
         if diff <= 0.0:
             return GaussianPairFit(n1, n0, 0.0, 0.0, 0.0, confidence)
         raise DpauditError(
@@ -135,8 +141,16 @@ def gaussian_pair_fit(
     if t <= 0.0 or excess(0.0) >= 0.0:
         lam = 0.0
     else:
-        # The root lies below t (where the sf is about 1/2 > β): bracket [0, t].
-        lam = float(optimize.brentq(excess, 0.0, t, xtol=1e-10, rtol=1e-12))
+        # The root lies below t, where the sf is about 1/2 > β (confidence > 0.5): bracket [0, t].
+        try:
+            if not excess(t) > 0.0:  # nan, or a t too large for scipy's noncentral t
+                raise ValueError(f"P(T >= t; lambda = t) is {excess(t) + beta!r}")
+            lam = float(optimize.brentq(excess, 0.0, t, xtol=1e-10, rtol=1e-12))
+        except (ValueError, RuntimeError) as exc:
+            raise DpauditError(
+                f"the Gaussian-pair audit cannot invert the noncentral t at t = {t:.4g} "
+                f"({n1} + {n0} canaries): {exc}"
+            ) from None
     return GaussianPairFit(n1, n0, t * scale, lam * scale, t, confidence)
 
 

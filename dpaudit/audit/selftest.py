@@ -329,6 +329,11 @@ def _pair(lb: float, ceiling: float | None) -> str:
 def _estimator_names(estimator: str, estimators: Sequence[str]) -> tuple[str, ...]:
     """The primary first, then the others asked (all registered ones when none), each once."""
     guarantee = get_estimator(estimator).guarantee
+    if get_estimator(estimator).inputs != "counts":
+        raise DpauditError(
+            f"estimator {estimator!r} reads canary scores and has no ceiling: it cannot be the "
+            "primary estimator; it is reported beside the primary one anyway"
+        )
     if guarantee != LOWER_BOUND:
         raise DpauditError(
             f"estimator {estimator!r} is not a lower bound for every DP mechanism ({guarantee}), "

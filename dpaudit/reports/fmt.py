@@ -122,7 +122,7 @@ def text_table(
         heads = []
         for i, h in enumerate(header):
             words = max((len(w) for w in str(h).split()), default=0)
-            heads.append(textwrap.wrap(str(h), width=max(cells[i], words)) or [""])
+            heads.append(textwrap.wrap(str(h), width=max(1, cells[i], words)) or [""])
         widths = [max(c, *(len(x) for x in hs)) for c, hs in zip(cells, heads, strict=True)]
 
     def line(row: Sequence[str]) -> str:

@@ -21,9 +21,12 @@ training set. For logical step t:
       g = (Σ_{i∈L_t} clip_C(∇ℓ_i) + z) / B,   B = q·n,
 
   the update of Abadi et al. 2016, Algorithm 1, equal to the single-process
-  one up to floating-point summation order.
+  one up to floating-point summation order (for models without dropout, as the
+  embedded ones: with dropout each rank draws its own masks, so the update is
+  the same in distribution, not in value).
 * **Non-private baseline**: each rank's Σ∇ℓ_i/B over its share, all-reduced
-  (sum) before the update.
+  (sum) before the update; a parameter no rank gave a gradient keeps none, as
+  in one process.
 
 Rank 0 alone writes: checkpoints, the ledger (``privacy.json``), the model,
 metrics, the run manifest. Every rank reads the same run directory, so it must
@@ -200,8 +203,12 @@ def process_group(device_type: str) -> Iterator[Ranks]:
 
 
 def rank_device(device: Any, ranks: Ranks) -> Any:
-    """The device of this rank: ``cuda:LOCAL_RANK`` for an unindexed CUDA device, else ``device``."""
-    if ranks.active and device.type == "cuda" and device.index is None:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for any CUDA device under torchrun, else ``device``.
+
+    ``train.device = "cuda:N"`` names one GPU; W ranks cannot all train there (NCCL
+    refuses duplicate GPUs), so under torchrun each rank takes its own.
+    """
+    if ranks.active and device.type == "cuda":
         import torch
 
         return torch.device("cuda", ranks.local_rank)

@@ -178,7 +178,8 @@ class StepRunner:
             self.sampler = ShuffleSampler(n, max(1, round(self.mechanism.sample_rate * n)), seed)
         self.model = built.model.to(device)
         self.model.train()
-        ranks.broadcast_parameters(self.model)  # identical starts, whatever each rank built
+        if not plan.dp:  # identical starts (a DP model is broadcast by Opacus' DPDDP)
+            ranks.broadcast_parameters(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         # Replaced by Opacus' DPOptimizer (a torch Optimizer around this AdamW) in _make_private.
         self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -346,11 +347,17 @@ class StepRunner:
             return
         import torch
 
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                self.ranks.all_reduce_sum(p.grad)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # Which parameters got a gradient on some rank: the others keep None (no AdamW update
+        # or weight decay), as in one process.
+        had = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        had = self.ranks.all_reduce_sum(had.to(self.device))
+        for p, count in zip(params, had.tolist(), strict=True):
+            if count == 0:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            self.ranks.all_reduce_sum(p.grad)
 
     def _empty_step(self, step: int) -> None:
         """An empty Poisson lot: the update is noise alone (private) or a zero gradient."""

@@ -311,6 +311,7 @@ def _run_train(
         estimate = plan.done(name, time.monotonic() - started)
         if progress and estimate:
             _status([estimate])
+    announced.append("done")  # an error from here on: the other ranks have left
     ranks.broadcast(("done",))
     base_model = packaged_base_model(config.train.model)
     if run.manifest().get("base_model") != base_model:

@@ -216,6 +216,12 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     _check_design_trains(config, CANARY_DESIGNS.get(config.data.canary_design))
     _known(AUDIT_METHODS, config.audit.method, "audit.method")
     _known(ESTIMATORS, config.audit.estimator, "audit.estimator")
+    if ESTIMATORS.get(config.audit.estimator).inputs != "counts":
+        raise ConfigError(
+            f"audit.estimator = {config.audit.estimator!r} reads canary scores (white-box audits "
+            "only) and cannot be the primary estimator; list it in audit.estimators",
+            key="audit.estimator",
+        )
     if ESTIMATORS.get(config.audit.estimator).guarantee != "lower-bound":
         raise ConfigError(
             f"audit.estimator = {config.audit.estimator!r} is not a lower bound for every DP "

@@ -330,8 +330,9 @@ def train_federated(
     def evaluate_fn(flower_round: int, arrays: Any) -> Any:
         """After each round: finish its record (clients, bytes, held-out loss) and checkpoint."""
         now = time.perf_counter()
-        since, holder["clock"] = holder.get("clock", now), now
+        since = holder.get("clock", now)
         if flower_round == 0:  # Flower evaluates the initial arrays first: not a round
+            holder["clock"] = time.perf_counter()
             return None
         values = {k: np.asarray(v.numpy()) for k, v in arrays.items()}
         loss = trainer.evaluate(values, eval_examples) if eval_examples is not None else None
@@ -346,10 +347,12 @@ def train_federated(
         record["eval_loss"] = loss
         record["seconds"] = now - since  # the round's wall time: sampling, clients, aggregation
         _save_checkpoint(ckpt_dir, recipe, record["round"], values, strategy, rounds)
+        holder["clock"] = time.perf_counter()  # the next round starts after this evaluation
         return None if loss is None else MetricRecord({"eval-loss": loss})
 
     final = start_arrays
     if done_before < plan.steps:
+        holder["clock"] = time.perf_counter()
         try:
             result, _ = run_rounds(
                 strategy,
