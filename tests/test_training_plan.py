@@ -31,6 +31,7 @@ def test_plan_counts_steps_of_every_model_and_estimates_from_the_first():
     ]
     text = "\n".join(plan.lines())
     assert "DP-SGD: 30 steps, lots of ~64 from 640 examples" in text
+    assert "ref-0" in text and "~19 steps, lots of ~64 from ~400 examples" in text
     assert "98 training steps in all" in text
     assert plan.done("target", 60.0) == (
         "estimate: 68 training steps left at 2.0 s/step (measured on target) ≈ 2 min of "

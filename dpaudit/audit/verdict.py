@@ -192,8 +192,9 @@ def assess_power(
         if record is not None and not record["detected"]:
             reasons.append(
                 f"the non-private control ({control_model}) reached only ε_lb = "
-                f"{record['epsilon_lower']:.2f} ≤ {min_control_epsilon:g}: the attack does not "
-                "detect leakage where there is some"
+                f"{record['epsilon_lower']:.2f}, not above the {min_control_epsilon:g} a working "
+                "audit must show on a model without DP (audit.control_min_epsilon): the attack "
+                "certifies too little of the leakage that is there"
             )
         elif record is None and require_control:
             reasons.append(

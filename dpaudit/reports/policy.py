@@ -323,8 +323,8 @@ def check_audit(summary: Mapping[str, Any], *, model: str) -> PolicyCheck:
             None,
             verdict,
             INCONCLUSIVE,
-            f"{model} audit inconclusive: ε_lb {fmt.eps(lower)}, ceiling "
-            f"{fmt.eps(summary.get('audit_ceiling'))} vs claimed ε {fmt.eps(claim)}: {reasons}",
+            f"{model} audit inconclusive: ε_lb {fmt.eps(lower)} (ceiling "
+            f"{fmt.eps(summary.get('audit_ceiling'))}): {reasons}",
         )
     if verdict == "violation":
         return PolicyCheck(

@@ -375,13 +375,20 @@ def _audit_text(
         )
     if audit["verdict"] == "inconclusive":
         ceiling = fmt.eps(audit.get("ceiling"))
+        reasons = audit.get("reasons") or ["its power was not demonstrated"]
+        said = any("ceiling" in r for r in reasons)  # the ceiling reason states both numbers
         return (
-            f"INCONCLUSIVE. The audit found no violation (ε_lb = {value} at {conf:.0%} confidence, "
+            f"The audit found no violation (ε_lb = {value} at {conf:.0%} confidence, "
             f"{counts}), but it could not have found one: "
-            + "; ".join(audit.get("reasons") or ["its power was not demonstrated"])
-            + f". Its ceiling (the ε_lb if every guess were right) is {ceiling}, the claim ε = {claim}. "
-            "This is no evidence for the claim; strengthen the audit (more or better canaries, a "
-            "non-private control) before relying on it."
+            + "; ".join(reasons)
+            + (
+                ""
+                if said
+                else f". Its ceiling (the ε_lb if every guess were right) is {ceiling}, "
+                f"the claim ε = {claim}"
+            )
+            + ". This is no evidence for the claim; strengthen the audit (more or better "
+            "canaries, a non-private control) before relying on it."
         )
     if audit["verdict"] == "not-private":
         return (
@@ -610,7 +617,7 @@ def _canaries(report: Mapping[str, Any]) -> dict[str, Any] | None:
             if ceiling
             else ""
         )
-        + ". Canaries inserted 0 times show the chance level."
+        + (". Canaries inserted 0 times show the chance level." if 0 in reps else ".")
     )
     return {
         "rows": rows,
@@ -778,9 +785,19 @@ def _provenance(report: Mapping[str, Any]) -> dict[str, Any]:
             fingerprints.append({"group": f"{stage} output", "file": name, "sha256": digest})
     for name, digest in fp.get("sources", {}).items():
         fingerprints.append({"group": "read by this report", "file": name, "sha256": digest})
+    # In the order they finished (report.json keeps them by name), seconds to 0.1 s.
+    ordered = sorted(
+        run.get("stages", {}).items(), key=lambda kv: (kv[1].get("finished") or "", kv[0])
+    )
     stages = [
-        {"name": k, "status": v.get("status", ""), "seconds": fmt.num(v.get("seconds"), 3)}
-        for k, v in run.get("stages", {}).items()
+        {
+            "name": k,
+            "status": v.get("status", ""),
+            "seconds": fmt.DASH
+            if fmt.as_float(v.get("seconds")) is None
+            else f"{v['seconds']:.1f}",
+        }
+        for k, v in ordered
     ]
     return {
         "rows": [{"label": k, "value": str(v)} for k, v in rows],

@@ -366,7 +366,11 @@ class TrainingPlan:
             if self.federated:
                 out.append(f"  {name:<12} {what}: {steps} rounds, ~{lot} of {n} clients per round")
             else:
-                out.append(f"  {name:<12} {what}: {steps} steps, lots of ~{lot} from {n} examples")
+                # a reference trains on a random half: its size, hence its steps, vary a little
+                about = "~" if name.startswith("ref-") else ""
+                out.append(
+                    f"  {name:<12} {what}: {about}{steps} steps, lots of ~{lot} from {about}{n} examples"
+                )
         total = sum(r[1] for r in self.rows)
         word = "federated rounds" if self.federated else "training steps"
         out.append(
