@@ -108,6 +108,8 @@ def test_inconclusive_audit_in_report_and_gate(base_run, tmp_path):
     assert report["models"]["target"]["summary"]["audit_ceiling"] == 2.5
     md = (run / "report" / "report.md").read_text()
     assert "## Verdict: **INCONCLUSIVE**" in md and "PASS**" not in md
+    # the per-accountant comparison does not say CONSISTENT beside an inconclusive audit
+    assert "NO VIOLATION (audit inconclusive)" in md and "| CONSISTENT |" not in md
     assert 'class="verdict inconclusive"' in (run / "report" / "report.html").read_text()
     result = gate(run)
     assert gate_exit_code(result) == 1 and "inconclusive" in format_reason(result)
@@ -126,6 +128,12 @@ def test_tpr_at_low_fpr_not_resolvable_is_unknown(base_run, tmp_path):
     low = report["models"]["target"]["attacks"]["loss"]["tpr_at_low_fpr"]
     assert low["resolvable"] is False and low["ci"] is None
     assert report["models"]["target"]["summary"]["max_tpr_at_low_fpr"]["resolvable"] is False
+    # the tables say so too: no value and no interval at 0.1% FPR, the note explains
+    build_report(run, formats=["md"])
+    md = (run / "report" / "report.md").read_text()
+    loss_row = next(x for x in md.splitlines() if x.startswith("| loss | target |"))
+    assert loss_row.split("|")[4].strip() == "n/r" and "n/r: not resolvable" in md
+    assert loss_row.split("|")[5].strip() != "n/r"  # 1% FPR is resolved by 400 non-members
     result = gate(run, max_tpr_at_low_fpr=0.5)
     assert gate_exit_code(result) == 1 and "not resolvable" in result.reasons[0]
     fine = _copy(base_run, tmp_path / "fine")

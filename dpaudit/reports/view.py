@@ -365,6 +365,11 @@ def _audit_text(
         f"{lb['n_correct']} of {lb['n_guesses']} membership guesses on {lb['n_canaries']} audit canaries"
         f"{design} were correct"
     )
+    if lb["n_guesses"] < lb["n_canaries"] and lb.get("method") == "one-run":
+        counts += (
+            "; the audit guesses only on the canaries the attack is surest of, the best of a fixed grid "
+            "of guess counts, paid for by a union bound"
+        )
     if audit["verdict"] == "violation":
         return (
             f"The audit proves, with {conf:.0%} confidence, that training the {model} model leaks at "
@@ -482,6 +487,10 @@ def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
             key=lambda kv: (kv[0] not in RIGOROUS_ACCOUNTANTS, kv[0]),
         ):
             verdict = target["per_accountant"].get(name, "")
+            word = AUDIT_WORDS.get(verdict, verdict)
+            if verdict == "consistent" and target.get("verdict") == "inconclusive":
+                # ε_lb ≤ this ε_ub, but the audit could not have shown otherwise: not evidence
+                verdict, word = "inconclusive", "NO VIOLATION (audit inconclusive)"
             per_accountant.append(
                 {
                     "name": name,
@@ -489,7 +498,7 @@ def _audit(report: Mapping[str, Any]) -> dict[str, Any]:
                     "upper": fmt.eps(upper),
                     "tightness": fmt.pct(target["tightness"].get(name), 0),
                     "verdict": verdict,
-                    "word": AUDIT_WORDS.get(verdict, verdict),
+                    "word": word,
                 }
             )
     return {"rows": rows, "texts": texts, "per_accountant": per_accountant}
@@ -512,13 +521,16 @@ def _attacks(report: Mapping[str, Any]) -> dict[str, Any]:
             if a is None:
                 continue
             tprs = []
+            res = fmt.as_float(a.get("min_resolvable_fpr"))
             for k in fprs:
                 cell = a["tpr_at_fpr"].get(k)
-                tprs.append(
-                    {"value": fmt.DASH, "ci": ""}
-                    if cell is None
-                    else {"value": fmt.fixed(cell["tpr"]), "ci": fmt.interval(cell["ci"])}
-                )
+                if cell is None:
+                    tprs.append({"value": fmt.DASH, "ci": ""})
+                elif res is not None and float(k) < res * (1 - 1e-9):
+                    # fewer than 1/FPR non-members: the TPR at zero false positives, not at this FPR
+                    tprs.append({"value": "n/r", "ci": ""})
+                else:
+                    tprs.append({"value": fmt.fixed(cell["tpr"]), "ci": fmt.interval(cell["ci"])})
             rows.append(
                 {
                     "attack": attack,
@@ -530,16 +542,15 @@ def _attacks(report: Mapping[str, Any]) -> dict[str, Any]:
                     "n": f"{a['n_member']}/{a['n_nonmember']}",
                 }
             )
-            res = fmt.as_float(a.get("min_resolvable_fpr"))
             if res is not None and res > policy.LOW_FPR:
                 resolution.append((m, attack, a["n_nonmember"], res))
     note = None
     if resolution:
         n0 = min(r[2] for r in resolution)
         note = (
-            f"With {n0} non-members the smallest non-zero false-positive rate is {fmt.pct(1 / n0, 2)}, "
-            "so TPR at 0.1% FPR is the TPR at zero false positives; more non-members are needed to read "
-            "lower FPRs exactly."
+            f"n/r: not resolvable. With {n0} non-members the smallest non-zero false-positive rate is "
+            f"{fmt.pct(1 / n0, 2)}, so a TPR at a lower FPR would be the TPR at zero false positives "
+            "(report.json keeps it, without an interval); at least 1/FPR non-members are needed to read it."
         )
     blind = report.get("blind_baseline")
     blind_view = None
