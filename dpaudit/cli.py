@@ -59,9 +59,12 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.obj.update(verbose=verbose, debug=debug)
     _configure_logging(verbose)
     if ctx.invoked_subcommand not in (None, "train"):
-        from dpaudit.trainers.distributed import under_torchrun
+        from dpaudit.trainers.distributed import ranks_from_env
 
-        if under_torchrun():
+        ranks = ranks_from_env()
+        if ranks.active and not ranks.is_main:
+            ctx.exit(2)  # rank 0 says why, once
+        if ranks.active:
             raise DpauditError(
                 f"`dpaudit {ctx.invoked_subcommand}` runs in one process; under torchrun only "
                 "`dpaudit train` runs (then e.g. `dpaudit run CONFIG --resume` without torchrun)"
@@ -448,6 +451,12 @@ def train(
     the ledger keeps counting every step ever taken; settings that differ from
     those the run's finished stages were built with are refused (--force
     starts the run over).
+
+    On several processes or GPUs (same lots and ledger as one process; rank 0
+    writes the run; then the other stages without torchrun, with --resume):
+
+    \b
+      torchrun --standalone --nproc-per-node 2 -m dpaudit train CONFIG
     """
     from dpaudit.workflows.run import run_train
     from dpaudit.workflows.validate import load_config

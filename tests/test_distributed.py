@@ -204,6 +204,9 @@ def test_other_commands_and_federated_runs_refused_under_torchrun(invoke, monkey
     assert res.exit_code == 2 and "under torchrun only `dpaudit train` runs" in res.output
     res = invoke("train", str(config / "fl-quickstart.toml"), "--runs-dir", str(tmp_path))
     assert res.exit_code == 2 and "federated and user-level runs" in res.output
+    monkeypatch.setenv("RANK", "1")  # the other ranks exit 2 silently: rank 0 says why, once
+    res = invoke("run", str(config / "quickstart.toml"), "--runs-dir", str(tmp_path))
+    assert res.exit_code == 2 and res.output == ""
     assert list(tmp_path.iterdir()) == []
 
 

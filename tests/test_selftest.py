@@ -277,6 +277,8 @@ def test_claim_above_the_ceiling_is_inconclusive_not_consistent(tmp_path):
     ceiling = gradient_canary_ceiling(200, delta=1e-5, confidence=0.95)
     assert row.ceiling == ceiling < row.claimed_epsilon == pytest.approx(8.0, abs=0.01)
     assert row.verdict == "inconclusive" and not row.ok and not res.passed
+    assert "expected consistent, got inconclusive" in res.to_dict()["failures"]["correct"]
+    assert "not as expected: correct" in res.table()
     assert row.bounds["steinke"].verdict == "consistent"  # ε_lb alone does not contradict the claim
     saved = json.loads((tmp_path / "correct" / "gradient_canaries.json").read_text())
     assert saved["verdict"]["verdict"] == "inconclusive" and saved["verdict"]["reasons"]
@@ -294,7 +296,9 @@ def test_selftest_refuses_foreign_directories_and_unknown_variants(tmp_path):
     with pytest.raises(DpauditError, match="unknown one-run estimator"):
         run_selftest(out_dir=tmp_path / "x", progress=False, settings=SMALL, estimators=["stenke"])
     # Broken variants that no outcome could call a violation: refused before any training.
-    with pytest.raises(DpauditError, match="at most ε = 3.64 .* use --canaries 500"):
+    with pytest.raises(
+        DpauditError, match=r"at most ε = 3.64 .* use --canaries 1000 \(ceiling 5.19\)"
+    ):
         run_selftest(
             out_dir=tmp_path / "x",
             progress=False,
@@ -329,3 +333,15 @@ def test_correct_dp_sgd_is_never_a_violation(tmp_path, seed):
     (row,) = res.rows
     assert math.isfinite(row.claimed_epsilon)
     assert row.epsilon_lb <= row.claimed_epsilon and row.verdict == "consistent"
+
+
+def test_a_ceiling_close_to_the_claim_is_warned_about(caplog):
+    """ε = 4 with 500 canaries (ceiling 4.54): allowed, but a broken variant may not be flagged."""
+    from dpaudit.audit.selftest import SelftestSettings, _check_power
+
+    with caplog.at_level("WARNING"):
+        _check_power(500, 4.0, SelftestSettings(), "steinke")
+    assert "only 0.54 above the claimed ε = 4" in caplog.text and "--canaries 1000" in caplog.text
+    caplog.clear()
+    _check_power(1000, 4.0, SelftestSettings(), "steinke")  # 5.19: room for a few wrong guesses
+    assert not caplog.text

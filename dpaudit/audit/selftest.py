@@ -297,12 +297,37 @@ class SelftestResult:
             for name in self.estimators
         )
         lines.append(f"cells: ε_lb/ceiling (every guess right); estimators: {kinds}")
+        lines.append(
+            "gauss reads every canary's score (no guesses, so no ceiling: '/-'); gdp-lower-bound "
+            "estimators are valid only for Gaussian-shaped mechanisms and never decide a verdict"
+            if any(get_estimator(n).inputs == "scores" for n in self.estimators)
+            else "gdp-lower-bound estimators are valid only for Gaussian-shaped mechanisms and never "
+            "decide a verdict"
+        )
         for r in self.rows:
             for name, b in r.bounds.items():
                 if b.error:
                     lines.append(f"n/a: {name} on {r.variant}: {b.error}")
+        for r in self.rows:
+            if not r.ok:
+                lines.append(f"not as expected: {r.variant}: {self.why(r)}")
         lines.append(f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.0f} s")
         return "\n".join(lines)
+
+    @staticmethod
+    def why(row: SelftestRow) -> str:
+        """Why a row's verdict is not the expected one, in one line."""
+        ceiling = "?" if row.ceiling is None else f"{row.ceiling:.2f}"
+        text = (
+            f"expected {row.expected}, got {row.verdict}: ε_lb {row.epsilon_lb:.2f} "
+            f"({row.n_correct}/{row.n_guesses} right) vs claimed ε {row.claimed_epsilon:.2f}, ceiling {ceiling}"
+        )
+        if row.expected == "violation" and row.verdict != "violation":
+            text += (
+                "; the audit could not certify the broken variant's leakage above the claim: more "
+                "canaries (--canaries) raise the ceiling, a smaller --epsilon lowers the claim"
+            )
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -315,6 +340,7 @@ class SelftestResult:
             "estimators": list(self.estimators),
             "settings": dataclasses.asdict(self.settings),
             "rows": [dataclasses.asdict(r) for r in self.rows],
+            "failures": {r.variant: self.why(r) for r in self.rows if not r.ok},
         }
 
 
@@ -396,6 +422,9 @@ def run_selftest(
     out_dir = Path(out_dir)
     for name in variants:
         _clear(out_dir / name)
+    if not out_dir.exists():  # it will hold the canaries' coins: owner-only, as run directories
+        out_dir.mkdir(parents=True)
+        out_dir.chmod(0o700)
 
     records = synthesize(settings.domain, settings.n_records, seed)
     tokenizer = train_bpe_tokenizer([r.text for r in records], vocab_size=settings.vocab_size)
@@ -541,13 +570,22 @@ def run_selftest(
     return res
 
 
+POWER_MARGIN = 1.0
+"""Room a ceiling needs above the claim: a broken variant that misses a few guesses loses about
+0.8 of ε_lb at m = 500–1,000 (e.g. 996 of 1,000 right: 4.36 where the ceiling is 5.19)."""
+
+
 def _check_power(m: int, epsilon: float, settings: SelftestSettings, estimator: str) -> None:
     """Refuse, before training, a self-test whose audit could not call any variant a violation.
 
+    A ceiling above the claim by less than :data:`POWER_MARGIN` is allowed with a
+    warning: a broken variant that misses a few guesses may then stay below the claim.
+
     Raises:
         DpauditError: the primary estimator's ceiling at ``m`` canaries is not above
-            ``epsilon``; names the smallest m that would do (or a smaller ε).
+            ``epsilon``; names the smallest m that leaves the margin (or a smaller ε).
     """
+    import logging
 
     def ceiling_at(k: int) -> float:
         return gradient_canary_ceiling(
@@ -555,18 +593,33 @@ def _check_power(m: int, epsilon: float, settings: SelftestSettings, estimator: 
         )
 
     ceiling = ceiling_at(m)
-    if ceiling > epsilon:
+    if ceiling >= epsilon + POWER_MARGIN:
         return
-    enough = next((k for k in (500, 1000, 2000, 5000) if k > m and ceiling_at(k) > epsilon), None)
+    counts = (500, 1000, 2000, 5000)
+    roomy = next((k for k in counts if k > m and ceiling_at(k) >= epsilon + POWER_MARGIN), None)
+    enough = roomy or next((k for k in counts if k > m and ceiling_at(k) > epsilon), None)
     fix = (
-        f"use --canaries {enough} or a smaller --epsilon"
+        f"--canaries {enough} (ceiling {ceiling_at(enough):.2f}) or a smaller --epsilon"
         if enough
-        else f"no canary count reaches it at δ = {settings.delta:g}: use a smaller --epsilon"
+        else f"a smaller --epsilon (no canary count reaches it at δ = {settings.delta:g})"
     )
-    raise DpauditError(
+    what = (
         f"with {m} canaries the audit can show at most ε = {ceiling:.2f} ({estimator}'s ceiling at "
-        f"δ = {settings.delta:g}, {settings.confidence:.0%}), not above the claimed ε = {epsilon:g}: "
-        f"no broken variant could be called a violation; {fix}"
+        f"δ = {settings.delta:g}, {settings.confidence:.0%})"
+    )
+    if ceiling > epsilon:
+        logging.getLogger(__name__).warning(
+            "%s, only %.2f above the claimed ε = %g: a broken variant that misses a few guesses "
+            "will not be flagged; use %s",
+            what,
+            ceiling - epsilon,
+            epsilon,
+            fix,
+        )
+        return
+    raise DpauditError(
+        f"{what}, not above the claimed ε = {epsilon:g}: no broken variant could be called a "
+        f"violation; use {fix}"
     )
 
 

@@ -82,7 +82,9 @@ class RunResult:
             if auc.get("value") is not None:
                 parts.append(f"best AUC {_num(auc['value'], '.3f')} ({auc.get('attack')})")
             tpr = s.get("max_tpr_at_low_fpr") or {}
-            if tpr.get("value") is not None:
+            if tpr.get("resolvable") is False:
+                parts.append("TPR@0.1%FPR n/r (too few non-members)")
+            elif tpr.get("value") is not None:
                 parts.append(f"TPR@0.1%FPR {_num(tpr['value'], '.3f')}")
             if s.get("max_exposure") is not None:
                 parts.append(f"exposure {_num(s['max_exposure'], '.1f')} bits")

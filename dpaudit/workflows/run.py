@@ -224,8 +224,6 @@ def _run_train(
     tokenizer = _tokenizer(config, prepared.data_dir)
     eval_records = prepared.part("nonmembers")
     lines = [f"run directory: {run.path}"]
-    if ranks.active:
-        lines.append(f"trained on {ranks.world_size} processes (torchrun)")
     private = config.train.private or (config.federated.enabled and config.federated.local_dp)
     jobs = [("target", private)]
     if config.train.baseline and private:
@@ -311,6 +309,10 @@ def _run_train(
         estimate = plan.done(name, time.monotonic() - started)
         if progress and estimate:
             _status([estimate])
+    if ranks.active and announced:
+        lines.insert(
+            1, f"trained on {ranks.world_size} processes (torchrun): {', '.join(announced)}"
+        )
     announced.append("done")  # an error from here on: the other ranks have left
     ranks.broadcast(("done",))
     base_model = packaged_base_model(config.train.model)
