@@ -56,3 +56,25 @@ def test_resumed_models_are_not_timed():
     )
     assert plan.done("target", None) is None  # skipped on --resume: no measurement
     assert plan.done("baseline", 20.0) is None  # measured, but nothing is left
+
+
+def test_a_resumed_run_plans_only_what_it_will_train(tmp_path, capsys):
+    """`train --resume` of a finished run: both models skipped, no plan printed."""
+    from dpaudit.workflows.run import run_train
+    from dpaudit.workflows.validate import load_config
+
+    sets = [
+        "data.synth_n=120", "data.one_run_canaries=0", "data.canary_repetitions=[1]",
+        "data.canaries_per_repetition=1", "data.secret_space=digits:2", "data.vocab_size=300",
+        "data.max_length=32", "train.epochs=1", "train.batch_size=16", "train.physical_batch_size=16",
+        "train.num_references=0",
+        "train.noise_multiplier=1.0",
+    ]  # fmt: skip
+    config = load_config(None, sets=sets, overrides={"name": "plan", "runs_dir": str(tmp_path)})
+    run_train(config)
+    first = capsys.readouterr().err
+    assert "plan (stages run in this order" in first and "target" in first
+    lines = run_train(config, resume=True)
+    again = capsys.readouterr().err
+    assert "plan (stages run" not in again
+    assert "target: unchanged, skipped (--resume)" in lines

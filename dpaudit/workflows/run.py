@@ -240,25 +240,30 @@ def _run_train(
 
         users = sum(1 for c in partition.clients if not c.client_id.startswith("client-or-"))
         federation = user_level_federation(config.train, users)
-    plan = training_plan(
-        config,
-        prepared,
-        [name for name, _ in jobs],
-        references,
-        clients=None if partition is None else partition.n_clients,
-        federation=federation if partition is not None else None,
-    )
-    if progress:
-        _status(plan.lines())
+    inputs_of: dict[str, dict[str, str]] = {}
     for name, dp in jobs:
         extra = {"dp": str(dp)}
         if partition is not None:
             from dpaudit.rundir import sha256_text
 
             extra["federated"] = sha256_text(repr(dataclasses.asdict(federation)))
-        inputs = _train_inputs(config, run, extra)
+        inputs_of[name] = _train_inputs(config, run, extra)
+    # Decided before the plan, so that the plan lists only what will train.
+    skipped = {name for name, _ in jobs if resume and run.can_skip(name, inputs_of[name])}
+    plan = training_plan(
+        config,
+        prepared,
+        [name for name, _ in jobs if name not in skipped],
+        references,
+        clients=None if partition is None else partition.n_clients,
+        federation=federation if partition is not None else None,
+    )
+    if progress and plan.rows:
+        _status(plan.lines())
+    for name, dp in jobs:
+        inputs = inputs_of[name]
         out_dir = run.path / name
-        if resume and run.can_skip(name, inputs):
+        if name in skipped:
             lines.append(f"{name}: unchanged, skipped (--resume)")
             plan.done(name, None)
             continue
