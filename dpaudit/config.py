@@ -500,7 +500,8 @@ class AuditConfig(_Section):
         "steinke", "One-run audit: the estimator of the verdict's lower bound (a registered one)"
     )
     estimators: list[str] = option(
-        [], "One-run audit: estimators reported side by side; empty = every registered one"
+        [],
+        "One-run audit: estimators reported side by side; empty = every registered counts estimator (gauss, which reads scores, is reported by white-box audits)",
     )
 
 
