@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dp_overhead import RESULTS, _load  # noqa: E402
+from dp_overhead import _load, record  # noqa: E402
 
 Q, SIGMA, DELTA, TARGET = 0.01, 1.0, 1e-5, 3.0
 
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         f"average {_load()} when done. gdp and edgeworth are approximations (never used to "
         "calibrate by default).\n\n" + "\n".join(lines) + "\n"
     )
-    print(section)
-    if not args.no_write:
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(section)
-        print(f"appended to {RESULTS}")
+    record(section, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dp_overhead import RESULTS, _load  # noqa: E402
+from dp_overhead import RESULTS, _load, record  # noqa: E402
 
 
 def stage_table(stages: dict[str, dict], wall: float) -> str:
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         + stage_table(manifest["stages"], wall)
         + "\n"
     )
-    print(section)
-    if not args.no_write:
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(section)
-        print(f"appended to {RESULTS}")
+    record(section, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,20 @@ def verdict(row: dict) -> str:
     return f"missed by {best / target:.2f}× ({best:.2f} vs ≤ {target:g}×)"
 
 
+def record(section: str, *, write: bool = True) -> None:
+    """Print a benchmark's section and, unless ``write`` is False, append it to RESULTS.md."""
+    print(section)
+    if not write:
+        return
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            "# Benchmark results\n\nAppended by the scripts in `benchmarks/`.\n", encoding="utf-8"
+        )
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(section)
+    print(f"appended to {RESULTS}")
+
+
 def table(rows: list[dict]) -> str:
     head = (
         "| model | mode | trainable / total params | batch × tokens | non-private ms/ex | DP hooks ms/ex "
@@ -297,16 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         "SmolLM2 as shipped (tied). Target: DP ÷ non-private ≤ 1.1× (LoRA), ≤ 1.5× (full), by the "
         f"faster DP variant. {skipped}\n\n" + table(rows) + "\n"
     )
-    print(section)
-    if not args.no_write:
-        if not RESULTS.exists():
-            RESULTS.write_text(
-                "# Benchmark results\n\nAppended by the scripts in `benchmarks/`.\n",
-                encoding="utf-8",
-            )
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(section)
-        print(f"appended to {RESULTS}")
+    record(section, write=not args.no_write)
 
 
 if __name__ == "__main__":

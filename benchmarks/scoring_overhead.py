@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dp_overhead import RESULTS, _load, device_name  # noqa: E402
+from dp_overhead import _load, device_name, record  # noqa: E402
 
 
 def _texts(n: int, words: int, seed: int) -> list[str]:
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\n".join(lines)
         + "\n"
     )
-    print(section)
-    if not args.no_write:
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(section)
-        print(f"appended to {RESULTS}")
+    record(section, write=not args.no_write)
 
 
 if __name__ == "__main__":
