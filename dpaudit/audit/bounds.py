@@ -102,6 +102,18 @@ def check_scores(name: str, scores: object, *, min_size: int = 1) -> np.ndarray:
     return arr
 
 
+def check_included(included: object, m: int) -> np.ndarray:
+    """Return the canaries' coins as a boolean array of length ``m`` (booleans or 0/1 accepted)."""
+    arr = np.asarray(included)
+    if arr.ndim != 1 or arr.size != m:
+        raise DpauditError(f"included must be one flag per canary ({m}), got shape {arr.shape}")
+    if arr.dtype != bool:
+        if not np.all(np.isin(arr, (0, 1))):
+            raise DpauditError("included must hold booleans (or 0/1)")
+        arr = arr.astype(bool)
+    return arr
+
+
 # ----------------------------------------------------------------------------- Clopper-Pearson
 def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
     """One-sided Clopper-Pearson upper confidence bound on a binomial proportion.

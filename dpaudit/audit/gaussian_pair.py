@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpaudit.audit.bounds import check_confidence, check_delta
+from dpaudit.audit.bounds import check_confidence, check_delta, check_included, check_scores
 from dpaudit.errors import DpauditError
 
 __all__ = ["GaussianPairFit", "gaussian_pair_epsilon_lower_bound", "gaussian_pair_fit"]
@@ -71,18 +71,8 @@ class GaussianPairFit:
 
 
 def _split(scores: object, included: object) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=float)
-    b = np.asarray(included)
-    if s.ndim != 1 or b.shape != s.shape:
-        raise DpauditError(
-            f"scores and included must be 1-D of one length, got shapes {s.shape} and {b.shape}"
-        )
-    if b.dtype != bool:
-        if not np.isin(b, (0, 1)).all():
-            raise DpauditError("included must hold booleans (or 0/1)")
-        b = b.astype(bool)
-    if not np.isfinite(s).all():
-        raise DpauditError("scores must be finite")
+    s = check_scores("scores", scores)
+    b = check_included(included, s.size)
     x1, x0 = s[b], s[~b]
     if x1.size < 2 or x0.size < 2:
         raise DpauditError(

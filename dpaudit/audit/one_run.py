@@ -59,7 +59,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from dpaudit.audit.bounds import check_confidence, check_count, check_delta, check_scores
+from dpaudit.audit.bounds import (
+    check_confidence,
+    check_count,
+    check_delta,
+    check_included,
+    check_scores,
+)
 from dpaudit.errors import DpauditError
 
 __all__ = [
@@ -234,17 +240,6 @@ def one_run_guesses(
     return guesses
 
 
-def _check_included(included: object, m: int) -> np.ndarray:
-    arr = np.asarray(included)
-    if arr.ndim != 1 or arr.size != m:
-        raise DpauditError(f"included must be one flag per canary ({m}), got shape {arr.shape}")
-    if arr.dtype != bool:
-        if not np.all(np.isin(arr, (0, 1))):
-            raise DpauditError("included must hold booleans (or 0/1)")
-        arr = arr.astype(bool)
-    return arr
-
-
 def one_run_audit(
     scores: Sequence[float] | np.ndarray,
     included: Sequence[bool] | np.ndarray,
@@ -270,7 +265,7 @@ def one_run_audit(
 
     est = get_estimator(estimator)
     s = check_scores("scores", scores)
-    inc = _check_included(included, s.size)
+    inc = check_included(included, s.size)
     guesses = one_run_guesses(s, k_plus=k_plus, k_minus=k_minus)
     v = int(np.sum((guesses == 1) & inc) + np.sum((guesses == -1) & ~inc))
     r = int(k_plus) + int(k_minus)
