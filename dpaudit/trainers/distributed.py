@@ -54,9 +54,6 @@ T = TypeVar("T")
 WAIT_MINUTES = 180
 """How long a rank waits in a collective (rank 0's data stage, evaluation, saving) before failing."""
 
-ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
-"""What ``torchrun`` (torch.distributed.run) sets in each process it starts."""
-
 
 @dataclass(frozen=True)
 class Ranks:

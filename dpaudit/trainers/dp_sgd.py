@@ -366,7 +366,7 @@ def train_model(
                 break
     finally:
         bar.close()
-    if stopped:
+    if stopped or not ranks.is_main:  # a rank other than 0: rank 0 evaluates and writes
         partial = make_ledger(plan, done, accountants=(plan.accountant,))
         return TrainResult(
             out_dir,
@@ -374,7 +374,7 @@ def train_model(
             {},
             done,
             plan.steps,
-            False,
+            not stopped,
             time.perf_counter() - started,
             str(device),
             plan.accountant,
@@ -382,19 +382,6 @@ def train_model(
         )
 
     model = runner.unwrap()
-    if not ranks.is_main:  # rank 0 evaluates and writes; this rank's model is the same
-        return TrainResult(
-            out_dir,
-            make_ledger(plan, done),
-            {},
-            done,
-            plan.steps,
-            True,
-            time.perf_counter() - started,
-            str(device),
-            plan.accountant,
-            examples.ids,
-        )
     metrics = _metrics(
         model, built, examples, eval_records, tokenizer, config, max_length, device, precision, log
     )

@@ -336,9 +336,8 @@ class StepRunner:
             return loss_sum
         import torch
 
-        total = torch.tensor(
-            [loss_sum], dtype=torch.float64, device=self.device
-        )  # NCCL: on the GPU
+        # on the rank's device: NCCL has no CPU tensors
+        total = torch.tensor([loss_sum], dtype=torch.float64, device=self.device)
         return float(self.ranks.all_reduce_sum(total).item())
 
     def _all_reduce_grads(self) -> None:

@@ -180,14 +180,17 @@ def _follow_train(config: RunConfig, ranks: Any, *, resume: bool) -> None:
     message = ranks.broadcast(None)
     if message[0] == "error":  # rank 0 prints it
         raise SystemExit(2)
-    prepared = load_prepared(config.run_dir) if message[0] == "train" else None
-    while message[0] == "train" and prepared is not None:
+    if message[0] != "train":  # nothing to train (every model skipped on --resume)
+        return
+    prepared = load_prepared(config.run_dir)
+    tokenizer = _tokenizer(config, prepared.data_dir)
+    while message[0] == "train":
         _, name, dp, seed = message
         try:
             train_model(
                 prepared.train,
                 config=dataclasses.replace(config.train, dp=dp),
-                tokenizer=_tokenizer(config, prepared.data_dir),
+                tokenizer=tokenizer,
                 out_dir=config.run_dir / name,
                 eval_records=(),
                 seed=seed,
