@@ -47,6 +47,7 @@ __all__ = [
     "Estimator",
     "estimator_names",
     "get_estimator",
+    "primary_problem",
     "register_estimator",
 ]
 
@@ -114,8 +115,7 @@ class Estimator:
             what = "canary scores and coins" if self.inputs == "scores" else "one-run counts"
             raise DpauditError(
                 f"estimator {self.name!r} works on {what}, not on "
-                f"{'counts' if inputs == 'counts' else 'scores'}"
-                + (" (white-box audits report it)" if self.inputs == "scores" else "")
+                f"{inputs}" + (" (white-box audits report it)" if self.inputs == "scores" else "")
             )
 
     def epsilon(self, *, m: int, r: int, v: int, delta: float, confidence: float) -> float:
@@ -200,6 +200,26 @@ def estimator_names(*, scores: bool) -> tuple[str, ...]:
     white-box gradient-canary audits, whose statistics are Gaussian sums, to ``True``.
     """
     return tuple(n for n, e in ESTIMATORS.items() if scores or e.inputs == "counts")
+
+
+def primary_problem(name: str) -> str | None:
+    """Why the estimator ``name`` cannot be the primary one (the one that decides a verdict), or None.
+
+    The primary estimator must read counts (it has a ceiling) and be a ``lower-bound``
+    for every (eps, delta)-DP mechanism.
+
+    Raises:
+        DpauditError: unknown name.
+    """
+    est = get_estimator(name)
+    if est.inputs != "counts":
+        return f"{name!r} reads canary scores (white-box audits only) and has no ceiling"
+    if est.guarantee != "lower-bound":
+        return (
+            f"{name!r} is not a lower bound for every DP mechanism ({est.guarantee}), so it "
+            "cannot decide a violation"
+        )
+    return None
 
 
 def get_estimator(name: str) -> Estimator:

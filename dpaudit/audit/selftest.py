@@ -61,7 +61,12 @@ from pathlib import Path
 from typing import Any
 
 from dpaudit.atomic import write_json
-from dpaudit.audit.estimators import DEFAULT_ESTIMATOR, estimator_names, get_estimator
+from dpaudit.audit.estimators import (
+    DEFAULT_ESTIMATOR,
+    estimator_names,
+    get_estimator,
+    primary_problem,
+)
 from dpaudit.audit.gradient_canaries import (
     STATISTIC_LIKELIHOOD_RATIO,
     STATISTIC_SUM,
@@ -354,16 +359,10 @@ def _pair(lb: float, ceiling: float | None) -> str:
 
 def _estimator_names(estimator: str, estimators: Sequence[str]) -> tuple[str, ...]:
     """The primary first, then the others asked (all registered ones when none), each once."""
-    guarantee = get_estimator(estimator).guarantee
-    if get_estimator(estimator).inputs != "counts":
+    why = primary_problem(estimator)
+    if why is not None:
         raise DpauditError(
-            f"estimator {estimator!r} reads canary scores and has no ceiling: it cannot be the "
-            "primary estimator; it is reported beside the primary one anyway"
-        )
-    if guarantee != LOWER_BOUND:
-        raise DpauditError(
-            f"estimator {estimator!r} is not a lower bound for every DP mechanism ({guarantee}), "
-            "so it cannot decide a violation; it is reported beside the primary one anyway"
+            f"estimator {why}: it cannot be the primary one; it is reported beside it anyway"
         )
     rest = tuple(estimators) or estimator_names(scores=True)
     for name in rest:

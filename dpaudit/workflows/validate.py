@@ -206,7 +206,7 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     _check_train(config)
     _check_data(config, load=data)
     _check_federated(config)
-    from dpaudit.audit.estimators import ESTIMATORS
+    from dpaudit.audit.estimators import ESTIMATORS, primary_problem
     from dpaudit.audit.methods import AUDIT_METHODS
     from dpaudit.datasets.canary_designs import CANARY_DESIGNS
     from dpaudit.reports import REPORT_FORMATS
@@ -216,17 +216,10 @@ def _check(config: RunConfig, *, data: bool = True) -> None:
     _check_design_trains(config, CANARY_DESIGNS.get(config.data.canary_design))
     _known(AUDIT_METHODS, config.audit.method, "audit.method")
     _known(ESTIMATORS, config.audit.estimator, "audit.estimator")
-    if ESTIMATORS.get(config.audit.estimator).inputs != "counts":
+    why = primary_problem(config.audit.estimator)
+    if why is not None:
         raise ConfigError(
-            f"audit.estimator = {config.audit.estimator!r} reads canary scores (white-box audits "
-            "only) and cannot be the primary estimator; list it in audit.estimators",
-            key="audit.estimator",
-        )
-    if ESTIMATORS.get(config.audit.estimator).guarantee != "lower-bound":
-        raise ConfigError(
-            f"audit.estimator = {config.audit.estimator!r} is not a lower bound for every DP "
-            f"mechanism ({ESTIMATORS.get(config.audit.estimator).guarantee}), so it cannot decide "
-            "a violation; list it in audit.estimators to report it side by side",
+            f"audit.estimator = {why}; list it in audit.estimators to report it side by side",
             key="audit.estimator",
         )
     for name in config.audit.estimators:
