@@ -302,13 +302,13 @@ class SelftestResult:
             for name in self.estimators
         )
         lines.append(f"cells: ε_lb/ceiling (every guess right); estimators: {kinds}")
-        lines.append(
-            "gauss reads every canary's score (no guesses, so no ceiling: '/-'); gdp-lower-bound "
-            "estimators are valid only for Gaussian-shaped mechanisms and never decide a verdict"
-            if any(get_estimator(n).inputs == "scores" for n in self.estimators)
-            else "gdp-lower-bound estimators are valid only for Gaussian-shaped mechanisms and never "
+        note = (
+            "gdp-lower-bound estimators are valid only for Gaussian-shaped mechanisms and never "
             "decide a verdict"
         )
+        if any(get_estimator(n).inputs == "scores" for n in self.estimators):
+            note = "gauss reads every canary's score (no guesses, so no ceiling: '/-'); " + note
+        lines.append(note)
         for r in self.rows:
             for name, b in r.bounds.items():
                 if b.error:
