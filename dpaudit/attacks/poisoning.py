@@ -82,7 +82,8 @@ def attack_success(
     argmax given the prompt and the target tokens before it.
 
     Returns:
-        ``{"asr": ..., "target_token_accuracy": ..., "prompts": n}``.
+        ``{"asr": ..., "target_token_accuracy": ..., "prompts": n, "hits": ...}`` (hits: the
+        prompts whose continuation begins with the target).
     """
     import torch
 
@@ -119,6 +120,7 @@ def attack_success(
         "asr": hits / n,
         "target_token_accuracy": token_hits / (n * len(target)),
         "prompts": float(n),
+        "hits": float(hits),
     }
 
 

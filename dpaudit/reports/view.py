@@ -804,9 +804,7 @@ def _provenance(report: Mapping[str, Any]) -> dict[str, Any]:
         {
             "name": k,
             "status": v.get("status", ""),
-            "seconds": fmt.DASH
-            if fmt.as_float(v.get("seconds")) is None
-            else f"{v['seconds']:.1f}",
+            "seconds": fmt.fixed(v.get("seconds"), 1),
         }
         for k, v in ordered
     ]

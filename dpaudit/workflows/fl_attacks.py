@@ -522,7 +522,7 @@ def run_poisoning(
                     "dp": dp,
                     "attacker": attacked,
                     "asr": success["asr"],
-                    "asr_interval": asr_interval(success["asr"], int(success["prompts"])),
+                    "asr_interval": asr_interval(int(success["hits"]), int(success["prompts"])),
                     "target_token_accuracy": success["target_token_accuracy"],
                     "prompts": int(success["prompts"]),
                     "heldout_loss": float(loss),
@@ -576,15 +576,15 @@ def _stage_inputs(run: RunDir, config: RunConfig, settings: dict[str, Any]) -> d
     return inputs
 
 
-def asr_interval(asr: float, prompts: int, confidence: float = 0.95) -> list[float]:
-    """Two-sided Clopper-Pearson interval (Clopper, Pearson 1934) of the ASR over ``prompts``.
+def asr_interval(hits: int, prompts: int, confidence: float = 0.95) -> list[float]:
+    """Two-sided Clopper-Pearson interval (Clopper, Pearson 1934) of the ASR ``hits / prompts``.
 
     It covers the sampling of trigger prompts for this one trained model, not the
     randomness of training (one seed per condition).
     """
     from dpaudit.audit.bounds import clopper_pearson_lower, clopper_pearson_upper
 
-    hits, alpha = round(asr * prompts), (1.0 - confidence) / 2
+    alpha = (1.0 - confidence) / 2
     return [
         clopper_pearson_lower(hits, prompts, alpha),
         clopper_pearson_upper(hits, prompts, alpha),
